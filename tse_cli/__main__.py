@@ -1,0 +1,3 @@
+from tse_cli.cli import main
+
+main()

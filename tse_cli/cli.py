@@ -1,0 +1,47 @@
+"""The `tse` Typer app: one module per subcommand under `tse_cli.commands`, each with `register(app)`.
+
+Command modules import only typer/rich at module level, so `tse --help` and `tse classes` start fast;
+torch and the models are imported inside the commands that need them.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+COMMANDS = ("extract", "classes", "models", "convert", "mix", "train", "evaluate", "demo")
+
+app = typer.Typer(
+    name="tse",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from tse_cli import __version__
+
+        typer.echo(f"tse {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Target sound extraction: give a recording and a clue (a sound class or lip embeddings), get that sound."""
+
+
+for _name in COMMANDS:
+    importlib.import_module(f"tse_cli.commands.{_name}").register(app)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

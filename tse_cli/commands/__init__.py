@@ -1,0 +1,1 @@
+"""One module per `tse` subcommand; each exposes `register(app: typer.Typer) -> None`."""

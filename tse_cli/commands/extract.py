@@ -1,0 +1,7 @@
+"""`tse extract` (not written yet)."""
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add this subcommand to the app (nothing yet)."""
