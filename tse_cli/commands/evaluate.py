@@ -1,7 +1,141 @@
-"""`tse evaluate` (not written yet)."""
+"""`tse eval --data DIR (--model NAME | --checkpoint DIR)`: SI-SNRi and SNRi of a model on a `tse mix` split."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any
 
 import typer
 
 
 def register(app: typer.Typer) -> None:
-    """Add this subcommand to the app (nothing yet)."""
+    """Add `tse eval` to the app."""
+    app.command("eval", no_args_is_help=True)(evaluate)
+
+
+def evaluate(
+    data: Path = typer.Option(..., "--data", "-d", help="Data folder made by `tse mix` (either recipe)."),
+    model: str = typer.Option(None, "--model", help="Registry name (`tse models list`)."),
+    checkpoint: Path = typer.Option(None, "--checkpoint", help="Checkpoint directory (e.g. a run's best/)."),
+    split: str = typer.Option("test", help="Split to evaluate."),
+    out: Path = typer.Option(None, "--out", help="Write results: .json (summary + examples) or .csv (examples)."),
+    limit: int = typer.Option(0, help="Only the first N examples (0: all)."),
+    batch_size: int = typer.Option(1, help="Examples per forward pass."),
+    num_workers: int = typer.Option(0, help="Data-loading processes."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
+    task_arg: list[str] = typer.Option(None, "--task-arg", "-t", help="Family option NAME=VALUE (repeatable)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the table, no progress."),
+) -> None:
+    """Measure SI-SNRi and SNRi (mean, median, per class) of a model on a split of a data folder."""
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    if (model is None) == (checkpoint is None):
+        console.print("[red]error:[/red] give exactly one of --model NAME or --checkpoint DIR", highlight=False)
+        raise typer.Exit(2)
+    if out is not None and out.suffix not in (".json", ".csv"):
+        console.print(f"[red]error:[/red] {out}: --out must end in .json or .csv", highlight=False)
+        raise typer.Exit(2)
+    try:
+        summary, records, name = _measure(
+            data,
+            model or str(checkpoint),
+            split,
+            limit,
+            batch_size,
+            num_workers,
+            device,
+            task_arg or [],
+            quiet,
+            console,
+        )
+    except (ValueError, OSError) as err:
+        console.print(f"[red]error:[/red] {err}", highlight=False)
+        raise typer.Exit(1) from None
+    Console().print(_table(summary, f"{name} on {data} ({split})"))
+    if out is not None:
+        _write_atomic(out, _render(out.suffix, summary, records, name, data, split))
+        console.print(f"results written to {out}", highlight=False)
+
+
+def _measure(
+    data: Path,
+    name: str,
+    split: str,
+    limit: int,
+    batch_size: int,
+    num_workers: int,
+    device: str,
+    task_args: list[str],
+    quiet: bool,
+    console: Any,
+) -> tuple[dict[str, Any], list[dict[str, Any]], str]:
+    """Load the model and its task, validate the split, evaluate every example; (summary, records, model name)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from tse_cli.train.config import parse_assignments
+    from tse_cli.train.evaluation import evaluate, split_loader
+    from tse_cli.train.loop import pick_device, task_options
+    from tse_cli.train.metrics import summarize
+    from tse_cli.train.tasks import get_task
+    from tse_cli.weights import load_model
+
+    torch_device = pick_device(device)
+    net = load_model(name, device=str(torch_device))
+    task = get_task(net.arch)
+    options = task_options(task, parse_assignments(task_args, "--task-arg"))
+    task.validate(data, (split,))
+    loader = split_loader(task, data, split, options, batch_size, num_workers, limit)
+    columns = (TextColumn("evaluating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, disable=quiet) as bar:
+        bar_id = bar.add_task("", total=len(loader.dataset))
+        records = evaluate(net, task, loader, options, torch_device, lambda n: bar.advance(bar_id, n))
+    if not records:
+        raise ValueError(f"{data}: split {split!r} has no examples")
+    return summarize(records), records, name
+
+
+def _table(summary: dict[str, Any], title: str) -> Any:
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in ("class", "n", "SI-SNRi mean", "SI-SNRi median", "SNRi mean", "SNRi median"):
+        table.add_column(column, justify="left" if column == "class" else "right")
+
+    def row(name: str, stats: dict[str, Any], style: str = "") -> None:
+        cells = [f"{stats[m][s]:.2f}" for m in ("si_snri", "snri") for s in ("mean", "median")]
+        table.add_row(name, str(stats["count"]), *cells, style=style)
+
+    for label, stats in summary["per_class"].items():
+        row(label, stats)
+    if summary["count"]:
+        row("all", summary, style="bold")
+    if summary["nonfinite"]:
+        table.caption = f"{summary['nonfinite']} example(s) with non-finite metrics left out"
+    return table
+
+
+def _render(
+    suffix: str, summary: dict[str, Any], records: list[dict[str, Any]], name: str, data: Path, split: str
+) -> str:
+    """The results file text: JSON (summary and per-example records) or CSV (one row per example)."""
+    rows = [{"index": i, **record} for i, record in enumerate(records)]
+    if suffix == ".json":
+        result = {"model": name, "data": str(data), "split": split, "summary": summary, "examples": rows}
+        return json.dumps(result, indent=2) + "\n"
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=["index", "label", "si_snri", "snri", "si_snr", "snr"])
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

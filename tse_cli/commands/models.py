@@ -1,7 +1,209 @@
-"""`tse models` (not written yet)."""
+"""`tse models list|download|info`: the pretrained-weights registry (weights.toml) from the command line."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
 
 import typer
 
+models_app = typer.Typer(
+    name="models",
+    help="List, download and describe pretrained models (the weights.toml registry).",
+    no_args_is_help=True,
+)
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print `error: message` on stderr and return the Exit to raise (one line, no traceback)."""
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+@models_app.command("list")
+def list_models(
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON list instead of a table."),
+) -> None:
+    """List the registry: name, architecture, sample rate, whether it is cached here, license, description."""
+    from tse_cli.weights import WeightsError, cache_state, load_registry
+
+    try:
+        entries = load_registry()
+    except WeightsError as err:
+        raise fail(str(err)) from None
+    rows = [
+        {
+            "name": e.name,
+            "architecture": e.architecture,
+            "sample_rate": e.sample_rate,
+            "cached": cache_state(e),
+            "license": e.license,
+            "description": e.description,
+        }
+        for e in entries.values()
+    ]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="Pretrained models (weights.toml)")
+    for column in ("name", "architecture", "rate (Hz)", "cached"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("license", max_width=16)
+    table.add_column("description", ratio=1)
+    for row in rows:
+        table.add_row(*(str(v) for v in row.values()))
+    Console().print(table)
+
+
+@models_app.command("download")
+def download(
+    names: list[str] = typer.Argument(None, help="Registry names, or Hub repos as owner/repo or owner/repo@revision."),
+    all_: bool = typer.Option(False, "--all", help="Download every registry entry (for container builds)."),
+) -> None:
+    """Download (and convert, for published formats) models into the cache; prints each checkpoint directory.
+
+    Set HF_HOME first to choose where the cache goes (e.g. in a container image), and HF_HUB_OFFLINE=1 at run time.
+    """
+    from tse_cli.weights import WeightsError, load_registry, resolve
+
+    if bool(names) == all_:
+        raise fail("give model NAMEs or --all (not both)", code=2)
+    try:
+        registry = load_registry()
+    except WeightsError as err:
+        raise fail(str(err)) from None
+    failed = 0
+    for name in list(registry) if all_ else names:
+        try:
+            folder = resolve(name, registry)
+        except WeightsError as err:
+            typer.echo(f"error: {err}", err=True)
+            failed += 1
+            continue
+        typer.echo(f"{name}: {folder}")
+    if failed:
+        raise typer.Exit(1)
+
+
+def describe(name: str) -> dict[str, Any]:
+    """What `tse models info` reports for an architecture name, a registry entry or a checkpoint directory.
+
+    Weights are never downloaded: the model is built from its architecture and config on the meta device.
+    """
+    import difflib
+    from pathlib import Path
+
+    from tse_cli.checkpoint import read_config
+    from tse_cli.models import ARCHITECTURES
+    from tse_cli.weights import WeightsError, cache_state, load_registry
+
+    registry = load_registry()
+    info: dict[str, Any] = {"name": name}
+    if name in registry:
+        entry = registry[name]
+        arch, config = entry.architecture, entry.config
+        files = {role: str(spec.source) for role, spec in entry.files.items()}
+        info |= {"description": entry.description, "license": entry.license, "citation": entry.citation}
+        info |= {"format": entry.format, "source": files, "cached": cache_state(entry)}
+    elif name in ARCHITECTURES:
+        arch, config = name, {}
+    elif Path(name).is_dir():
+        saved = read_config(name)
+        arch, config = saved["arch"], saved.get("config", {})
+        info["source"] = str(Path(name).resolve())
+    else:
+        close = difflib.get_close_matches(name, [*registry, *ARCHITECTURES], n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else f"; registry: {', '.join(registry)}"
+        raise WeightsError(f"unknown model {name!r} (not a registry name, architecture or checkpoint directory){hint}")
+    return info | {"architecture": arch, "config": config} | model_stats(arch, config)
+
+
+def model_stats(arch: str, config: dict[str, Any]) -> dict[str, Any]:
+    """Parameters, compute, latency, sample rate and clue of architecture `arch` built with `config`."""
+    import torch
+
+    from tse_cli.models import create
+
+    with torch.device("meta"):
+        model = create(arch, **config)
+    stats: dict[str, Any] = {
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "sample_rate": model.sample_rate,
+        "clue": model.clue_kind,
+    }
+    if model.clue_kind == "class":
+        from tse_cli.classes import FSD_CLASSES
+
+        stats["classes"] = len(FSD_CLASSES)
+    return stats | compute_stats(model)
+
+
+def compute_stats(model: Any) -> dict[str, Any]:
+    """Algorithmic latency (causal models) or window (window models), and GMAC per second of audio.
+
+    Compute is counted by `tse_cli.models.complexity.count` over one second of audio, or one native window for
+    window models (which always run whole windows). A model whose forward cannot run on the meta device gets
+    `gmac_per_second: None` and the reason in `gmac_note`.
+    """
+    stats: dict[str, Any] = {}
+    seconds = 1.0
+    if (latency := getattr(model, "latency_samples", None)) is not None:
+        stats["latency_ms"] = 1000 * latency / model.sample_rate
+    if (window := getattr(model, "window_samples", None)) is not None:
+        seconds = stats["window_seconds"] = window / model.sample_rate
+    from tse_cli.models.complexity import count
+
+    try:
+        macs = count(model, seconds=seconds)["macs_per_second"]
+    except (NotImplementedError, RuntimeError, ValueError) as err:  # shape-only counting is not always possible
+        reason = " ".join(str(err).split())[:120]
+        return stats | {"gmac_per_second": None, "gmac_note": f"not countable without weights ({reason})"}
+    return stats | {"gmac_per_second": macs / 1e9}
+
+
+@models_app.command("info")
+def info(
+    name: str = typer.Argument(..., help="A registry name, an architecture name or a checkpoint directory."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON object instead of a table."),
+) -> None:
+    """Describe a model: parameters, GMAC/s, latency, sample rate, classes, source and license (no download)."""
+    from tse_cli.checkpoint import CheckpointError
+    from tse_cli.weights import WeightsError
+
+    try:
+        details = describe(name)
+    except (WeightsError, CheckpointError, ValueError) as err:
+        raise fail(str(err)) from None
+    if as_json:
+        typer.echo(json.dumps(details, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"tse model {name}", show_header=False)
+    table.add_column("field", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    for key, value in details.items():
+        table.add_row(key.replace("_", " "), _cell(value))
+    Console().print(table)
+
+
+def _cell(value: Any) -> str:
+    """A table cell: thousands separators, 3 decimals, one `key: value` line per dict item."""
+    if isinstance(value, dict):
+        return "\n".join(f"{k}: {v}" for k, v in value.items()) or "{}"
+    if isinstance(value, bool) or value is None:
+        return "n/a" if value is None else str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:,.3f}"
+    return str(value)
+
 
 def register(app: typer.Typer) -> None:
-    """Add this subcommand to the app (nothing yet)."""
+    """Add `tse models` to the app."""
+    app.add_typer(models_app)

@@ -23,6 +23,13 @@ from torch import nn
 
 # name -> (module, class, published constructor arguments)
 ARCHITECTURES: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "av-sepformer-large": ("tse_cli.models.avsepformer", "AVSepFormer", {"d_model": 256}),
+    "av-sepformer-small": ("tse_cli.models.avsepformer", "AVSepFormer", {"d_model": 128}),
+    "av-sepmamba-large": ("tse_cli.models.avsepmamba", "AVSepMamba", {"d_model": 256}),
+    "av-sepmamba-small": ("tse_cli.models.avsepmamba", "AVSepMamba", {"d_model": 128}),
+    "dpm-tse": ("tse_cli.models.dpmtse", "DPMTSE", {"channels": [128, 256, 512, 512]}),
+    "dpm-tse-large": ("tse_cli.models.dpmtse", "DPMTSE", {"channels": [192, 384, 768, 768]}),
+    "waveformer": ("tse_cli.models.waveformer", "Waveformer", {}),  # any published config (load_published)
     "waveformer-large": ("tse_cli.models.waveformer", "Waveformer", {"enc_dim": 512, "dec_dim": 256}),
     "waveformer-small": ("tse_cli.models.waveformer", "Waveformer", {"enc_dim": 512, "dec_dim": 128}),
     "wavemamba-large": ("tse_cli.models.wavemamba", "WaveMamba", {"enc_dim": 512, "dec_dim": 256}),

@@ -1,0 +1,111 @@
+"""Seconds per 10 s clip for DPM-TSE at 50 DDIM steps, on CPU (2 threads) and on CUDA when one is present.
+
+    .venv/bin/python bench/dpmtse.py [--arch dpm-tse] [--steps 50] [--cpu-steps 2] [--threads 2] [--json PATH]
+
+Random weights of the published size (timing does not depend on their values), one 10 s clip (1000 mel frames),
+one class, eta 1, float32. Each device is timed in parts after a warm-up: the mel front end, the DDIM loop
+(`--cpu-steps` steps on CPU, as the base model takes seconds per step there, all `--steps` on CUDA) and the
+vocoder. Where fewer steps than `--steps` were run, the clip time is extrapolated as
+mel + steps x (seconds per step) + vocoder, and the table says so. Prints a table and writes JSON
+(default bench/results/dpmtse.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from tse_cli.classes import class_index, multi_hot
+from tse_cli.models import create
+from tse_cli.models.dpmtse import class_labels
+
+RESULTS = Path(__file__).resolve().parent / "results"
+CLIP_SECONDS = 10.0
+
+
+def _timed(fn: Callable[[], object], device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+@torch.inference_mode()
+def measure(arch: str, device: torch.device, steps: int, timed_steps: int) -> dict:
+    """Time the parts of one 10 s extraction on `device`; extrapolate when `timed_steps` < `steps`."""
+    torch.manual_seed(0)
+    model = create(arch).to(device).eval()
+    mixture = 0.1 * torch.randn(1, 1, int(CLIP_SECONDS * model.sample_rate), device=device)
+    labels = class_labels(torch.tensor(multi_hot([class_index("Cough")]))[None]).to(device)
+    frames = model.frames_for(mixture.shape[-1])
+    generator = torch.Generator(device).manual_seed(0)
+
+    mel = model.mixture_mel(mixture, frames)
+    model.velocity(mel, 999, mel, labels)  # warm-up (kernels, allocator)
+    model.vocode(mel, mixture.shape[-1])
+
+    mel_s = _timed(lambda: model.mixture_mel(mixture, frames), device)
+    loop_s = _timed(lambda: model.sample(mel, labels, steps=timed_steps, eta=1.0, generator=generator), device)
+    vocoder_s = _timed(lambda: model.vocode(mel, mixture.shape[-1]), device)
+    per_step = loop_s / timed_steps
+    return {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "threads": torch.get_num_threads() if device.type == "cpu" else None,
+        "steps_timed": timed_steps,
+        "mel_s": round(mel_s, 4),
+        "per_step_s": round(per_step, 4),
+        "vocoder_s": round(vocoder_s, 4),
+        "clip_s": round(mel_s + steps * per_step + vocoder_s, 3),
+        "extrapolated": timed_steps < steps,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", default="dpm-tse", choices=["dpm-tse", "dpm-tse-large"])
+    parser.add_argument("--steps", type=int, default=50, help="DDIM steps per clip")
+    parser.add_argument("--cpu-steps", type=int, default=2, help="steps actually run on CPU (then extrapolated)")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads")
+    parser.add_argument("--json", type=Path, default=RESULTS / "dpmtse.json")
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    rows = {"cpu": measure(args.arch, torch.device("cpu"), args.steps, min(args.cpu_steps, args.steps))}
+    rows["cuda"] = (
+        measure(args.arch, torch.device("cuda"), args.steps, args.steps) if torch.cuda.is_available() else None
+    )
+
+    print(f"DPM-TSE ({args.arch}), one 10 s clip at 16 kHz, {args.steps} DDIM steps, float32, batch 1")
+    print(f"{'device':<8}{'mel s':>9}{'s/step':>10}{'vocoder s':>11}{'s per clip':>12}{'x realtime':>12}  note")
+    for name, row in rows.items():
+        if row is None:
+            print(f"{name:<8}{'not measured (no CUDA GPU)':>54}")
+            continue
+        note = f"extrapolated from {row['steps_timed']} steps" if row["extrapolated"] else "measured"
+        if row["threads"]:
+            note += f", {row['threads']} threads"
+        speed = CLIP_SECONDS / row["clip_s"]
+        print(
+            f"{name:<8}{row['mel_s']:>9.3f}{row['per_step_s']:>10.3f}{row['vocoder_s']:>11.3f}"
+            f"{row['clip_s']:>12.2f}{speed:>12.3f}  {note}"
+        )
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    print(f"load average at the end: {load:.2f} on {os.cpu_count()} cores" if load is not None else "")
+    report = {"arch": args.arch, "steps": args.steps, "clip_seconds": CLIP_SECONDS, "load_average": load, **rows}
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

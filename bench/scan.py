@@ -1,0 +1,164 @@
+"""Selective-scan speed: the chunked reference scan against the naive per-step loop (CPU), and the reference
+against mamba_ssm's kernel (CUDA, when a GPU is present).
+
+    .venv/bin/python bench/scan.py                      # default grid, 1 thread
+    .venv/bin/python bench/scan.py --threads 2 --batch 1 4 --length 1000 20000
+
+Shapes are WaveMamba-large's (d_inner 512, d_state 16); length counts frames (32 samples at 44.1 kHz each, so
+20000 frames = 14.5 s of audio). Prints a table and writes bench/results/scan.json. The naive loop is skipped
+where it would take minutes and gigabytes under autograd (--max-naive-grad-steps), marked "skipped".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from tse_cli.models.scan import mamba_ssm_available, selective_scan
+
+RESULTS = Path(__file__).resolve().parent / "results" / "scan.json"
+
+
+def make_inputs(batch: int, d_inner: int, d_state: int, length: int, device: str, dtype: torch.dtype) -> dict:
+    """Random inputs like a trained Mamba layer's (softplus delta around 0.01-0.1, S4D-real A)."""
+    g = torch.Generator().manual_seed(0)
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=g).to(device, dtype)
+
+    return {
+        "u": rand(batch, d_inner, length),
+        "delta": rand(batch, d_inner, length),
+        "A": -torch.arange(1, d_state + 1, dtype=torch.float32).repeat(d_inner, 1).to(device),
+        "B": rand(batch, d_state, length),
+        "C": rand(batch, d_state, length),
+        "D": torch.ones(d_inner, device=device),
+        "z": rand(batch, d_inner, length),
+        "delta_bias": torch.full((d_inner,), -3.0, device=device),
+    }
+
+
+def timed(fns: dict[str, Callable[[], None]], repeats: int, device: str) -> dict[str, float]:
+    """Best wall time (seconds) of each function over `repeats` rounds, after one warm-up round. The functions
+    alternate within a round so that a busy machine slows them alike."""
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    best = dict.fromkeys(fns, float("inf"))
+    for round_ in range(repeats + 1):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            sync()
+            if round_:
+                best[name] = min(best[name], time.perf_counter() - start)
+    return best
+
+
+def runner(inputs: dict, backend: str, grad: bool) -> Callable[[], None]:
+    """A closure that runs one scan (and its backward pass when `grad`)."""
+
+    def run() -> None:
+        if not grad:
+            with torch.no_grad():
+                selective_scan(**inputs, delta_softplus=True, backend=backend)
+            return
+        leaves = {k: v.detach().requires_grad_(k in ("u", "delta", "B", "C", "z")) for k, v in inputs.items()}
+        selective_scan(**leaves, delta_softplus=True, backend=backend).float().square().mean().backward()
+
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--length", type=int, nargs="+", default=[1000, 5000, 20000])
+    parser.add_argument("--d-inner", type=int, default=512)
+    parser.add_argument("--d-state", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=1, help="timed rounds after the warm-up round (best kept)")
+    parser.add_argument("--max-steps", type=int, default=80000, help="batch*length cap, CPU forward rows")
+    parser.add_argument("--max-grad-steps", type=int, default=20000, help="batch*length cap, CPU fwd+bwd rows")
+    parser.add_argument("--max-naive-grad-steps", type=int, default=5000, help="batch*length cap, naive fwd+bwd")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    rows = []
+    for grad in (False, True):
+        for batch in args.batch:
+            for length in args.length:
+                if batch * length > (args.max_grad_steps if grad else args.max_steps):
+                    continue
+                inputs = make_inputs(batch, args.d_inner, args.d_state, length, "cpu", torch.float32)
+                backends = ["reference"]
+                if not grad or batch * length <= args.max_naive_grad_steps:
+                    backends.append("naive")
+                t = timed({b: runner(inputs, b, grad) for b in backends}, args.repeats, "cpu")
+                rows.append(
+                    _row("cpu", "float32", grad, batch, length, "naive", t.get("naive"), "reference", t["reference"])
+                )
+                print(_format(rows[-1]), flush=True)
+
+    cuda_rows = []
+    if torch.cuda.is_available() and mamba_ssm_available():
+        for dtype in (torch.float32, torch.bfloat16):
+            for grad in (False, True):
+                for batch in args.batch:
+                    for length in args.length:
+                        inputs = make_inputs(batch, args.d_inner, args.d_state, length, "cuda", dtype)
+                        t = timed({b: runner(inputs, b, grad) for b in ("reference", "cuda")}, args.repeats, "cuda")
+                        name = str(dtype).removeprefix("torch.")
+                        cuda_rows.append(
+                            _row("cuda", name, grad, batch, length, "reference", t["reference"], "cuda", t["cuda"])
+                        )
+                        print(_format(cuda_rows[-1]), flush=True)
+    else:
+        why = "no CUDA GPU" if not torch.cuda.is_available() else "mamba_ssm not installed"
+        print(f"cuda rows: not measured ({why})")
+    rows += cuda_rows or [{"device": "cuda", "status": "not measured"}]
+
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "threads": args.threads,
+        "d_inner": args.d_inner,
+        "d_state": args.d_state,
+        "torch": torch.__version__,
+        "cpu": platform.processor() or platform.machine(),
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+    }
+    tmp = RESULTS.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    tmp.replace(RESULTS)
+    print(f"wrote {RESULTS}")
+
+
+def _row(device, dtype, grad, batch, length, base, base_s, new, new_s) -> dict:
+    return {
+        "device": device,
+        "dtype": dtype,
+        "pass": "fwd+bwd" if grad else "fwd",
+        "batch": batch,
+        "length": length,
+        "baseline": base,
+        "baseline_s": base_s,
+        "backend": new,
+        "backend_s": new_s,
+        "speedup": None if base_s is None else base_s / new_s,
+    }
+
+
+def _format(row: dict) -> str:
+    base = "skipped" if row["baseline_s"] is None else f"{row['baseline_s']:8.3f}s"
+    speedup = "" if row["speedup"] is None else f"x{row['speedup']:.1f}"
+    return (
+        f"{row['device']:4} {row['dtype']:8} {row['pass']:7} B={row['batch']:<3} L={row['length']:<6} "
+        f"{row['baseline']:>9} {base:>9}  {row['backend']:>9} {row['backend_s']:8.3f}s  {speedup}"
+    )
+
+
+if __name__ == "__main__":
+    main()

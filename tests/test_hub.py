@@ -1,0 +1,219 @@
+"""Downloads against a local stand-in for the Hub (tests/hub_server.py): no test touches the network.
+
+huggingface_hub reads HF_HUB_OFFLINE and its paths once at import; tse_cli.hub reads the environment at call
+time, and the `hub_env` fixture also patches the import-time constants, so nothing here sees the user's cache
+or token. The CLI tests run `tse` in a subprocess with a clean environment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import hub_server
+import pytest
+from hub_server import FakeHub, closed_port_url, go_offline
+
+from tse_cli import hub, weights
+
+fake_hub, hub_env = hub_server.fake_hub, hub_server.hub_env  # fixtures
+
+CONFIG = b'{"format": "tse-checkpoint", "arch": "waveformer-small", "config": {}}\n'
+WEIGHTS = b"not really safetensors, never loaded by these tests" * 100
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    """huggingface_hub retries a dead server with exponential sleeps (about 20 s); skip the waiting."""
+    monkeypatch.setattr(time, "sleep", lambda seconds: None)
+
+
+# ---- sources ----
+
+
+def test_parse_source_forms():
+    s = hub.parse_source("hf://datasets/Higobeatz/DPM-TSE@abc123/ckpts/base_v_1000.pt")
+    assert (s.kind, s.repo_type, s.repo_id, s.revision, s.path) == (
+        "hf",
+        "dataset",
+        "Higobeatz/DPM-TSE",
+        "abc123",
+        "ckpts/base_v_1000.pt",
+    )
+    m = hub.parse_source("hf://owner/repo/config.json")
+    assert (m.repo_type, m.repo_id, m.revision, m.path) == ("model", "owner/repo", None, "config.json")
+    assert hub.parse_source("https://example.org/a/b.pt").kind == "url"
+    assert hub.parse_source("package:assets/demo/config.json").kind == "package"
+    for bad in ("hf://owner/repo", "ftp://x/y", "package:../escape", "https://example.org/dir/"):
+        with pytest.raises(ValueError):
+            hub.parse_source(bad)
+
+
+def test_env_is_read_at_call_time(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.delenv("TSE_CACHE", raising=False)
+    assert hub.hub_cache() == tmp_path / "hub" and hub.tse_cache() == tmp_path / "tse"
+    monkeypatch.setenv("HF_ENDPOINT", "http://mirror.local/")
+    assert hub.endpoint() == "http://mirror.local"
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert hub.is_offline()
+
+
+# ---- Hub files ----
+
+
+def test_hub_download_then_offline_reuse(hub_env, fake_hub: FakeHub, monkeypatch: pytest.MonkeyPatch):
+    data = b"published weights" * 1000
+    source = hub.parse_source(fake_hub.add_hub_file("Someone/Repo", "ckpts/w.pt", data, repo_type="dataset"))
+    got = hub.fetch(source, sha(data))
+    assert got.path.read_bytes() == data
+    assert Path(hub_env["HF_HOME"]) / "hub" in got.path.parents
+    assert ("GET", "/datasets/Someone/Repo/resolve/main/ckpts/w.pt") in fake_hub.requests
+    assert hub.cached_path(source) == got.path
+
+    go_offline(monkeypatch)
+    seen = len(fake_hub.requests)
+    again = hub.fetch(source, sha(data))
+    assert again.path == got.path and again.identity == got.identity
+    assert len(fake_hub.requests) == seen, "offline fetch must not touch the server"
+
+
+def test_hub_checksum_mismatch_deletes_the_download(hub_env, fake_hub: FakeHub):
+    data = b"tampered" * 100
+    source = hub.parse_source(fake_hub.add_hub_file("Someone/Repo", "w.pt", data))
+    with pytest.raises(hub.HubError, match="sha256 mismatch.*deleted") as err:
+        hub.fetch(source, sha(b"the real thing"))
+    assert "\n" not in str(err.value)
+    assert hub.cached_path(source) is None
+    blobs = Path(hub_env["HF_HOME"]) / "hub" / "models--Someone--Repo" / "blobs"
+    assert not any(blobs.iterdir())
+
+
+def test_hub_missing_file_and_repo(hub_env, fake_hub: FakeHub):
+    fake_hub.add_hub_file("Someone/Repo", "w.pt", b"x")
+    with pytest.raises(hub.HubError, match="file not found in the repo") as err:
+        hub.fetch(hub.parse_source("hf://Someone/Repo/missing.pt"))
+    assert "\n" not in str(err.value)
+    with pytest.raises(hub.HubError, match="repo Nobody/Nothing not found"):
+        hub.fetch(hub.parse_source("hf://Nobody/Nothing/w.pt"))
+
+
+def test_hub_server_down(hub_env, fake_hub: FakeHub, monkeypatch: pytest.MonkeyPatch):
+    data = b"weights" * 10
+    cached = hub.fetch(hub.parse_source(fake_hub.add_hub_file("Someone/Repo", "w.pt", data)), sha(data))
+    no_backoff(monkeypatch)
+    monkeypatch.setenv("HF_ENDPOINT", closed_port_url())
+    assert hub.fetch(hub.parse_source("hf://Someone/Repo/w.pt"), sha(data)).path == cached.path, "cache fallback"
+    with pytest.raises(hub.OfflineError, match="cannot reach http://127.0.0.1") as err:
+        hub.fetch(hub.parse_source("hf://Someone/Repo/other.pt"))
+    assert "\n" not in str(err.value)
+
+
+# ---- plain URLs ----
+
+
+def test_url_download_then_offline_reuse(hub_env, fake_hub: FakeHub, monkeypatch: pytest.MonkeyPatch):
+    ckpt, config = b"ckpt" * 500, b"{}"
+    source = hub.parse_source(fake_hub.add_url("exp/default_ckpt.pt", ckpt))
+    other = hub.parse_source(fake_hub.add_url("exp/default_config.json", config))
+    got = hub.fetch(source)
+    assert got.path.read_bytes() == ckpt and got.identity == f"sha256:{sha(ckpt)}"
+    assert hub.fetch(other).path.parent == got.path.parent, "files of one URL folder stay siblings"
+    assert not [p for p in got.path.parent.iterdir() if "incomplete" in p.name]
+
+    go_offline(monkeypatch)
+    seen = len(fake_hub.requests)
+    assert hub.fetch(source, sha(ckpt)).path == got.path
+    assert len(fake_hub.requests) == seen
+
+
+def test_url_checksum_mismatch_and_errors(hub_env, fake_hub: FakeHub, monkeypatch: pytest.MonkeyPatch):
+    source = hub.parse_source(fake_hub.add_url("bad.pt", b"tampered"))
+    with pytest.raises(hub.HubError, match="sha256 mismatch.*deleted"):
+        hub.fetch(source, sha(b"the real thing"))
+    assert hub.cached_path(source) is None
+    assert not list(hub._url_path(source).parent.iterdir()), "no partial or bad file left behind"
+
+    with pytest.raises(hub.HubError, match=r"file not found \(404\)"):
+        hub.fetch(hub.parse_source(f"{fake_hub.endpoint}/files/missing.pt"))
+
+    no_backoff(monkeypatch)
+    with pytest.raises(hub.OfflineError, match="cannot download"):
+        hub.fetch(hub.parse_source(f"{closed_port_url()}/files/w.pt"))
+
+
+# ---- registry entries end to end ----
+
+
+def write_registry(path: Path, fake_hub: FakeHub, pin: bool = True) -> Path:
+    """A registry with one tse-checkpoint entry served by the fake hub."""
+    cfg = fake_hub.add_hub_file("tse-test/tiny", "config.json", CONFIG)
+    wts = fake_hub.add_hub_file("tse-test/tiny", "model.safetensors", WEIGHTS)
+    pins = (f', sha256 = "{sha(CONFIG)}"', f', sha256 = "{sha(WEIGHTS)}"') if pin else ("", "")
+    path.write_text(
+        f"""[tiny]
+description = "test entry"
+architecture = "waveformer-small"
+sample_rate = 44100
+license = "MIT"
+citation = "none"
+format = "tse-checkpoint"
+files.config = {{ source = "{cfg}"{pins[0]} }}
+files.weights = {{ source = "{wts}"{pins[1]} }}
+"""
+    )
+    return path
+
+
+def test_empty_cache_offline_gives_instructions(hub_env, fake_hub: FakeHub, monkeypatch, tmp_path: Path):
+    registry = weights.load_registry([write_registry(tmp_path / "reg.toml", fake_hub)])
+    go_offline(monkeypatch)
+    with pytest.raises(weights.WeightsError) as err:
+        weights.resolve("tiny", registry)
+    message = str(err.value)
+    assert "HF_HUB_OFFLINE" in message and "tse models download tiny" in message and "--checkpoint DIR" in message
+    assert "\n" not in message
+    assert not fake_hub.requests
+
+
+def run_tse(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "tse_cli", *args], env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_cli_download_list_and_offline(hub_env, fake_hub: FakeHub, tmp_path: Path):
+    env = {**hub_env, "TSE_REGISTRY": str(write_registry(tmp_path / "reg.toml", fake_hub))}
+    offline = {**env, "HF_HUB_OFFLINE": "1"}
+
+    empty = run_tse("models", "download", "tiny", env=offline)
+    assert empty.returncode == 1
+    assert "tse models download tiny" in empty.stderr and "Traceback" not in empty.stderr
+
+    done = run_tse("models", "download", "tiny", env=env)
+    assert done.returncode == 0, done.stderr
+    folder = Path(done.stdout.strip().splitlines()[-1].split(": ", 1)[1])
+    assert (folder / "config.json").read_bytes() == CONFIG
+
+    listed = run_tse("models", "list", "--json", env=offline)
+    assert listed.returncode == 0, listed.stderr
+    rows = {row["name"]: row for row in json.loads(listed.stdout)}
+    assert rows["tiny"]["cached"] == "yes" and rows["dpm-tse"]["cached"] == "no"
+    again = run_tse("models", "download", "tiny", env=offline)
+    assert again.returncode == 0 and str(folder) in again.stdout
+
+
+def test_cli_download_reports_bad_checksum(hub_env, fake_hub: FakeHub, tmp_path: Path):
+    registry = write_registry(tmp_path / "reg.toml", fake_hub)
+    registry.write_text(registry.read_text().replace(sha(WEIGHTS), sha(b"other")))
+    result = run_tse("models", "download", "tiny", env={**hub_env, "TSE_REGISTRY": str(registry)})
+    assert result.returncode == 1
+    assert "sha256 mismatch" in result.stderr and "Traceback" not in result.stderr

@@ -1,0 +1,137 @@
+"""Streaming: the context buffer, and both causal models fed in chunks of any size equal their offline forward,
+with bounded state, the documented latency, and the published Waveformer fixture streamed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+import torch
+
+from tse_cli.classes import FSD_CLASSES
+from tse_cli.models import create
+from tse_cli.models.streaming import ContextBuffer
+from tse_cli.models.waveformer import load_published
+
+TINY = {"enc_dim": 32, "dec_dim": 16, "num_enc_layers": 3}
+MODELS = ["waveformer-large", "wavemamba-large"]
+
+
+@pytest.mark.parametrize("context", [0, 1, 5, 40])
+def test_context_buffer_returns_context_then_chunk(context: int) -> None:
+    g = torch.Generator().manual_seed(context)
+    buffer = ContextBuffer(2, 3, context, device=torch.device("cpu"), dtype=torch.float64)
+    history = torch.zeros(2, context, 3, dtype=torch.float64)
+    for _ in range(60):
+        n = int(torch.randint(0, 3 * context + 200, (1,), generator=g)) if torch.rand(1, generator=g) < 0.2 else 1
+        x = torch.randn(2, n, 3, generator=g, dtype=torch.float64)
+        history = torch.cat((history, x), dim=1)
+        assert torch.equal(buffer.extend(x), history[:, history.shape[1] - context - n :])
+    assert buffer.buffer.shape[1] == 2 * context + 64  # never grew
+
+
+def _chunk_sizes(total: int, seed: int) -> list[int]:
+    """Single samples, a 0-sample chunk, random sizes and one big chunk, covering `total` samples."""
+    g = torch.Generator().manual_seed(seed)
+    sizes = [1] * 70 + [0]
+    while sum(sizes) < total - 3000:
+        sizes.append(int(torch.randint(1, 700, (1,), generator=g)))
+    return sizes + [5000]
+
+
+def _stream(model, x: torch.Tensor, query: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+    streamer, outs, start = model.streamer(query), [], 0
+    for n in sizes:
+        out = streamer.feed(x[..., start : start + n])
+        assert out.shape[:2] == (x.shape[0], 1) and out.shape[-1] % model.L == 0
+        outs.append(out)
+        start += n
+    outs.append(streamer.flush())
+    return torch.cat(outs, dim=-1)
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_stream_equals_offline(name: str, seed: int) -> None:
+    torch.manual_seed(seed)
+    model = create(name, **TINY).eval()
+    x = torch.randn(2, 1, 6001 + 37 * seed) * 0.5
+    query = torch.zeros(2, 41)
+    query[0, 3] = query[1, [5, 9]] = 1.0
+    with torch.no_grad():
+        offline = model(x, query)
+    streamed = _stream(model, x, query, _chunk_sizes(x.shape[-1], seed))
+    assert streamed.shape == offline.shape and offline.abs().max() > 1e-3
+    assert (streamed - offline).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("samples", [0, 1, 5, 32, 65, 13 * 32 + 1])
+def test_short_streams(name: str, samples: int) -> None:
+    torch.manual_seed(0)
+    model = create(name, **TINY).eval()
+    x, query = torch.randn(1, 1, samples), torch.eye(41)[7:8]
+    with torch.no_grad():
+        offline = model(x, query)
+    streamed = _stream(model, x, query, [1] * samples)
+    assert streamed.shape == (1, 1, samples) and torch.allclose(streamed, offline, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_latency_is_exact(name: str) -> None:
+    """Fed sample by sample, output sample s arrives by the feed of input s + latency - 1, and no earlier bound holds."""
+    model = create(name, **TINY).eval()
+    streamer, emitted, worst = model.streamer(torch.eye(41)[:1]), 0, 0
+    for n in range(1, 40 * model.L):
+        emitted += streamer.feed(torch.randn(1, 1, 1)).shape[-1]
+        worst = max(worst, n - emitted)
+    assert worst == model.latency_samples - 1
+
+
+def _state_elements(streamer) -> int:
+    tensors = [streamer.samples, streamer.pending]
+    tensors += [b.buffer for b in (*streamer.encoder_state, *streamer.out_state)]
+    decoder = streamer.decoder_state
+    tensors += [b.buffer for b in decoder] if isinstance(decoder, list) else list(decoder)
+    return sum(t.numel() for t in tensors if t is not None)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_state_is_bounded(name: str) -> None:
+    model = create(name, **TINY).eval()
+    streamer, sizes = model.streamer(torch.eye(41)[:1]), []
+    for i in range(400):
+        streamer.feed(torch.randn(1, 1, 416))
+        if i in (50, 399):
+            sizes.append(_state_elements(streamer))
+    assert sizes[0] == sizes[1]
+
+
+def test_streamer_errors() -> None:
+    model = create("wavemamba-small", **TINY).eval()
+    with pytest.raises(ValueError, match=r"query must be \(batch, 41\)"):
+        model.streamer(torch.zeros(1, 40))
+    streamer = model.streamer(torch.eye(41)[:2])
+    with pytest.raises(ValueError, match=r"chunk must be \(2, 1, samples\)"):
+        streamer.feed(torch.zeros(1, 1, 10))
+    streamer.flush()
+    with pytest.raises(RuntimeError, match="flushed"):
+        streamer.feed(torch.zeros(2, 1, 10))
+    with pytest.raises(RuntimeError, match="already flushed"):
+        streamer.flush()
+
+
+def test_published_fixture_streamed(fixtures: Path) -> None:
+    """The published tiny Waveformer, streamed in the published 416-sample hops, gives the published output."""
+    official = fixtures / "waveformer_official_tiny"
+    model = load_published(official / "checkpoint.pt", official / "config.json")
+    meta = json.loads((official / "meta.json").read_text())
+    query = torch.zeros(1, 41)
+    query[0, [FSD_CLASSES.index(t) for t in meta["targets"]]] = 1.0
+    mixture, _ = sf.read(official / "mixture.wav", dtype="float32")
+    expected, _ = sf.read(official / "expected.wav", dtype="float32")
+    x = torch.from_numpy(mixture)[None, None]
+    streamed = _stream(model, x, query, [416] * (x.shape[-1] // 416 + 1))
+    assert (streamed[0, 0] - torch.from_numpy(expected)).abs().max() < 1e-5

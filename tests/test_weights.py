@@ -1,0 +1,201 @@
+"""The weights registry: both copies of weights.toml, entry validation, name resolution, `tse models`."""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+from importlib import import_module
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from tse_cli import hub, weights
+from tse_cli.checkpoint import read_config, save_checkpoint
+from tse_cli.cli import app
+from tse_cli.commands.models import describe
+from tse_cli.models import ARCHITECTURES, create
+
+ROOT = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+TINY_WAVEFORMER = {"enc_dim": 32, "dec_dim": 16, "num_enc_layers": 2}
+
+ENTRY = """[tiny]
+description = "d"
+architecture = "waveformer-small"
+sample_rate = 44100
+license = "MIT"
+citation = "c"
+format = "waveformer-published"
+files.checkpoint_path = { source = "hf://datasets/o/r@v1/ckpt.pt", sha256 = "%s" }
+files.config_path = { source = "https://example.org/x/config.json" }
+"""
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Point every cache at a temp dir and block the network (HF_HUB_OFFLINE) for these tests."""
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "TSE_CACHE", "TSE_REGISTRY"):
+        monkeypatch.delenv(var, raising=False)
+
+
+def test_package_copy_is_identical_to_top_level():
+    top, packaged = ROOT / "weights.toml", ROOT / "tse_cli" / "weights.toml"
+    assert top.read_bytes() == packaged.read_bytes(), "edit weights.toml and copy it to tse_cli/weights.toml"
+    assert packaged.resolve() == weights.REGISTRY_PATH
+
+
+def test_published_entries():
+    registry = weights.load_registry()
+    assert {"waveformer", "dpm-tse", "demo"} <= set(registry)
+    wf, dpm = registry["waveformer"], registry["dpm-tse"]
+    assert wf.format == "waveformer-published" and wf.sample_rate == 44100
+    assert str(wf.files["checkpoint_path"].source) == "https://targetsound.cs.washington.edu/files/default_ckpt.pt"
+    assert str(wf.files["config_path"].source) == "https://targetsound.cs.washington.edu/files/default_config.json"
+    assert "inferred" in wf.description
+    assert dpm.format == "dpm-tse-published" and dpm.sample_rate == 16000
+    for role, path in (("checkpoint_path", "ckpts/base_v_1000.pt"), ("first_stage_path", "ckpts/first_stage.pt")):
+        source = dpm.files[role].source
+        assert (source.kind, source.repo_type, source.repo_id, source.path) == (
+            "hf",
+            "dataset",
+            "Higobeatz/DPM-TSE",
+            path,
+        )
+    for entry in registry.values():
+        assert entry.license and entry.citation and entry.description
+
+
+@pytest.mark.parametrize("name", ["waveformer", "dpm-tse", "demo"])
+def test_entries_match_architectures_and_converters(name: str):
+    entry = weights.load_registry()[name]
+    assert entry.architecture in ARCHITECTURES, f"{name}: unknown architecture {entry.architecture}"
+    roles, converter = weights.FORMATS[entry.format]
+    if converter is not None:
+        module, _, function = converter.partition(":")
+        parameters = inspect.signature(getattr(import_module(module), function)).parameters
+        assert set(roles) <= set(parameters), f"{converter} does not take the roles {roles}"
+    info = describe(name)  # builds the architecture on the meta device: no weights needed
+    assert info["sample_rate"] == entry.sample_rate and info["parameters"] > 0
+    assert info["cached"] in ("yes", "partial", "no")
+
+
+def test_demo_entry_matches_packaged_files():
+    entry = weights.load_registry()["demo"]
+    folder = hub.PACKAGE_DIR / "assets" / "demo"
+    if not (folder / "model.safetensors").is_file():
+        pytest.skip("the demo model is not trained into tse_cli/assets/demo yet (issue 5)")
+    for role, spec in entry.files.items():
+        assert spec.sha256, f"demo: files.{role}.sha256 must be pinned"
+        assert hashlib.sha256((hub.PACKAGE_DIR / spec.source.path).read_bytes()).hexdigest() == spec.sha256
+    saved = read_config(folder)
+    assert (saved["arch"], saved["config"]) == (entry.architecture, {**saved["config"], **entry.config})
+    assert weights.cache_state(entry) == "yes"
+    assert weights.load_model("demo").sample_rate == entry.sample_rate
+
+
+@pytest.mark.parametrize(
+    "edit, problem",
+    [
+        (lambda t: t.replace('format = "waveformer-published"', 'format = "pickle"'), "unknown format"),
+        (lambda t: t.replace('license = "MIT"\n', ""), "missing license"),
+        (lambda t: t.replace("files.config_path", "files.config"), "needs files checkpoint_path, config_path"),
+        (lambda t: t.replace("hf://datasets/o/r@v1/ckpt.pt", "ftp://x/y"), "must start with hf://"),
+        (lambda t: t.replace("[tiny]", '["Tiny Model"]'), "names are lowercase"),
+        (lambda t: t + "\n[broken", "invalid TOML"),
+    ],
+)
+def test_registry_errors_name_the_entry(edit, problem: str):
+    with pytest.raises(weights.WeightsError, match=problem):
+        weights.parse_registry(edit(ENTRY % ("0" * 64)), "reg.toml")
+    with pytest.raises(weights.WeightsError, match="not 64 hex digits"):
+        weights.parse_registry(ENTRY % "abc", "reg.toml")
+
+
+def test_extra_registry_adds_and_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    extra = tmp_path / "mine.toml"
+    extra.write_text(ENTRY % ("A" * 64) + (ENTRY % ("b" * 64)).replace("[tiny]", "[waveformer]"))
+    monkeypatch.setenv("TSE_REGISTRY", str(extra))
+    registry = weights.load_registry()
+    assert registry["tiny"].files["checkpoint_path"].sha256 == "a" * 64, "sha256 is normalised to lowercase"
+    assert registry["tiny"].files["checkpoint_path"].source.revision == "v1"
+    assert str(registry["waveformer"].files["config_path"].source) == "https://example.org/x/config.json"
+    assert "dpm-tse" in registry
+
+
+def test_unknown_names_suggest_close_ones():
+    with pytest.raises(weights.WeightsError, match="did you mean waveformer"):
+        weights.get_entry("wavefomer")
+    with pytest.raises(weights.WeightsError, match="not a checkpoint directory or a Hub repo"):
+        weights.resolve("dpm_tse")
+
+
+def test_load_model_from_checkpoint_directory(tmp_path: Path):
+    model = create("waveformer-small", **TINY_WAVEFORMER)
+    folder = save_checkpoint(model, tmp_path / "ckpt")
+    loaded = weights.load_model(str(folder))
+    assert not loaded.training
+    for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+    with pytest.raises(weights.WeightsError, match="is a file"):
+        weights.load_model(str(folder / "config.json"))
+    with pytest.raises(weights.WeightsError, match="model.safetensors is missing"):
+        (folder / "model.safetensors").unlink()
+        weights.load_model(str(folder))
+
+
+def test_lazy_package_export():
+    import tse_cli
+
+    assert tse_cli.load_model is weights.load_model
+
+
+def test_offline_registry_entry_explains_how_to_get_weights():
+    with pytest.raises(weights.WeightsError) as err:
+        weights.load_model("waveformer")
+    assert "tse models download waveformer" in str(err.value) and "--checkpoint DIR" in str(err.value)
+
+
+# ---- tse models ----
+
+
+def test_models_list_json_and_table():
+    result = runner.invoke(app, ["models", "list", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {row["name"]: row for row in json.loads(result.output)}
+    assert rows["waveformer"]["cached"] == "no" and rows["dpm-tse"]["architecture"] == "dpm-tse"
+    assert set(rows["demo"]) == {"name", "architecture", "sample_rate", "cached", "license", "description"}
+    table = runner.invoke(app, ["models", "list"])
+    assert table.exit_code == 0 and "waveformer" in table.output and "dpm-tse" in table.output
+
+
+def test_models_info_without_weights():
+    result = runner.invoke(app, ["models", "info", "waveformer", "--json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.output)
+    assert info["parameters"] == 3_878_144 and info["sample_rate"] == 44100 and info["classes"] == 41
+    assert info["license"] == "MIT" and "default_ckpt.pt" in info["source"]["checkpoint_path"]
+    assert info["latency_ms"] == pytest.approx(448 / 44.1)
+    mamba = json.loads(runner.invoke(app, ["models", "info", "wavemamba-large", "--json"]).output)
+    assert mamba["parameters"] == 3_656_704 and mamba["latency_ms"] < info["latency_ms"]
+    assert 0 < mamba["gmac_per_second"] < info["gmac_per_second"], "WaveMamba is cheaper than Waveformer"
+    table = runner.invoke(app, ["models", "info", "waveformer"])
+    assert table.exit_code == 0 and "3,878,144" in table.output
+
+
+def test_models_info_dpm_tse_counts_unet_and_vocoder():
+    info = describe("dpm-tse")
+    assert info["parameters"] == 106_397_569 + 55_264_897 and info["window_seconds"] == 10.0
+    assert info["source"]["first_stage_path"].startswith("hf://datasets/Higobeatz/DPM-TSE/")
+
+
+def test_models_info_and_download_errors():
+    result = runner.invoke(app, ["models", "info", "wavemamba-smal"])
+    assert result.exit_code == 1 and "did you mean wavemamba-small" in result.output
+    assert runner.invoke(app, ["models", "download"]).exit_code == 2
+    offline = runner.invoke(app, ["models", "download", "waveformer"])
+    assert offline.exit_code == 1 and "tse models download waveformer" in offline.output

@@ -1,0 +1,289 @@
+"""Torch datasets over rendered `tse mix` sets of either recipe (layouts in `tse_cli.data`'s docstring).
+
+`open_set(root, split)` auto-detects the recipe and returns a `torch.utils.data.Dataset` whose items are dicts:
+
+- `mixture`: (1, T) float32 tensor, `target`: (1, T) float32 tensor (the sum of the queried sources),
+- `query`: (41,) float32 multi-hot over `tse_cli.classes.FSD_CLASSES`, `label`: int (first queried class),
+- `sample_rate`: int, `onset` / `offset`: float seconds of the first queried source on the canvas,
+- `name`: str (the mixture's file stem or folder), and for dpm-tse sets `reference`: (1, T) float32.
+
+Waveformer sets support multi-target queries: each item draws 1..`max_targets` of the mixture's labels with an
+RNG seeded by (`seed`, epoch, index), so an epoch is reproducible whatever the worker order; call
+`set_epoch(epoch)` before each epoch. dpm-tse sets have one target per mixture.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+from torch.utils.data import Dataset
+
+from tse_cli.classes import FSD_CLASSES, class_index, multi_hot
+
+SPLITS = ("train", "val", "test")
+DPM_META_COLUMNS = ("subset", "folder", "file", "cls", "onset", "offset")
+
+
+class SetError(ValueError):
+    """A rendered set that is missing or malformed; the message names the path and the problem."""
+
+
+def detect_recipe(root: str | Path) -> str:
+    """`"dpm-tse"` or `"waveformer"` for a rendered set folder (from `recipe.json`, else from its files)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise SetError(f"{root}: not a folder (expected a set made by `tse mix`)")
+    info = root / "recipe.json"
+    if info.is_file():
+        try:
+            recipe = json.loads(info.read_text())["recipe"]
+        except (ValueError, KeyError, TypeError) as err:
+            raise SetError(f"{info}: malformed recipe.json ({err})") from None
+        if recipe not in ("dpm-tse", "waveformer"):
+            raise SetError(f"{info}: unknown recipe {recipe!r} (expected dpm-tse or waveformer)")
+        return recipe
+    if (root / "meta.csv").is_file():
+        return "dpm-tse"
+    if any(root.glob("*/*/render.json")):
+        return "waveformer"
+    raise SetError(f"{root}: no recipe.json, meta.csv or <split>/<n>/render.json (not a `tse mix` set)")
+
+
+def _read_wav(path: Path, sample_rate: int) -> np.ndarray:
+    """Mono float32 (T,) at the set's rate; raises SetError naming the file."""
+    try:
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, OSError) as err:
+        raise SetError(f"{path}: unreadable ({err})") from None
+    if rate != sample_rate:
+        raise SetError(f"{path}: sample rate {rate} Hz, the set says {sample_rate} Hz")
+    return data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+
+
+# ---- dpm-tse ----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _DpmRow:
+    folder: str
+    file: str
+    cls: int
+    onset: float
+    offset: float
+
+
+def _dpm_rows(root: Path, split: str) -> list[_DpmRow]:
+    meta = root / "meta.csv"
+    if not meta.is_file():
+        raise SetError(f"{meta}: missing (every dpm-tse set has one)")
+    with meta.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        missing = [c for c in DPM_META_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise SetError(f"{meta}: missing column(s) {', '.join(missing)}")
+        rows = []
+        for line, rec in enumerate(reader, start=2):
+            if rec["subset"] != split:
+                continue
+            try:
+                cls = float(rec["cls"])
+                row = _DpmRow(rec["folder"], rec["file"], int(cls), float(rec["onset"]), float(rec["offset"]))
+            except (TypeError, ValueError):
+                raise SetError(f"{meta}:{line}: malformed row {rec}") from None
+            if not 0 <= row.cls < len(FSD_CLASSES) or row.cls != cls:
+                raise SetError(f"{meta}:{line}: cls {rec['cls']} is not a class index 0..{len(FSD_CLASSES) - 1}")
+            rows.append(row)
+    return rows
+
+
+def _dpm_files(root: Path, row: _DpmRow) -> tuple[Path, Path, Path]:
+    mix = root / row.folder / row.file
+    stem = mix.with_suffix("")
+    return mix, Path(f"{stem}_lab.wav"), Path(f"{stem}_re.wav")
+
+
+# ---- waveformer -------------------------------------------------------------------------------------------------
+
+
+def _scene_dirs(root: Path, split: str) -> list[Path]:
+    return sorted(p.parent for p in (root / split).glob("*/render.json"))
+
+
+def _scene_record(folder: Path) -> dict:
+    path = folder / "render.json"
+    try:
+        record = json.loads(path.read_text())
+        labels = record["labels"]
+        events = record["events"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise SetError(f"{path}: malformed render record ({err})") from None
+    if not labels:
+        raise SetError(f"{path}: no foreground labels")
+    for label in labels:
+        try:
+            class_index(label)
+        except ValueError as err:
+            raise SetError(f"{path}: {err}") from None
+    return {"labels": list(labels), "events": events}
+
+
+def _label_file(folder: Path, label: str) -> Path:
+    return folder / f"{label}.wav"
+
+
+# ---- validation -------------------------------------------------------------------------------------------------
+
+
+def _sample_rate(root: Path, recipe: str) -> int:
+    info = root / "recipe.json"
+    if info.is_file():
+        try:
+            return int(json.loads(info.read_text())["sample_rate"])
+        except (ValueError, KeyError, TypeError) as err:
+            raise SetError(f"{info}: malformed recipe.json ({err})") from None
+    return 16000 if recipe == "dpm-tse" else 44100
+
+
+def validate_set(root: str | Path, split: str) -> str:
+    """Check that a rendered set has `split` and all its files; returns the recipe name.
+
+    Raises `SetError` naming the first missing or malformed path (and how many more there are).
+    """
+    root = Path(root)
+    if split not in SPLITS:
+        raise SetError(f"unknown split {split!r} (expected one of {', '.join(SPLITS)})")
+    recipe = detect_recipe(root)
+    _sample_rate(root, recipe)
+    missing: list[Path] = []
+    if recipe == "dpm-tse":
+        rows = _dpm_rows(root, split)
+        if not rows:
+            raise SetError(f"{root / 'meta.csv'}: no rows for split {split!r}")
+        for row in rows:
+            missing += [p for p in _dpm_files(root, row) if not p.is_file()]
+    else:
+        dirs = _scene_dirs(root, split)
+        if not dirs:
+            raise SetError(f"{root / split}: no rendered scenes (<n>/render.json) for split {split!r}")
+        for folder in dirs:
+            record = _scene_record(folder)
+            paths = [folder / "mixture.wav"] + [_label_file(folder, lab) for lab in record["labels"]]
+            missing += [p for p in paths if not p.is_file()]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise SetError(f"{missing[0]}: missing{more}")
+    return recipe
+
+
+# ---- datasets ---------------------------------------------------------------------------------------------------
+
+
+class _SetBase(Dataset):
+    """Shared epoch handling; subclasses fill `self.items` and implement `__getitem__`."""
+
+    recipe: str
+
+    def __init__(self, root: Path, split: str, sample_rate: int) -> None:
+        self.root = root
+        self.split = split
+        self.sample_rate = sample_rate
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose multi-target draws `__getitem__` returns."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def _item(self, name: str, mixture, target, classes: list[int], onset: float, offset: float) -> dict:
+        return {
+            "mixture": torch.from_numpy(np.ascontiguousarray(mixture, dtype=np.float32))[None],
+            "target": torch.from_numpy(np.ascontiguousarray(target, dtype=np.float32))[None],
+            "query": torch.from_numpy(multi_hot(classes)),
+            "label": int(classes[0]),
+            "sample_rate": self.sample_rate,
+            "onset": float(onset),
+            "offset": float(offset),
+            "name": name,
+        }
+
+
+class DpmSet(_SetBase):
+    """A dpm-tse set: one target per mixture, plus the same-class `reference` clip."""
+
+    recipe = "dpm-tse"
+
+    def __init__(self, root: Path, split: str, sample_rate: int) -> None:
+        super().__init__(root, split, sample_rate)
+        self.items = _dpm_rows(root, split)
+
+    def __getitem__(self, index: int) -> dict:
+        row = self.items[index]
+        mix, lab, ref = _dpm_files(self.root, row)
+        item = self._item(
+            mix.stem,
+            _read_wav(mix, self.sample_rate),
+            _read_wav(lab, self.sample_rate),
+            [row.cls],
+            row.onset,
+            row.offset,
+        )
+        item["reference"] = torch.from_numpy(_read_wav(ref, self.sample_rate))[None]
+        return item
+
+
+class SceneSet(_SetBase):
+    """A waveformer set: the target is the sum of the isolated events of 1..`max_targets` drawn labels."""
+
+    recipe = "waveformer"
+
+    def __init__(self, root: Path, split: str, sample_rate: int, max_targets: int, seed: int) -> None:
+        super().__init__(root, split, sample_rate)
+        if max_targets < 1:
+            raise SetError(f"max_targets must be at least 1, got {max_targets}")
+        self.max_targets = max_targets
+        self.seed = seed
+        self.items = _scene_dirs(root, split)
+
+    def draw_labels(self, labels: list[str], index: int) -> list[str]:
+        """The labels queried for item `index` in the current epoch (deterministic per (seed, epoch, index))."""
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        k = int(rng.integers(1, min(self.max_targets, len(labels)) + 1))
+        return [labels[i] for i in sorted(rng.choice(len(labels), size=k, replace=False))]
+
+    def __getitem__(self, index: int) -> dict:
+        folder = self.items[index]
+        record = _scene_record(folder)
+        chosen = self.draw_labels(record["labels"], index)
+        mixture = _read_wav(folder / "mixture.wav", self.sample_rate)
+        target = np.zeros_like(mixture)
+        for label in chosen:
+            target += _read_wav(_label_file(folder, label), self.sample_rate)
+        first = next((e for e in record["events"] if e.get("label") == chosen[0]), {})
+        onset = float(first.get("onset", math.nan))
+        offset = float(first.get("offset", math.nan))
+        return self._item(folder.name, mixture, target, [class_index(lab) for lab in chosen], onset, offset)
+
+
+def open_set(
+    root: str | Path, split: str, *, max_targets: int = 1, seed: int = 0, validate: bool = True
+) -> DpmSet | SceneSet:
+    """A `torch.utils.data.Dataset` over a rendered set (recipe auto-detected; see the module docstring).
+
+    `max_targets` (waveformer sets): queries draw 1..max_targets of each mixture's labels (Waveformer's
+    multi-target training uses 3). `validate`: check all files first (raises `SetError` naming what is wrong).
+    """
+    root = Path(root)
+    recipe = validate_set(root, split) if validate else detect_recipe(root)
+    rate = _sample_rate(root, recipe)
+    if recipe == "dpm-tse":
+        return DpmSet(root, split, rate)
+    return SceneSet(root, split, rate, max_targets, seed)

@@ -1,0 +1,178 @@
+"""Audio and file I/O for mixture building: atomic writes, and decoding + resampling with an on-disk cache.
+
+Every output goes through a temporary file in the destination folder and `os.replace`, so an interrupted run
+never leaves a partial file under its final name. Decoded sources are cached as float32 mono `.npy` files at the
+target rate, keyed by (absolute path, size, mtime, rate), so a second build skips decoding and resampling.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+
+class SourceError(ValueError):
+    """A source clip that cannot be read; the message names the file."""
+
+
+def _temp_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    """Write a file atomically (temporary file in the same folder, then `os.replace`)."""
+    path = Path(path)
+    tmp = _temp_path(path)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int, subtype: str = "PCM_16") -> None:
+    """Write (T,) or (T, C) float audio atomically (values beyond [-1, 1] clip when written as PCM).
+
+    Encoded in memory first: libsndfile's close on a real file fsyncs, which costs more than the encoding.
+    PCM_16 is quantised here (round(x * 32768) to nearest, clipped to the int16 range), faster than libsndfile.
+    """
+    buf = io.BytesIO()
+    if subtype == "PCM_16":
+        audio = np.clip(np.rint(np.asarray(audio, dtype=np.float64) * 32768.0), -32768, 32767).astype(np.int16)
+    sf.write(buf, audio, sample_rate, subtype=subtype, format="WAV")
+    write_bytes(path, buf.getvalue())
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Write a UTF-8 text file atomically."""
+    write_bytes(path, text.encode())
+
+
+def write_json(path: str | Path, obj: object) -> None:
+    """Write JSON atomically (indented, keys in insertion order)."""
+    write_text(path, json.dumps(obj, indent=1) + "\n")
+
+
+def resample(audio: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
+    """(T,) float32 at `rate_in` -> (T',) float32 at `rate_out` (torchaudio's windowed-sinc resampler)."""
+    if rate_in == rate_out:
+        return audio
+    import torch
+    import torchaudio.functional as AF
+
+    out = AF.resample(torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)), rate_in, rate_out)
+    return out.numpy()
+
+
+def decode(path: str | Path, sample_rate: int) -> np.ndarray:
+    """Read any soundfile-readable file as mono float32 (T,) at `sample_rate` (channels averaged)."""
+    try:
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as err:
+        raise SourceError(f"{path}: unreadable ({err})") from None
+    if data.shape[0] == 0:
+        raise SourceError(f"{path}: no audio frames")
+    if not np.isfinite(data).all():
+        raise SourceError(f"{path}: contains NaN or infinite samples")
+    mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+    return resample(np.ascontiguousarray(mono), rate, sample_rate)
+
+
+class SourceCache:
+    """Decoded mono float32 sources at one sample rate: in memory (bounded LRU) and as `.npy` files on disk.
+
+    `cache_dir=None` keeps only the in-memory cache. Safe across processes: files are written atomically and
+    two workers decoding the same clip write identical bytes.
+    """
+
+    def __init__(self, sample_rate: int, cache_dir: str | Path | None, max_bytes: int = 512 << 20) -> None:
+        self.sample_rate = sample_rate
+        self.dir = Path(cache_dir) / f"{sample_rate}" if cache_dir is not None else None
+        self.max_bytes = max_bytes
+        self._mem: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._bytes = 0
+        self._keys: dict[str, str] = {}
+
+    def key(self, path: str | Path) -> str:
+        """Cache key of a file: changes when the file is replaced or edited (memoised per path for this object)."""
+        hit = self._keys.get(str(path))
+        if hit is not None:
+            return hit
+        key = self._key(Path(path).resolve())
+        self._keys[str(path)] = key
+        return key
+
+    def _key(self, path: Path) -> str:
+        try:
+            st = path.stat()
+        except OSError as err:
+            raise SourceError(f"{path}: unreadable ({err.strerror})") from None
+        ident = f"{path}\0{st.st_size}\0{st.st_mtime_ns}\0{self.sample_rate}"
+        return hashlib.sha1(ident.encode()).hexdigest()
+
+    def get(
+        self, path: str | Path, prepare: Callable[[np.ndarray], np.ndarray] | None = None, tag: str = ""
+    ) -> np.ndarray:
+        """The decoded clip (read-only array); decodes and stores it on a miss.
+
+        `prepare` (named by `tag`) derives a variant (trimmed, silence removed...) that is memoised in memory
+        beside the decoded clip; only decoded clips go to disk.
+        """
+        key = self.key(path)
+        mem_key = f"{key}:{tag}" if prepare is not None else key
+        hit = self._mem.get(mem_key)
+        if hit is not None:
+            self._mem.move_to_end(mem_key)
+            return hit
+        audio = self._mem.get(key)
+        if audio is None:
+            audio = self._load_disk(key)
+            if audio is None:
+                audio = decode(path, self.sample_rate)
+                self._store_disk(key, audio)
+            audio.setflags(write=False)
+            self._remember(key, audio)
+        if prepare is None:
+            return audio
+        variant = prepare(audio)
+        variant.setflags(write=False)
+        self._remember(mem_key, variant)
+        return variant
+
+    def _load_disk(self, key: str) -> np.ndarray | None:
+        if self.dir is None:
+            return None
+        file = self.dir / key[:2] / f"{key}.npy"
+        try:
+            return np.load(file)
+        except (OSError, ValueError):
+            return None
+
+    def _store_disk(self, key: str, audio: np.ndarray) -> None:
+        if self.dir is None:
+            return
+        folder = self.dir / key[:2]
+        folder.mkdir(parents=True, exist_ok=True)
+        file = folder / f"{key}.npy"
+        tmp = _temp_path(file)
+        try:
+            with open(tmp, "wb") as fh:
+                np.save(fh, audio)
+            os.replace(tmp, file)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _remember(self, key: str, audio: np.ndarray) -> None:
+        self._mem[key] = audio
+        self._bytes += audio.nbytes
+        while self._bytes > self.max_bytes and len(self._mem) > 1:
+            _, old = self._mem.popitem(last=False)
+            self._bytes -= old.nbytes

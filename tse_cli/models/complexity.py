@@ -1,0 +1,150 @@
+"""Compute counter: parameters and multiply-accumulates (MACs) per second of input audio, for any model.
+
+MACs are what `torch.utils.flop_counter.FlopCounterMode` counts during one offline forward (matrix products,
+convolutions, attention kernels; MACs = FLOPs / 2), plus work that counter cannot see:
+
+- selective scans (inside `MambaMixer` / `CrossMambaMixer`), counted from their shapes: per time step, channel
+  (d_inner) and state (d_state) 4 MACs (decay delta*A, input delta*B*u, state update decay*h + input, output
+  C.h), plus 3 per step and channel (delta*u, y + D*u, gate y*silu(z)):
+  `batch * length * d_inner * (4 * d_state + 3)`. The part of the scan the counter does see (the C.h
+  contraction of the reference backend) is measured by running the scan alone with the same shapes and
+  subtracted, so nothing is counted twice;
+- modules that compute a product with element-wise ops (e.g. a depthwise conv written as shifted
+  multiply-adds) declare `uncounted_macs(args, output) -> int`, which is added after their forward.
+
+Other element-wise work (norms, activations, residual additions, exp/softplus/SiLU evaluations) is not counted,
+by the usual convention. The forward runs under `torch.no_grad`; build the model on the "meta" device to count
+without computing anything (the counts depend on shapes only).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.flop_counter import FlopCounterMode
+
+Inputs = tuple[Any, ...] | Callable[[nn.Module, float], tuple[Any, ...]]
+
+
+def example_inputs(model: nn.Module, seconds: float = 1.0) -> tuple[Any, ...]:
+    """Positional arguments for one forward over `seconds` of audio.
+
+    A model's own `example_inputs(seconds)` wins; otherwise they follow the model protocol: a (1, 1, samples)
+    mixture at `model.sample_rate` and a one-hot (1, 41) class query, or a (1, frames, 512) visual clue at
+    `model.clue_rate` frames per second.
+    """
+    if hasattr(model, "example_inputs"):
+        return tuple(model.example_inputs(seconds))
+    parameter = next(model.parameters())
+    device, dtype = parameter.device, parameter.dtype
+    mixture = torch.randn(1, 1, round(seconds * model.sample_rate), device=device, dtype=dtype)
+    if model.clue_kind == "class":
+        query = torch.zeros(1, getattr(model, "label_len", 41), device=device, dtype=dtype)
+        return mixture, query.index_fill_(1, torch.tensor([0], device=device), 1.0)
+    if model.clue_kind == "visual":
+        frames = round(seconds * model.clue_rate)
+        return mixture, torch.randn(1, frames, 512, device=device, dtype=dtype)
+    raise ValueError(f"{type(model).__name__}: unknown clue_kind {model.clue_kind!r}; pass `inputs`")
+
+
+def scan_macs(batch: int, length: int, d_inner: int, d_state: int) -> int:
+    """Analytic MACs of one selective scan (see the module docstring)."""
+    return batch * length * d_inner * (4 * d_state + 3)
+
+
+def _scan_seen_by_counter(mixer: nn.Module, batch: int, length: int) -> int:
+    """MACs FlopCounterMode attributes to the scan itself, measured on a lone scan with the mixer's shapes."""
+    from tse_cli.models.scan import selective_scan
+
+    d_inner, d_state = mixer.A_log.shape
+    like = {"device": mixer.A_log.device, "dtype": mixer.D.dtype}
+    u, delta, z = (torch.zeros(batch, d_inner, length, **like) for _ in range(3))
+    B, C = (torch.zeros(batch, d_state, length, **like) for _ in range(2))
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        selective_scan(
+            u, delta, -mixer.A_log.exp(), B, C, mixer.D, z, mixer.dt_proj.bias, True, backend=mixer.scan_backend
+        )
+    return counter.get_total_flops() // 2
+
+
+def _by_child(model: nn.Module, per_module: dict[str, dict[Any, int]]) -> dict[str, int]:
+    """Counter MACs per top-level child of `model`, from FlopCounterMode's per-module table.
+
+    The table only lists modules that were called and includes their descendants' counts, so a child that was
+    not called itself (only its parts) gets the sum of its outermost called descendants.
+    """
+    root = type(model).__name__
+    result = {}
+    for child, _ in model.named_children():
+        prefix = f"{root}.{child}"
+        called = [name for name in per_module if name == prefix or name.startswith(prefix + ".")]
+        outermost = [n for n in called if not any(n.startswith(other + ".") for other in called)]
+        macs = sum(sum(per_module[name].values()) for name in outermost) // 2
+        if macs:
+            result[child] = macs
+    return result
+
+
+def count(
+    model: nn.Module, seconds: float = 1.0, inputs: Inputs | None = None, **forward_kwargs: Any
+) -> dict[str, Any]:
+    """Parameters and MACs of `model` for one forward over `seconds` of input audio.
+
+    `inputs`: the forward's positional arguments, or a callable (model, seconds) -> them; default
+    `example_inputs(model, seconds)`. `forward_kwargs` go to the forward as well (e.g. diffusion steps).
+    Returns `params`, `macs` (for the whole input), `macs_per_second`, `counted_macs` (FlopCounterMode's share),
+    `scan_macs` and `other_macs` (the analytic additions), `seconds`, and `by_module`: the counter's MACs per
+    top-level child module (what the root module computes itself is under "(root)").
+    """
+    if inputs is None:
+        args = example_inputs(model, seconds)
+    else:
+        args = inputs(model, seconds) if callable(inputs) else tuple(inputs)
+
+    from tse_cli.models.crossmamba import CrossMambaMixer, MambaMixer
+
+    mixer_calls: list[tuple[nn.Module, int, int]] = []
+    other = 0
+
+    def on_mixer(module: nn.Module, call_args: tuple[Tensor, ...], output: Tensor) -> None:
+        mixer_calls.append((module, output.shape[0], output.shape[1]))  # output (batch, length, d_model)
+
+    def on_declared(module: nn.Module, call_args: tuple[Any, ...], output: Any) -> None:
+        nonlocal other
+        other += int(module.uncounted_macs(call_args, output))
+
+    hooks = []
+    for module in model.modules():
+        if isinstance(module, (MambaMixer, CrossMambaMixer)):
+            hooks.append(module.register_forward_hook(on_mixer))
+        if hasattr(module, "uncounted_macs"):
+            hooks.append(module.register_forward_hook(on_declared))
+    try:
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            model(*args, **forward_kwargs)
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+    counted = counter.get_total_flops() // 2
+    scans = sum(
+        scan_macs(batch, length, *mixer.A_log.shape) - _scan_seen_by_counter(mixer, batch, length)
+        for mixer, batch, length in mixer_calls
+    )
+    by_module = _by_child(model, counter.get_flop_counts())
+    if counted - sum(by_module.values()):
+        by_module["(root)"] = counted - sum(by_module.values())
+    total = counted + scans + other
+    return {
+        "params": sum(p.numel() for p in model.parameters()),
+        "seconds": seconds,
+        "macs": total,
+        "macs_per_second": total / seconds,
+        "counted_macs": counted,
+        "scan_macs": scans,
+        "other_macs": other,
+        "by_module": by_module,
+    }

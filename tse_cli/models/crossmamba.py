@@ -1,0 +1,288 @@
+"""CrossMamba (Mamba as cross-attention) and plain Mamba layers, as published (WuDH2000/CrossMamba).
+
+A Mamba mixer computes, per channel, y_i = sum_{j<=i} C_i . (prod_{j<k<=i} exp(delta_k A)) delta_j B_j u_j: an
+attention with queries C, keys B and values u (eq. 20). CrossMamba takes C from the clue (`query`) and B, delta,
+u from the mixture (`value`); plain Mamba takes all of them from one sequence.
+
+- `CrossMambaBlock(d_model)`: `block(query, value)` = mixer(norm_query(query), norm(value)) + value, causal.
+- `MambaBlock(d_model)`: `block(x)` = mixer(norm(x)) + x, causal.
+- `BiCrossMamba` / `BiMamba`: eq. (22) as published, sub-blocks `mamba` (forward) and `mamba_bw` (time-reversed):
+  f = mixer(q, v) + v;  b = flip(mixer_bw(flip q, flip v) + flip v);  output f + b, i.e. the sum of the two
+  causal blocks, each with its own residual (so v appears twice; checked against the published code's output).
+- Causal blocks stream: `state = block.init_state(batch)`, then `out, state = block.step(query, value, state)` on
+  chunks of any length equals `block(query, value)` on the concatenation.
+
+All sequences are (batch, length, d_model). The scan runs through `tse_cli.models.scan` (`scan_backend`:
+"auto", "reference", "naive" or "cuda"; see `set_scan_backend`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from tse_cli.models.scan import selective_scan
+
+
+class MambaState(NamedTuple):
+    """Streaming state of one causal block: `conv` (batch, d_inner, d_conv - 1), the last inputs of the causal
+    convolution; `ssm` (batch, d_inner, d_state), the scan's hidden state (float32, or float64 for float64)."""
+
+    conv: Tensor
+    ssm: Tensor
+
+
+# ---------------------------------------------------------------- mixer
+
+
+def _depthwise_conv(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """Valid depthwise convolution: x (batch, channels, k - 1 + length), weight (channels, 1, k) -> (batch,
+    channels, length). Short inputs (streaming) use k multiply-adds: far less overhead than a conv kernel call."""
+    k = weight.shape[-1]
+    length = x.shape[-1] - k + 1
+    if length >= 64:
+        return F.conv1d(x, weight, bias, groups=weight.shape[0])
+    out = x[..., k - 1 :] * weight[:, :, k - 1]
+    for i in range(k - 1):
+        out = torch.addcmul(out, x[..., i : i + length], weight[:, :, i])
+    return out if bias is None else out + bias[:, None]
+
+
+class _Mixer(nn.Module):
+    """The Mamba mixer, with C from the value sequence (self) or from a separate query sequence (cross)."""
+
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int = 16,
+        d_conv: int = 4,
+        expand: int = 2,
+        dt_rank: int | str = "auto",
+        *,
+        cross: bool,
+        dt_min: float = 0.001,
+        dt_max: float = 0.1,
+        dt_init_floor: float = 1e-4,
+        conv_bias: bool = True,
+        bias: bool = False,
+        scan_backend: str = "auto",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        factory = {"device": device, "dtype": dtype}
+        self.d_model, self.d_state, self.d_conv, self.expand = d_model, d_state, d_conv, expand
+        self.d_inner = expand * d_model
+        self.dt_rank = math.ceil(d_model / 16) if dt_rank == "auto" else int(dt_rank)
+        self.cross = cross
+        self.scan_backend = scan_backend
+
+        # value path: x (-> causal depthwise conv -> SiLU = u) and the gate z
+        self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=bias, **factory)
+        if cross:  # query path: C = q_proj(in_proj_q(query)), no conv, no activation
+            self.in_proj_q = nn.Linear(d_model, self.d_inner, bias=bias, **factory)
+        self.conv1d = nn.Conv1d(self.d_inner, self.d_inner, d_conv, groups=self.d_inner, bias=conv_bias, **factory)
+        # u -> (dt, B) for cross, (dt, B, C) for self
+        self.x_proj = nn.Linear(self.d_inner, self.dt_rank + d_state * (1 if cross else 2), bias=False, **factory)
+        if cross:
+            self.q_proj = nn.Linear(self.d_inner, d_state, bias=False, **factory)
+        self.dt_proj = nn.Linear(self.dt_rank, self.d_inner, bias=True, **factory)
+
+        # Mamba initialisation: dt_proj keeps the variance; softplus(its bias) is log-uniform in [dt_min, dt_max]
+        nn.init.uniform_(self.dt_proj.weight, -(self.dt_rank**-0.5), self.dt_rank**-0.5)
+        dt = torch.exp(torch.rand(self.d_inner, **factory) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+        dt = dt.clamp(min=dt_init_floor)
+        with torch.no_grad():
+            self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
+
+        # S4D-real A = -(n + 1) for every channel, and the skip D = 1
+        A = torch.arange(1, d_state + 1, **factory).repeat(self.d_inner, 1)
+        self.A_log = nn.Parameter(torch.log(A))
+        self.D = nn.Parameter(torch.ones(self.d_inner, **factory))
+        self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias, **factory)
+
+    def init_state(
+        self, batch: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> MambaState:
+        """Zero state (the state before the first sample); device and dtype default to the parameters'."""
+        device = self.out_proj.weight.device if device is None else device
+        dtype = self.out_proj.weight.dtype if dtype is None else dtype
+        ssm_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+        return MambaState(
+            torch.zeros(batch, self.d_inner, self.d_conv - 1, device=device, dtype=dtype),
+            torch.zeros(batch, self.d_inner, self.d_state, device=device, dtype=ssm_dtype),
+        )
+
+    def _mix(self, value: Tensor, query: Tensor | None, state: MambaState | None) -> tuple[Tensor, MambaState | None]:
+        """Mixer output (batch, length, d_model) and, when `state` is given, the state after the last step."""
+        batch, length, _ = value.shape
+        x, z = self.in_proj(value).transpose(1, 2).chunk(2, dim=1)  # (batch, d_inner, length) each
+
+        # causal depthwise conv over [previous d_conv - 1 inputs, x]
+        history = x.new_zeros(batch, self.d_inner, self.d_conv - 1) if state is None else state.conv.to(x.dtype)
+        conv_in = torch.cat([history, x], dim=-1)
+        u = F.silu(_depthwise_conv(conv_in, self.conv1d.weight, self.conv1d.bias))
+
+        dt, B, C = self.x_proj(u.transpose(1, 2)).split(
+            [self.dt_rank, self.d_state, self.d_state * (not self.cross)], -1
+        )
+        if self.cross:
+            C = self.q_proj(self.in_proj_q(query))
+        delta = F.linear(dt, self.dt_proj.weight).transpose(1, 2)  # its bias goes in as the scan's delta_bias
+        A = -torch.exp(self.A_log.to(torch.promote_types(self.A_log.dtype, torch.float32)))
+        y = selective_scan(
+            u,
+            delta,
+            A,
+            B.transpose(1, 2),
+            C.transpose(1, 2),
+            self.D,
+            z,
+            self.dt_proj.bias,
+            delta_softplus=True,
+            initial_state=None if state is None else state.ssm,
+            return_last_state=state is not None,
+            backend=self.scan_backend,
+        )
+        if state is None:
+            return self.out_proj(y.transpose(1, 2)), None
+        y, ssm = y
+        return self.out_proj(y.transpose(1, 2)), MambaState(conv_in[..., conv_in.shape[-1] - history.shape[-1] :], ssm)
+
+
+class MambaMixer(_Mixer):
+    """Plain (self) Mamba mixer: B, C, delta and u all from `x`."""
+
+    def __init__(self, d_model: int, d_state: int = 16, d_conv: int = 4, expand: int = 2, **kwargs) -> None:
+        super().__init__(d_model, d_state, d_conv, expand, cross=False, **kwargs)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x (batch, length, d_model) -> (batch, length, d_model), causal."""
+        return self._mix(x, None, None)[0]
+
+    def step(self, x: Tensor, state: MambaState) -> tuple[Tensor, MambaState]:
+        """Streaming: a chunk (batch, length >= 1, d_model) after `state` -> (output chunk, new state)."""
+        return self._mix(x, None, state)
+
+
+class CrossMambaMixer(_Mixer):
+    """CrossMamba mixer: C from `query`; B, delta and u from `value` (published argument order: query, value)."""
+
+    def __init__(self, d_model: int, d_state: int = 16, d_conv: int = 4, expand: int = 2, **kwargs) -> None:
+        super().__init__(d_model, d_state, d_conv, expand, cross=True, **kwargs)
+
+    def forward(self, query: Tensor, value: Tensor) -> Tensor:
+        """query, value (batch, length, d_model) -> (batch, length, d_model), causal."""
+        return self._mix(value, query, None)[0]
+
+    def step(self, query: Tensor, value: Tensor, state: MambaState) -> tuple[Tensor, MambaState]:
+        """Streaming: chunks (batch, length >= 1, d_model) after `state` -> (output chunk, new state)."""
+        return self._mix(value, query, state)
+
+
+# ---------------------------------------------------------------- causal blocks
+
+
+class MambaBlock(nn.Module):
+    """Causal pre-norm residual block: mixer(RMSNorm(x)) + x. Constructor arguments as `MambaMixer`'s, plus
+    `norm_eps` (RMSNorm epsilon, 1e-5) and `scan_backend`."""
+
+    def __init__(self, d_model: int, d_state: int = 16, d_conv: int = 4, expand: int = 2, **kwargs) -> None:
+        super().__init__()
+        eps = kwargs.pop("norm_eps", 1e-5)
+        factory = {k: kwargs[k] for k in ("device", "dtype") if k in kwargs}
+        self.mixer = MambaMixer(d_model, d_state, d_conv, expand, **kwargs)
+        self.norm = nn.RMSNorm(d_model, eps=eps, **factory)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x (batch, length, d_model) -> (batch, length, d_model)."""
+        return self.mixer(self.norm(x)) + x
+
+    def init_state(
+        self, batch: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> MambaState:
+        """Zero streaming state for `batch` sequences."""
+        return self.mixer.init_state(batch, device, dtype)
+
+    def step(self, x: Tensor, state: MambaState) -> tuple[Tensor, MambaState]:
+        """Streaming: a chunk (batch, length >= 1, d_model) after `state` -> (output chunk, new state)."""
+        out, state = self.mixer.step(self.norm(x), state)
+        return out + x, state
+
+
+class CrossMambaBlock(nn.Module):
+    """Causal CrossMamba block: mixer(RMSNorm_q(query), RMSNorm(value)) + value. Constructor arguments as
+    `CrossMambaMixer`'s (d_state=16, d_conv=4, expand=2, dt_rank="auto", ...), plus `norm_eps` and `scan_backend`."""
+
+    def __init__(self, d_model: int, d_state: int = 16, d_conv: int = 4, expand: int = 2, **kwargs) -> None:
+        super().__init__()
+        eps = kwargs.pop("norm_eps", 1e-5)
+        factory = {k: kwargs[k] for k in ("device", "dtype") if k in kwargs}
+        self.mixer = CrossMambaMixer(d_model, d_state, d_conv, expand, **kwargs)
+        self.norm = nn.RMSNorm(d_model, eps=eps, **factory)
+        self.norm_query = nn.RMSNorm(d_model, eps=eps, **factory)
+
+    def forward(self, query: Tensor, value: Tensor) -> Tensor:
+        """query (the clue), value (the mixture), both (batch, length, d_model) -> (batch, length, d_model)."""
+        return self.mixer(self.norm_query(query), self.norm(value)) + value
+
+    def init_state(
+        self, batch: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> MambaState:
+        """Zero streaming state for `batch` sequences."""
+        return self.mixer.init_state(batch, device, dtype)
+
+    def step(self, query: Tensor, value: Tensor, state: MambaState) -> tuple[Tensor, MambaState]:
+        """Streaming: chunks (batch, length >= 1, d_model) after `state` -> (output chunk, new state)."""
+        out, state = self.mixer.step(self.norm_query(query), self.norm(value), state)
+        return out + value, state
+
+
+# ---------------------------------------------------------------- bidirectional wrappers (eq. 22 as published)
+
+
+class _Bidirectional(nn.Module):
+    """mamba(*seqs) + flip(mamba_bw(*flipped seqs)): two causal residual blocks, one running backwards in time."""
+
+    mamba: nn.Module
+    mamba_bw: nn.Module
+
+    def _both(self, *seqs: Tensor) -> Tensor:
+        return self.mamba(*seqs) + self.mamba_bw(*(s.flip(1) for s in seqs)).flip(1)
+
+
+class BiMamba(_Bidirectional):
+    """Bidirectional plain Mamba: two `MambaBlock`s (same arguments), `mamba` and `mamba_bw`."""
+
+    def __init__(self, d_model: int, d_state: int = 16, d_conv: int = 4, expand: int = 2, **kwargs) -> None:
+        super().__init__()
+        self.mamba = MambaBlock(d_model, d_state, d_conv, expand, **kwargs)
+        self.mamba_bw = MambaBlock(d_model, d_state, d_conv, expand, **kwargs)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x (batch, length, d_model) -> (batch, length, d_model), non-causal."""
+        return self._both(x)
+
+
+class BiCrossMamba(_Bidirectional):
+    """Bidirectional CrossMamba: two `CrossMambaBlock`s (same arguments), `mamba` and `mamba_bw`."""
+
+    def __init__(self, d_model: int, d_state: int = 16, d_conv: int = 4, expand: int = 2, **kwargs) -> None:
+        super().__init__()
+        self.mamba = CrossMambaBlock(d_model, d_state, d_conv, expand, **kwargs)
+        self.mamba_bw = CrossMambaBlock(d_model, d_state, d_conv, expand, **kwargs)
+
+    def forward(self, query: Tensor, value: Tensor) -> Tensor:
+        """query, value (batch, length, d_model) -> (batch, length, d_model), non-causal."""
+        return self._both(query, value)
+
+
+def set_scan_backend(module: nn.Module, backend: str) -> None:
+    """Use scan backend `backend` ("auto", "reference", "naive", "cuda") in every Mamba mixer inside `module`."""
+    for m in module.modules():
+        if isinstance(m, _Mixer):
+            m.scan_backend = backend

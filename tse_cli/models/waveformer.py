@@ -1,0 +1,556 @@
+"""Waveformer (Veluri et al., 2023): causal target sound extraction at 44.1 kHz from a 41-class multi-hot query.
+
+mixture (batch, 1, samples) -> in_conv (kernel 3L, stride L: one frame per L samples, L samples of lookahead)
+-> dilated causal conv encoder -> label embedding multiplied in -> chunked causal transformer decoder (query from
+the label-weighted encoding, memory from the encoding) -> mask on the in_conv output -> transposed conv -> tanh.
+
+`DCCExtractor` is that pipeline with the decoder left open; `Waveformer` plugs in the published transformer and
+`tse_cli.models.wavemamba.WaveMamba` a CrossMamba block. Parameter and buffer names follow the published
+`src/training/dcc_tf.py`, so its `model_state_dict` loads with `strict=True` (see `load_published`).
+
+Every stateful stage takes an optional streaming state; `None` means "start from silence", which is the
+offline forward. The streamer feeds the same stages chunk by chunk, so the two agree to float rounding.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from tse_cli.checkpoint import CheckpointError
+from tse_cli.models.streaming import ContextBuffer
+
+# helpers
+
+
+def extend(state: list[ContextBuffer] | None, index: int, x: Tensor, context: int) -> Tensor:
+    """`x` (batch, n, channels) preceded by its `context` past frames: zeros offline, the stream's past otherwise."""
+    return F.pad(x, (0, 0, context, 0)) if state is None else state[index].extend(x)
+
+
+def context_buffers(
+    contexts: list[int], batch: int, channels: int, device: torch.device, dtype: torch.dtype
+) -> list[ContextBuffer]:
+    """One zero-initialised `ContextBuffer` per context length."""
+    return [ContextBuffer(batch, channels, c, device=device, dtype=dtype) for c in contexts]
+
+
+def pointwise(x: Tensor, conv: nn.Conv1d) -> Tensor:
+    """A kernel-1 (grouped) `nn.Conv1d` applied to frames-last-channels x (batch, frames, in) -> (batch, frames, out)."""
+    groups, (out_dim, per_group, _) = conv.groups, conv.weight.shape
+    if groups == 1:
+        return F.linear(x, conv.weight[..., 0], conv.bias)
+    x = x.unflatten(-1, (groups, per_group))
+    y = torch.einsum("btgi,goi->btgo", x, conv.weight.view(groups, out_dim // groups, per_group))
+    return y.flatten(-2) + conv.bias
+
+
+class GroupedProjection(nn.Sequential):
+    """1x1 grouped conv + ReLU between encoder and decoder widths (published as Sequential(Conv1d, ReLU))."""
+
+    def __init__(self, in_dim: int, out_dim: int, groups: int):
+        super().__init__(nn.Conv1d(in_dim, out_dim, kernel_size=1, groups=groups), nn.ReLU())
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(batch, frames, in_dim) -> (batch, frames, out_dim)."""
+        return F.relu(pointwise(x, self[0]))
+
+
+# encoder: dilated causal depthwise-separable convs
+
+
+class DepthwiseSeparableConv(nn.Module):
+    """Depthwise dilated conv (no padding) -> LN -> ReLU -> 1x1 conv -> LN -> ReLU (published `layers.{0,1,3,4}`).
+
+    Frames are (batch, frames, channels); the depthwise conv runs as `kernel_size` shifted multiply-adds, which
+    is much faster than a grouped conv for the short chunks of streaming.
+    """
+
+    def __init__(self, channels: int, dilation: int, kernel_size: int = 3):
+        super().__init__()
+        self.dilation, self.kernel_size = dilation, kernel_size
+        self.layers = nn.ModuleDict(
+            {
+                "0": nn.Conv1d(channels, channels, kernel_size, groups=channels, dilation=dilation),
+                "1": nn.LayerNorm(channels),
+                "3": nn.Conv1d(channels, channels, kernel_size=1),
+                "4": nn.LayerNorm(channels),
+            }
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x (batch, context + n, channels) with context = (kernel_size - 1) * dilation -> (batch, n, channels)."""
+        depthwise, norm1, conv, norm2 = self.layers.values()
+        n = x.shape[1] - (self.kernel_size - 1) * self.dilation
+        weight = depthwise.weight[:, 0]  # (channels, kernel_size)
+        y = torch.addcmul(depthwise.bias, x[:, :n], weight[:, 0])
+        for k in range(1, self.kernel_size):
+            y = y.addcmul_(x[:, k * self.dilation : k * self.dilation + n], weight[:, k])
+        y = F.relu(norm1(y))
+        return F.relu(norm2(pointwise(y, conv)))
+
+    def uncounted_macs(self, args: tuple[Tensor, ...], output: Tensor) -> int:
+        """MACs of the depthwise taps, which run as element-wise ops (for `tse_cli.models.complexity`)."""
+        return output.numel() * self.kernel_size
+
+
+class DilatedCausalEncoder(nn.Module):
+    """Residual stack of `num_layers` causal convs with dilation 2^i, each seeing (kernel-1)*2^i past frames."""
+
+    def __init__(self, channels: int, num_layers: int, kernel_size: int = 3):
+        super().__init__()
+        self.channels = channels
+        self.contexts = [(kernel_size - 1) * 2**i for i in range(num_layers)]
+        self.dcc_layers = nn.Sequential(
+            OrderedDict((f"dcc_{i}", DepthwiseSeparableConv(channels, 2**i, kernel_size)) for i in range(num_layers))
+        )
+
+    def init_state(self, batch: int, device: torch.device, dtype: torch.dtype) -> list[ContextBuffer]:
+        return context_buffers(self.contexts, batch, self.channels, device, dtype)
+
+    def forward(self, x: Tensor, state: list[ContextBuffer] | None = None) -> Tensor:
+        """(batch, frames, channels) -> same shape; `state` (from `init_state`) carries the past frames."""
+        for i, layer in enumerate(self.dcc_layers):
+            x = x + layer(extend(state, i, x, self.contexts[i]))
+        return x
+
+
+# decoder: chunked causal transformer
+
+
+class SinusoidalPositions(nn.Module):
+    """Sinusoidal positional encoding table `pe` (1, max_len, dim): sin on even channels, cos on odd ones."""
+
+    def __init__(self, dim: int, max_len: int = 200):
+        super().__init__()
+        position = torch.arange(max_len, dtype=torch.float32)[:, None]
+        frequency = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * -(math.log(10000.0) / dim))
+        pe = torch.zeros(max_len, dim)
+        pe[:, 0::2] = torch.sin(position * frequency)
+        pe[:, 1::2] = torch.cos(position * frequency)
+        self.register_buffer("pe", pe[None])
+
+    def forward(self, length: int) -> Tensor:
+        """The first `length` positions, (1, length, dim)."""
+        return self.pe[:, :length]
+
+
+class ChunkDecoderLayer(nn.Module):
+    """Post-norm transformer decoder layer whose queries are the last `chunk` frames of each window.
+
+    Self-attention: the chunk attends to its whole window (context + chunk, no mask); then cross-attention to the
+    memory window; then a ReLU feed-forward of width `ff_dim`. Names match `torch.nn.TransformerDecoderLayer`.
+    """
+
+    def __init__(self, dim: int, nhead: int, ff_dim: int, dropout: float = 0.1):
+        super().__init__()
+        self.self_attn = nn.MultiheadAttention(dim, nhead, dropout=dropout, batch_first=True)
+        self.multihead_attn = nn.MultiheadAttention(dim, nhead, dropout=dropout, batch_first=True)
+        self.linear1 = nn.Linear(dim, ff_dim)
+        self.linear2 = nn.Linear(ff_dim, dim)
+        self.norm1, self.norm2, self.norm3 = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.dropout, self.dropout1, self.dropout2, self.dropout3 = (nn.Dropout(dropout) for _ in range(4))
+
+    def forward(self, tgt: Tensor, memory: Tensor, chunk: int) -> Tensor:
+        """tgt, memory (windows, context + chunk, dim) -> (windows, chunk, dim)."""
+        x = tgt[:, -chunk:]
+        x = self.norm1(x + self.dropout1(self.self_attn(x, tgt, tgt, need_weights=False)[0]))
+        x = self.norm2(x + self.dropout2(self.multihead_attn(x, memory, memory, need_weights=False)[0]))
+        return self.norm3(x + self.dropout3(self.linear2(self.dropout(F.relu(self.linear1(x))))))
+
+
+class CausalTransformerDecoder(nn.Module):
+    """Decodes frames in chunks of `chunk_size`, each seeing exactly `ctx_len` past frames and its own chunk.
+
+    Frames inside a chunk see each other (no mask), so output is available per whole chunk: `granularity`.
+    """
+
+    def __init__(self, dim: int, ctx_len: int, chunk_size: int, num_layers: int, nhead: int, use_pos_enc: bool):
+        super().__init__()
+        self.dim, self.ctx_len, self.chunk_size, self.use_pos_enc = dim, ctx_len, chunk_size, use_pos_enc
+        self.granularity = chunk_size
+        self.pos_enc = SinusoidalPositions(dim, max_len=200)
+        self.tf_dec_layers = nn.ModuleList(ChunkDecoderLayer(dim, nhead, 2 * dim) for _ in range(num_layers))
+
+    def init_state(self, batch: int, device: torch.device, dtype: torch.dtype) -> list[ContextBuffer]:
+        """Context of the memory and of each layer's input."""
+        return context_buffers([self.ctx_len] * (len(self.tf_dec_layers) + 1), batch, self.dim, device, dtype)
+
+    def _windows(self, x: Tensor, positions: bool) -> Tensor:
+        """(batch, ctx_len + n*chunk, dim) -> (batch*n, ctx_len + chunk, dim), hop `chunk`, maybe + positions."""
+        window = self.ctx_len + self.chunk_size
+        windows = x.unfold(1, window, self.chunk_size).transpose(2, 3).reshape(-1, window, self.dim)
+        return windows + self.pos_enc(window) if positions else windows
+
+    def decode(
+        self, query: Tensor, memory: Tensor, state: list[ContextBuffer] | None = None
+    ) -> tuple[Tensor, list[ContextBuffer] | None]:
+        """query, memory (batch, frames, dim) -> (batch, frames, dim). Zero frames pad the last chunk.
+
+        Streaming callers pass whole chunks (a multiple of `granularity`) except in the final call.
+        """
+        batch, frames, _ = query.shape
+        pad = -frames % self.chunk_size
+        query, memory = F.pad(query, (0, 0, 0, pad)), F.pad(memory, (0, 0, 0, pad))
+        memory = self._windows(extend(state, 0, memory, self.ctx_len), self.use_pos_enc)
+        for i, layer in enumerate(self.tf_dec_layers):
+            # positions are added to the query windows of the first layer only
+            windows = self._windows(extend(state, i + 1, query, self.ctx_len), self.use_pos_enc and i == 0)
+            query = layer(windows, memory, self.chunk_size).reshape(batch, -1, self.dim)
+        return query[:, :frames], state
+
+
+# mask generator
+
+
+class MaskGenerator(nn.Module):
+    """Encoder, label integration, projections to/from the decoder width, and the decoder itself."""
+
+    def __init__(self, enc_dim: int, num_enc_layers: int, dec_dim: int, decoder: nn.Module):
+        super().__init__()
+        self.encoder = DilatedCausalEncoder(enc_dim, num_enc_layers)
+        self.proj_e2d_e = GroupedProjection(enc_dim, dec_dim, dec_dim)
+        self.proj_e2d_l = GroupedProjection(enc_dim, dec_dim, dec_dim)
+        self.proj_d2e = GroupedProjection(dec_dim, enc_dim, dec_dim)
+        self.decoder = decoder
+
+    def encode(self, x: Tensor, label: Tensor, state: list[ContextBuffer] | None = None) -> tuple[Tensor, ...]:
+        """x (batch, frames, enc_dim), label (batch, enc_dim) -> (l, decoder query, decoder memory)."""
+        e = self.encoder(x, state)
+        l = label[:, None] * e  # noqa: E741 (the published name)
+        return l, self.proj_e2d_l(l), self.proj_e2d_e(e)
+
+    def mask(self, l: Tensor, decoded: Tensor) -> Tensor:  # noqa: E741
+        """Skip connection: l + projected decoder output, (batch, frames, enc_dim)."""
+        return l + self.proj_d2e(decoded)
+
+
+# the extractor
+
+
+class DCCExtractor(nn.Module):
+    """The Waveformer pipeline around a pluggable causal decoder (see the module docstring).
+
+    The decoder provides `granularity` (frames it needs before it can emit), `init_state(batch, device, dtype)`
+    and `decode(query, memory, state=None) -> (out, state)` on (batch, frames, dec_dim).
+    Internally frames are (batch, frames, channels).
+    """
+
+    sample_rate = 44100
+    clue_kind = "class"
+
+    def __init__(
+        self, label_len: int, L: int, enc_dim: int, num_enc_layers: int, dec_dim: int, out_buf_len: int, decoder
+    ):
+        super().__init__()
+        if enc_dim % dec_dim:
+            raise ValueError(f"enc_dim ({enc_dim}) must be a multiple of dec_dim ({dec_dim})")
+        self.label_len, self.L, self.enc_dim, self.dec_dim, self.out_buf_len = label_len, L, enc_dim, dec_dim, out_buf_len
+        self.in_conv = nn.Sequential(nn.Conv1d(1, enc_dim, kernel_size=3 * L, stride=L, bias=False), nn.ReLU())
+        self.label_embedding = nn.Sequential(
+            nn.Linear(label_len, 512),
+            nn.LayerNorm(512),
+            nn.ReLU(),
+            nn.Linear(512, enc_dim),
+            nn.LayerNorm(enc_dim),
+            nn.ReLU(),
+        )
+        self.mask_gen = MaskGenerator(enc_dim, num_enc_layers, dec_dim, decoder)
+        self.out_conv = nn.Sequential(
+            nn.ConvTranspose1d(enc_dim, 1, (out_buf_len + 1) * L, stride=L, padding=out_buf_len * L, bias=False),
+            nn.Tanh(),
+        )
+
+    @property
+    def latency_samples(self) -> int:
+        """Algorithmic latency in samples: one decoder group of frames plus L samples of lookahead.
+
+        When fed sample by sample, the output for input sample s is returned at the latest by the `feed` that
+        delivers input sample s + latency_samples - 1 (Waveformer: 13*32 + 32 = 448, WaveMamba: 32 + 32 = 64).
+        """
+        return (self.mask_gen.decoder.granularity + 1) * self.L
+
+    def _check(self, mixture: Tensor, query: Tensor) -> None:
+        if mixture.dim() != 3 or mixture.shape[1] != 1:
+            raise ValueError(f"mixture must be (batch, 1, samples), got {tuple(mixture.shape)}")
+        if query.dim() != 2 or query.shape != (mixture.shape[0], self.label_len):
+            raise ValueError(f"query must be (batch, {self.label_len}) for the mixture batch, got {tuple(query.shape)}")
+
+    def _analyze(self, samples: Tensor) -> Tensor:
+        """in_conv: samples (batch, L*(n+2)) -> frames (batch, n, enc_dim), window 3L, hop L."""
+        windows = samples.unfold(-1, 3 * self.L, self.L)
+        return F.relu(F.linear(windows, self.in_conv[0].weight[:, 0]))
+
+    def _synthesize(self, masked: Tensor, state: list[ContextBuffer] | None = None) -> Tensor:
+        """out_conv: masked frames (batch, n, enc_dim) -> (batch, 1, n*L) samples.
+
+        The transposed conv (kernel (b+1)L, stride L, b = out_buf_len) as one matmul and an overlap-add: output
+        frame f sums segment b-k of the kernel response of frame f+k-b, k = 0..b, the first b from the past.
+        """
+        b, L = self.out_buf_len, self.L
+        frames = extend(state, 0, masked, b)
+        weight = self.out_conv[0].weight[:, 0]  # (enc_dim, (b+1)L)
+        segments = F.linear(frames, weight.t()).unflatten(-1, (b + 1, L))  # (batch, n + b, b+1, L)
+        n = masked.shape[1]
+        out = segments[:, :n, b]
+        for k in range(1, b + 1):
+            out = out + segments[:, k : k + n, b - k]
+        return torch.tanh(out.reshape(out.shape[0], 1, n * L))
+
+    def forward(self, mixture: Tensor, query: Tensor) -> Tensor:
+        """mixture (batch, 1, samples) at 44.1 kHz, query (batch, 41) multi-hot -> estimate (batch, 1, samples)."""
+        self._check(mixture, query)
+        samples = mixture.shape[-1]
+        if samples == 0:
+            return mixture
+        x = self._analyze(F.pad(mixture[:, 0], (self.L, -samples % self.L + self.L)))
+        l, q, memory = self.mask_gen.encode(x, self.label_embedding(query))  # noqa: E741
+        decoded, _ = self.mask_gen.decoder.decode(q, memory)
+        return self._synthesize(x * self.mask_gen.mask(l, decoded))[..., :samples]
+
+    def streamer(self, query: Tensor) -> CausalStreamer:
+        """A `CausalStreamer` for this (batch, label_len) query; see its docstring."""
+        return CausalStreamer(self, query)
+
+
+class CausalStreamer:
+    """Chunk-by-chunk inference equal to `forward` on the concatenated input, in bounded memory.
+
+    `feed(chunk (batch, 1, n))` returns the next finished output samples (batch, 1, m) for any n >= 0; `flush()`
+    returns the rest, so that cat(all feeds, flush) == forward(cat(all chunks)). State: fewer than 3L pending input
+    samples, the encoder's dilated-conv context (2*(2^layers - 1) frames), the decoder state, fewer than
+    `granularity` frames awaiting the decoder, and `out_buf_len` frames for the transposed conv.
+    Runs without autograd (`torch.inference_mode`).
+    """
+
+    @torch.inference_mode()
+    def __init__(self, model: DCCExtractor, query: Tensor):
+        self.model = model
+        weight = model.in_conv[0].weight
+        self.device, self.dtype = weight.device, weight.dtype
+        if query.dim() != 2 or query.shape[1] != model.label_len:
+            raise ValueError(f"query must be (batch, {model.label_len}), got {tuple(query.shape)}")
+        batch = self.batch = query.shape[0]
+        self.label = model.label_embedding(query.to(self.device, self.dtype))
+        self.samples = torch.zeros(batch, model.L, device=self.device, dtype=self.dtype)  # left padding
+        self.encoder_state = model.mask_gen.encoder.init_state(batch, self.device, self.dtype)
+        self.decoder_state = model.mask_gen.decoder.init_state(batch, self.device, self.dtype)
+        self.out_state = context_buffers([model.out_buf_len], batch, model.enc_dim, self.device, self.dtype)
+        self.pending: Tensor | None = None  # (batch, k < granularity, 2*enc_dim + 2*dec_dim) awaiting the decoder
+        self.received = self.emitted = 0
+        self.finished = False
+
+    @torch.inference_mode()
+    def feed(self, chunk: Tensor) -> Tensor:
+        """Append input samples (batch, 1, n); return the output samples (batch, 1, m) that are now final."""
+        if self.finished:
+            raise RuntimeError("this streamer was flushed; start a new one with model.streamer(query)")
+        if chunk.dim() != 3 or chunk.shape[:2] != (self.batch, 1):
+            raise ValueError(f"chunk must be ({self.batch}, 1, samples), got {tuple(chunk.shape)}")
+        self.received += chunk.shape[-1]
+        return self._process(chunk[:, 0].to(self.device, self.dtype), final=False)
+
+    @torch.inference_mode()
+    def flush(self) -> Tensor:
+        """End the stream: return the remaining output samples (batch, 1, rest)."""
+        if self.finished:
+            raise RuntimeError("this streamer was already flushed")
+        self.finished = True
+        L = self.model.L
+        padding = torch.zeros(self.batch, -self.received % L + L, device=self.device, dtype=self.dtype)
+        remaining = self.received - self.emitted
+        return self._process(padding, final=True)[..., :remaining]
+
+    def _process(self, chunk: Tensor, final: bool) -> Tensor:
+        """chunk (batch, n) samples -> (batch, 1, m) finished output samples."""
+        model, L = self.model, self.model.L
+        samples = torch.cat((self.samples, chunk), dim=-1)
+        frames = max(0, (samples.shape[-1] - 2 * L) // L)  # whole in_conv windows (3L samples, hop L)
+        self.samples = samples[:, frames * L :].clone()
+        stages = None
+        if frames:
+            x = model._analyze(samples[:, : (frames + 2) * L])
+            stages = (x, *model.mask_gen.encode(x, self.label, self.encoder_state))
+        stages = self._group(stages, final)
+        if stages is None:
+            return chunk.new_zeros(self.batch, 1, 0)
+        x, l, q, memory = stages  # noqa: E741
+        decoded, self.decoder_state = model.mask_gen.decoder.decode(q, memory, self.decoder_state)
+        out = model._synthesize(x * model.mask_gen.mask(l, decoded), self.out_state)
+        self.emitted += out.shape[-1]
+        return out
+
+    def _group(self, stages: tuple[Tensor, ...] | None, final: bool) -> tuple[Tensor, ...] | None:
+        """Hold frames back until the decoder has a whole group of them (all that are left when `final`).
+
+        `stages` (in_conv output, l, decoder query, decoder memory) for the new frames, or None if there are none.
+        """
+        granularity = self.model.mask_gen.decoder.granularity
+        if granularity == 1:
+            return stages
+        stacked = self.pending
+        if stages is not None:
+            new = torch.cat(stages, dim=-1)
+            stacked = new if stacked is None else torch.cat((stacked, new), dim=1)
+        if stacked is None:
+            return None
+        ready = stacked.shape[1] if final else stacked.shape[1] - stacked.shape[1] % granularity
+        self.pending = stacked[:, ready:].clone() if ready < stacked.shape[1] else None
+        if ready == 0:
+            return None
+        enc, dec = self.model.enc_dim, self.model.dec_dim
+        return stacked[:, :ready].split([enc, enc, dec, dec], dim=-1)
+
+
+# Waveformer
+
+
+class Waveformer(DCCExtractor):
+    """Waveformer as published; constructor arguments are the published config's `model_params`.
+
+    Defaults are Waveformer-large (E512/D256, 3,878,144 parameters); small is dec_dim=128 (3,285,888).
+    """
+
+    def __init__(
+        self,
+        label_len: int = 41,
+        L: int = 32,
+        enc_dim: int = 512,
+        num_enc_layers: int = 10,
+        dec_dim: int = 256,
+        num_dec_layers: int = 1,
+        dec_buf_len: int = 13,
+        dec_chunk_size: int = 13,
+        out_buf_len: int = 4,
+        use_pos_enc: bool = True,
+    ):
+        decoder = CausalTransformerDecoder(dec_dim, dec_buf_len, dec_chunk_size, num_dec_layers, 8, use_pos_enc)
+        super().__init__(label_len, L, enc_dim, num_enc_layers, dec_dim, out_buf_len, decoder)
+
+
+# published checkpoint loader
+
+PUBLISHED_PARAMS = (
+    "label_len",
+    "L",
+    "enc_dim",
+    "num_enc_layers",
+    "dec_dim",
+    "num_dec_layers",
+    "dec_buf_len",
+    "dec_chunk_size",
+    "out_buf_len",
+    "use_pos_enc",
+)
+# published Net arguments that this implementation supports only at their default (True)
+FIXED_TRUE_PARAMS = ("skip_connection", "proj", "lookahead")
+
+
+def _flag(value: Any) -> bool | None:
+    """A published boolean: a JSON bool or the strings "true"/"false" (any case); None when neither."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    return None
+
+
+def read_published_config(config_path: str | Path) -> dict[str, Any]:
+    """The `Waveformer` constructor arguments from a published config.json (its `model_params`)."""
+    path = Path(config_path)
+    try:
+        config = json.loads(path.read_text())
+    except OSError as err:
+        raise CheckpointError(f"{path}: cannot read ({err.strerror or err})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(config, dict) or not isinstance(config.get("model_params"), dict):
+        raise CheckpointError(f"{path}: not a Waveformer config (no model_params object)")
+    if "model" in config and not str(config["model"]).endswith("dcc_tf"):
+        raise CheckpointError(f"{path}: not a Waveformer config (model is {config['model']!r}, expected *.dcc_tf)")
+    params = dict(config["model_params"])
+    for name in FIXED_TRUE_PARAMS:
+        if name in params and _flag(params.pop(name)) is not True:
+            raise CheckpointError(f"{path}: model_params.{name} must be true (the only published setting)")
+    missing = [name for name in PUBLISHED_PARAMS if name not in params]
+    unknown = sorted(set(params) - set(PUBLISHED_PARAMS))
+    if missing or unknown:
+        problems = [f"missing {', '.join(missing)}"] * bool(missing) + [f"unknown {', '.join(unknown)}"] * bool(unknown)
+        raise CheckpointError(f"{path}: not a Waveformer config (model_params: {'; '.join(problems)})")
+    kwargs: dict[str, Any] = {}
+    for name in PUBLISHED_PARAMS:
+        value = params[name]
+        if name == "use_pos_enc":
+            value = _flag(value)
+            if value is None:
+                raise CheckpointError(f"{path}: model_params.use_pos_enc must be true or false")
+        elif isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise CheckpointError(f"{path}: model_params.{name} must be a positive integer, got {value!r}")
+        kwargs[name] = value
+    if kwargs["enc_dim"] % kwargs["dec_dim"] or kwargs["dec_dim"] % 8:
+        raise CheckpointError(f"{path}: model_params: enc_dim must be a multiple of dec_dim, dec_dim of 8 (heads)")
+    return kwargs
+
+
+def _published_arch(kwargs: dict[str, Any]) -> str:
+    """'waveformer-large' / 'waveformer-small' when `kwargs` is exactly that published config, else 'waveformer'."""
+    from tse_cli.models import ARCHITECTURES
+
+    defaults = inspect.signature(Waveformer).parameters
+    base = {name: defaults[name].default for name in PUBLISHED_PARAMS}
+    for arch in ("waveformer-large", "waveformer-small"):
+        if kwargs == {**base, **ARCHITECTURES[arch][2]}:
+            return arch
+    return "waveformer"
+
+
+def _state_dict(checkpoint_path: Path) -> dict[str, Tensor]:
+    try:
+        obj = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{checkpoint_path}: no such file") from None
+    except Exception as err:  # noqa: BLE001 (any unpickling failure means the same thing to the user)
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{checkpoint_path}: not a readable torch checkpoint ({reason})") from None
+    if isinstance(obj, dict) and isinstance(obj.get("model_state_dict"), dict):
+        obj = obj["model_state_dict"]
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, Tensor) for v in obj.values()):
+        raise CheckpointError(f"{checkpoint_path}: no model_state_dict of tensors in this checkpoint")
+    return obj
+
+
+def load_published(checkpoint_path: str | Path, config_path: str | Path) -> Waveformer:
+    """The published Waveformer (`default_ckpt.pt` + its config.json) as a `Waveformer` in eval mode.
+
+    The pickle is read with `torch.load(weights_only=True)` only. The model is built through
+    `tse_cli.models.create` (so it carries `arch` and `config` for `save_checkpoint`) and loaded strictly.
+    """
+    from tse_cli.models import create
+
+    checkpoint_path, config_path = Path(checkpoint_path), Path(config_path)
+    kwargs = read_published_config(config_path)
+    state = _state_dict(checkpoint_path)
+    model = create(_published_arch(kwargs), **kwargs)
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    mismatched = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+    if missing or unexpected or mismatched:
+        details = [
+            f"{label} {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''} ({len(keys)})"
+            for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", mismatched))
+            if keys
+        ]
+        raise CheckpointError(
+            f"{checkpoint_path}: weights do not match the Waveformer in {config_path.name}: {'; '.join(details)}"
+        )
+    model.load_state_dict(state, strict=True)
+    return model.eval()

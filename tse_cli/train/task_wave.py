@@ -1,0 +1,136 @@
+"""Training task for the waveform class-query models, Waveformer and WaveMamba (44.1 kHz, 41-class multi-hot).
+
+Data: a folder made by `tse mix` (either recipe; `tse_cli.data.sets.open_set`). Training follows the
+Waveformer paper: loss -(0.9 SNR + 0.1 SI-SNR) on the waveform and, on waveformer-recipe sets (which keep the
+isolated events per label), multi-target queries: each example queries a random 1..3 of its mixture's labels
+and its target is the sum of those labels' events (drawn per (seed, epoch, index) by the set).
+
+Options (`--task-arg NAME=VALUE`):
+
+- `multi_target` (true): sample multi-target queries where the set allows it;
+- `max_targets` (3): the most labels one training query may name;
+- `eval_max_targets` (1): the same for validation and `tse eval` (1: one class per query, as Table II);
+- `crop_seconds` (0): train on random crops of this length (s) that hold target energy (0: whole mixtures);
+- `snr_weight` (0.9), `si_snr_weight` (0.1): the loss weights.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torchaudio
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from tse_cli.classes import FSD_CLASSES
+from tse_cli.train.losses import snr_sisnr_loss
+from tse_cli.train.metrics import separation_metrics
+from tse_cli.train.tasks import DataError, Task, example_rng
+
+
+class WaveSet(Dataset):
+    """Items of a `tse mix` set as batches expect them; training items may be multi-target and cropped."""
+
+    def __init__(self, root: Path, split: str, options: dict[str, Any], train: bool, seed: int) -> None:
+        from tse_cli.data.sets import open_set
+
+        targets = options["max_targets"] if train and options["multi_target"] else options["eval_max_targets"]
+        self.set = open_set(root, split, max_targets=targets, seed=seed, validate=False)
+        self.crop = options["crop_seconds"] if train else 0.0
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch of the multi-target draws and crops."""
+        self.epoch = epoch
+        self.set.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.set)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = self.set[index]
+        mixture, target, rate = item["mixture"], item["target"], int(item["sample_rate"])
+        if self.crop:
+            rng = example_rng(self.seed, self.epoch, index)
+            mixture, target = _crop(mixture, target, round(self.crop * rate), rng)
+        return {
+            "mixture": mixture,
+            "target": target,
+            "clue": item["query"],
+            "label": "+".join(FSD_CLASSES[i] for i in torch.nonzero(item["query"]).flatten().tolist()),
+            "sample_rate": torch.tensor(rate),
+        }
+
+
+def _crop(mixture: Tensor, target: Tensor, length: int, rng: np.random.Generator) -> tuple[Tensor, Tensor]:
+    """A random `length`-sample crop among those holding at least half the best crop's target energy."""
+    total = mixture.shape[-1]
+    if total <= length:
+        pad = (0, length - total)
+        return nn.functional.pad(mixture, pad), nn.functional.pad(target, pad)
+    energy = torch.cat([torch.zeros(1, dtype=torch.float64), target.double().pow(2).sum(0).cumsum(0)])
+    window = energy[length:] - energy[:-length]  # target energy of the crop starting at each sample
+    candidates = torch.nonzero(window >= 0.5 * window.max()).flatten()
+    start = int(candidates[rng.integers(len(candidates))])
+    return mixture[..., start : start + length], target[..., start : start + length]
+
+
+class WaveTask(Task):
+    """Waveformer / WaveMamba (see the module docstring)."""
+
+    family = "waveformer/wavemamba"
+    hyper: dict[str, Any] = {}  # the generic defaults are this family's paper values
+    options = {
+        "multi_target": True,
+        "max_targets": 3,
+        "eval_max_targets": 1,
+        "crop_seconds": 0.0,
+        "snr_weight": 0.9,
+        "si_snr_weight": 0.1,
+    }
+
+    def validate(self, root: Path, splits: tuple[str, ...]) -> None:
+        from tse_cli.data.sets import validate_set
+
+        if not root.is_dir():
+            raise DataError(f"{root}: data folder not found")
+        for split in splits:
+            try:
+                validate_set(root, split)
+            except (ValueError, FileNotFoundError) as err:
+                raise DataError(str(err)) from None
+
+    def dataset(self, root: Path, split: str, options: dict[str, Any], train: bool, seed: int = 0) -> Dataset:
+        return WaveSet(root, split, options, train, seed)
+
+    def loss(self, model: nn.Module, batch: dict[str, Any], options: dict[str, Any]) -> Tensor:
+        estimate = model(batch["mixture"], batch["clue"])
+        return snr_sisnr_loss(estimate.float(), batch["target"], options["snr_weight"], options["si_snr_weight"])
+
+    def evaluate(self, model: nn.Module, batch: dict[str, Any], options: dict[str, Any]) -> dict[str, Tensor]:
+        model_rate = _unwrap(model).sample_rate
+        results: dict[str, list[Tensor]] = {}
+        for i in range(batch["mixture"].shape[0]):  # unpadded, at the data's own rate
+            n, rate = int(batch["length"][i]), int(batch["sample_rate"][i])
+            mixture, target = batch["mixture"][i : i + 1, :, :n], batch["target"][i : i + 1, :, :n]
+            estimate = model(_resample(mixture, rate, model_rate), batch["clue"][i : i + 1])
+            estimate = _resample(estimate, model_rate, rate)[..., :n]
+            for key, value in separation_metrics(estimate, mixture, target).items():
+                results.setdefault(key, []).append(value.reshape(1))
+        return {key: torch.cat(values) for key, values in results.items()}
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def _resample(audio: Tensor, source: int, target: int) -> Tensor:
+    return audio if source == target else torchaudio.functional.resample(audio, source, target)
+
+
+def task(arch: str) -> Task:
+    """The task of `waveformer-*` and `wavemamba-*` architectures."""
+    return WaveTask()

@@ -1,0 +1,127 @@
+"""Training tasks: what the common loop needs to know about one family of architectures.
+
+`tse train` and `tse eval` are one loop for every model; a *task* supplies the family-specific parts. A family
+registers lazily by architecture-name prefix -> module path in `FAMILIES`; the module defines
+
+    def task(arch: str) -> Task
+
+so importing `tse_cli.train` never imports a model family's data code until that family is used. To add a
+family (DPM-TSE, the AV models), write `tse_cli/train/task_<family>.py` with a `Task` subclass and add one line
+to `FAMILIES`.
+
+A task answers five questions, always for a data folder `root` made by `tse mix` (or a user's own set in the
+same layout):
+
+- `validate(root, splits)`: is the folder usable for these splits? Raise `DataError` with a one-line message
+  naming the file/folder and the problem; the loop calls it before building anything.
+- `dataset(root, split, options, train)`: a map-style `torch.utils.data.Dataset` whose items are dicts of
+  tensors (see "Batches"). Training items may be random (crops, sampled queries); they must then draw from
+  `example_rng(seed, epoch, index)` so that a run is reproducible and `--resume` replays it exactly. The loop
+  calls `dataset.set_epoch(epoch)` when the dataset has that method.
+- `collate(items)`: stack items into a batch (the default pads audio on the right and records `length`).
+- `loss(model, batch, options)`: a scalar tensor to minimise (the loop handles autocast, DDP and clipping).
+- `evaluate(model, batch, options)`: per-example metrics `{"si_snr", "si_snri", "snr", "snri"}` as (batch,)
+  float64 tensors, computed on the unpadded signals at the data's sample rate.
+
+Batches are dicts: `mixture` (batch, 1, samples) and `target` (batch, 1, samples) float32 at `sample_rate`
+Hz, `clue` (batch, 41) multi-hot for class models or (batch, frames, 512) for visual ones, `length` (batch,)
+int64 valid samples, `label` a list of per-example label strings ("+"-joined for multi-target queries).
+
+`hyper` overrides the generic hyper-parameter defaults of `tse_cli.train.config.TrainConfig` (the paper values
+of the family: learning rate, clipping, epochs...), and `options` declares the family's own settings with their
+defaults (`--task-arg name=value` on the command line, `task.<name>` in a config file).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from importlib import import_module
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+# architecture-name prefix -> module defining `task(arch) -> Task`; the longest matching prefix wins.
+FAMILIES: dict[str, str] = {
+    "wavemamba-": "tse_cli.train.task_wave",
+    "waveformer-": "tse_cli.train.task_wave",
+    "dpm-tse": "tse_cli.train.task_dpmtse",
+    "av-": "tse_cli.train.task_av",
+}
+
+
+class DataError(ValueError):
+    """A data folder that cannot be used: the message names the file or folder and what is wrong with it."""
+
+
+def example_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
+    """The random generator for one training example: a pure function of (seed, epoch, index)."""
+    return np.random.default_rng([seed, epoch, index])
+
+
+class Task(ABC):
+    """The family-specific half of training and evaluation (see the module docstring)."""
+
+    family: str = ""
+    hyper: dict[str, Any] = {}
+    options: dict[str, Any] = {}
+
+    @abstractmethod
+    def validate(self, root: Path, splits: tuple[str, ...]) -> None:
+        """Raise `DataError` unless `root` holds usable data for every split in `splits`."""
+
+    @abstractmethod
+    def dataset(self, root: Path, split: str, options: dict[str, Any], train: bool, seed: int = 0) -> Dataset:
+        """A map-style dataset of item dicts (see "Batches") for one split."""
+
+    def collate(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        """Stack items: audio right-padded with zeros to the longest, `length` the valid samples."""
+        return pad_collate(items)
+
+    @abstractmethod
+    def loss(self, model: nn.Module, batch: dict[str, Any], options: dict[str, Any]) -> Tensor:
+        """The scalar training loss of `model` on `batch`."""
+
+    @abstractmethod
+    def evaluate(self, model: nn.Module, batch: dict[str, Any], options: dict[str, Any]) -> dict[str, Tensor]:
+        """Per-example metrics (batch,) float64: `si_snr`, `si_snri`, `snr`, `snri`."""
+
+
+def pad_collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Batch item dicts: tensors with a trailing time axis ("mixture", "target") padded, others stacked."""
+    batch: dict[str, Any] = {}
+    lengths = [item["mixture"].shape[-1] for item in items]
+    longest = max(lengths)
+    for key in items[0]:
+        values = [item[key] for item in items]
+        if key in ("mixture", "target"):
+            batch[key] = torch.stack([nn.functional.pad(v, (0, longest - v.shape[-1])) for v in values])
+        elif isinstance(values[0], Tensor):
+            batch[key] = torch.stack(values)
+        else:
+            batch[key] = values
+    batch["length"] = torch.tensor(lengths, dtype=torch.int64)
+    return batch
+
+
+def family_of(arch: str) -> str | None:
+    """The `FAMILIES` prefix that `arch` belongs to, or None."""
+    matches = [prefix for prefix in FAMILIES if arch.startswith(prefix)]
+    return max(matches, key=len) if matches else None
+
+
+def get_task(arch: str) -> Task:
+    """The task for architecture `arch`, importing its family module on first use."""
+    prefix = family_of(arch)
+    if prefix is None:
+        raise ValueError(f"no training task for architecture {arch!r}; families: {', '.join(sorted(FAMILIES))}")
+    try:
+        module = import_module(FAMILIES[prefix])
+    except ModuleNotFoundError as err:
+        if err.name != FAMILIES[prefix]:
+            raise
+        raise ValueError(f"training for {arch!r} is not available yet ({FAMILIES[prefix]} is missing)") from None
+    return module.task(arch)
