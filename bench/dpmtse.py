@@ -4,9 +4,11 @@
 
 Random weights of the published size (timing does not depend on their values), one 10 s clip (1000 mel frames),
 one class, eta 1, float32. Each device is timed in parts after a warm-up: the mel front end, the DDIM loop
-(`--cpu-steps` steps on CPU, as the base model takes seconds per step there, all `--steps` on CUDA) and the
+(`--cpu-steps` steps on CPU, as the base model takes many seconds per step there, all `--steps` on CUDA) and the
 vocoder. Where fewer steps than `--steps` were run, the clip time is extrapolated as
-mel + steps x (seconds per step) + vocoder, and the table says so. Prints a table and writes JSON
+mel + steps x (seconds per step) + vocoder, and the table says so. The U-Net's GMAC per step (counted on the
+meta device) gives the achieved GMAC/s; CPU/wall (process CPU seconds per wall second in the DDIM loop, about
+the thread count on an idle machine) shows whether the CPU was shared. Prints a table and writes JSON
 (default bench/results/dpmtse.json).
 """
 
@@ -30,14 +32,25 @@ RESULTS = Path(__file__).resolve().parent / "results"
 CLIP_SECONDS = 10.0
 
 
-def _timed(fn: Callable[[], object], device: torch.device) -> float:
+def _timed(fn: Callable[[], object], device: torch.device) -> tuple[float, float]:
+    """Wall seconds and this process's CPU seconds of one call."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     fn()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu
+
+
+def unet_gmac_per_step(arch: str) -> float:
+    """GMAC of one U-Net pass over a 10 s window (1000 frames), counted on the meta device."""
+    from tse_cli.models.complexity import count
+
+    with torch.device("meta"):
+        model = create(arch)
+    steps = model.steps
+    return count(model, seconds=CLIP_SECONDS)["by_module"]["unet"] / steps / 1e9
 
 
 @torch.inference_mode()
@@ -54,9 +67,11 @@ def measure(arch: str, device: torch.device, steps: int, timed_steps: int) -> di
     model.velocity(mel, 999, mel, labels)  # warm-up (kernels, allocator)
     model.vocode(mel, mixture.shape[-1])
 
-    mel_s = _timed(lambda: model.mixture_mel(mixture, frames), device)
-    loop_s = _timed(lambda: model.sample(mel, labels, steps=timed_steps, eta=1.0, generator=generator), device)
-    vocoder_s = _timed(lambda: model.vocode(mel, mixture.shape[-1]), device)
+    mel_s, _ = _timed(lambda: model.mixture_mel(mixture, frames), device)
+    loop_s, loop_cpu = _timed(
+        lambda: model.sample(mel, labels, steps=timed_steps, eta=1.0, generator=generator), device
+    )
+    vocoder_s, _ = _timed(lambda: model.vocode(mel, mixture.shape[-1]), device)
     per_step = loop_s / timed_steps
     return {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
@@ -64,6 +79,7 @@ def measure(arch: str, device: torch.device, steps: int, timed_steps: int) -> di
         "steps_timed": timed_steps,
         "mel_s": round(mel_s, 4),
         "per_step_s": round(per_step, 4),
+        "loop_cpu_per_wall": round(loop_cpu / loop_s, 2),  # ~threads when the CPU is not shared
         "vocoder_s": round(vocoder_s, 4),
         "clip_s": round(mel_s + steps * per_step + vocoder_s, 3),
         "extrapolated": timed_steps < steps,
@@ -86,6 +102,7 @@ def main() -> None:
     )
 
     print(f"DPM-TSE ({args.arch}), one 10 s clip at 16 kHz, {args.steps} DDIM steps, float32, batch 1")
+    gmac = unet_gmac_per_step(args.arch)
     print(f"{'device':<8}{'mel s':>9}{'s/step':>10}{'vocoder s':>11}{'s per clip':>12}{'x realtime':>12}  note")
     for name, row in rows.items():
         if row is None:
@@ -93,7 +110,8 @@ def main() -> None:
             continue
         note = f"extrapolated from {row['steps_timed']} steps" if row["extrapolated"] else "measured"
         if row["threads"]:
-            note += f", {row['threads']} threads"
+            note += f", {row['threads']} threads, CPU/wall {row['loop_cpu_per_wall']}"
+        note += f", {gmac / row['per_step_s']:.0f} GMAC/s"
         speed = CLIP_SECONDS / row["clip_s"]
         print(
             f"{name:<8}{row['mel_s']:>9.3f}{row['per_step_s']:>10.3f}{row['vocoder_s']:>11.3f}"
@@ -101,7 +119,9 @@ def main() -> None:
         )
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     print(f"load average at the end: {load:.2f} on {os.cpu_count()} cores" if load is not None else "")
-    report = {"arch": args.arch, "steps": args.steps, "clip_seconds": CLIP_SECONDS, "load_average": load, **rows}
+    print(f"U-Net: {gmac:.1f} GMAC per step over a 10 s window")
+    report = {"arch": args.arch, "steps": args.steps, "clip_seconds": CLIP_SECONDS, "load_average": load}
+    report |= {"unet_gmac_per_step": round(gmac, 2), **rows}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.json}")

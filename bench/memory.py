@@ -7,7 +7,7 @@ Waveformer checkpoint (random weights: memory does not depend on their values), 
 `tse extract IN -c Cough --checkpoint DIR -o OUT` once per input, each in its own subprocess that reports its
 own peak resident set size (`ru_maxrss`). The default 48 kHz input takes the whole path: resampling to the
 model's 44.1 kHz and back, streaming with carried state, atomic block writes. Prints a table with the ratio
-against the shortest input and writes JSON (default bench/results/memory.json).
+(and the difference in MB) against the shortest input and writes JSON (default bench/results/memory.json).
 """
 
 from __future__ import annotations
@@ -113,11 +113,11 @@ def main() -> None:
         row["rtf"] = row["seconds"] / (row["minutes"] * 60)
 
     print(f"tse extract peak RSS ({args.rate} Hz, {args.channels} ch, PCM_16 in/out, tiny Waveformer, 1 thread)")
-    print(f"{'input':>10} {'file MB':>9} {'peak RSS MB':>12} {'ratio':>7} {'wall s':>8} {'RTF':>7}")
+    print(f"{'input':>10} {'file MB':>9} {'peak RSS MB':>12} {'+MB':>7} {'ratio':>7} {'wall s':>8} {'RTF':>7}")
     for row in rows:
         print(
             f"{row['minutes']:>8g} m {row['input_bytes'] / 2**20:>9.1f} {row['peak_rss'] / 2**20:>12.1f} "
-            f"{row['ratio']:>7.3f} {row['seconds']:>8.1f} {row['rtf']:>7.3f}"
+            f"{(row['peak_rss'] - base) / 2**20:>7.1f} {row['ratio']:>7.3f} {row['seconds']:>8.1f} {row['rtf']:>7.3f}"
         )
     worst = max(row["ratio"] for row in rows)
     print(f"worst ratio {worst:.3f} (target <= {TARGET_RATIO}): {'OK' if worst <= TARGET_RATIO else 'OVER'}")

@@ -10,8 +10,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 
-# Two CPU cores on CI: keep each test process from oversubscribing them.
-torch.set_num_threads(2)
+# Tiny test models run fastest on one intra-op thread; more threads only add synchronisation on 2-core CI.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

@@ -18,14 +18,6 @@ RATE = 16000
 TINY = {"d_model": 16, "n_heads": 2, "d_ffn": 32, "intra_layers": 1, "inter_layers": 2}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)

@@ -204,3 +204,22 @@ def test_load_published_errors(tmp_path):
         CheckpointError, match=r"partial.pt: weights do not match .*missing Separator.conv2d.bias \(1\)"
     ):
         load_published(tmp_path / "partial.pt")
+
+
+def test_cli_convert_writes_a_checkpoint_directory_that_loads_strictly(tmp_path):
+    from typer.testing import CliRunner
+
+    from tse_cli.checkpoint import load_checkpoint
+    from tse_cli.cli import app
+
+    torch.manual_seed(5)
+    model = AVSepFormer(**{**TINY_FORMER, "n_heads": 8, "chunk": 160}).eval()
+    torch.save({"model": model.state_dict()}, tmp_path / "published.pt")
+    result = CliRunner().invoke(
+        app, ["convert", "av-sepformer", str(tmp_path / "published.pt"), "-o", str(tmp_path / "ck")]
+    )
+    assert result.exit_code == 0, result.output
+    loaded = load_checkpoint(tmp_path / "ck")
+    mixture, visual = torch.randn(1, 1, 1600), torch.randn(1, 4, 512)
+    with torch.no_grad():
+        assert torch.equal(loaded(mixture, visual), model(mixture, visual))

@@ -22,6 +22,7 @@ from tse_cli.train.tasks import DataError, get_task
 RATE = 16000
 FRAME = 640  # samples per 25 fps video frame
 TINY = {"d_model": 16, "n_heads": 2, "d_ffn": 32, "intra_layers": 1, "inter_layers": 2}
+TINY_MAMBA = {"d_model": 16, "d_state": 4, "intra_layers": 1, "inter_layers": 2}
 
 
 def write_mixture(folder: Path, rng: np.random.Generator, frames: int = 10, clue_frames: int | None = None) -> None:
@@ -51,14 +52,6 @@ def write_av_set(root: Path, counts: dict[str, int], seed: int = 0) -> Path:
     return root
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def av_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_av_set(tmp_path_factory.mktemp("av") / "set", {"train": 4, "val": 1, "test": 1})
@@ -73,6 +66,10 @@ def test_folder_and_list_layouts(tmp_path, av_set):
     (tmp_path / "val.scp").write_text(f"{av_set / 'val' / 'id000'}\n")
     listed = list_split(tmp_path, "train")
     assert [m.uid for m in listed] == ["a", "b"]
+    # the published lists name folders on the authors' machine: found again under <root>/<split>/
+    (av_set / "test.scp").write_text("x /mnt/user/someone/voxceleb2/test/id000\n")
+    assert list_split(av_set, "test")[0].folder == av_set / "test" / "id000"
+    (av_set / "test.scp").unlink()
     assert validate_split(tmp_path, "val")[0].folder == av_set / "val" / "id000"
 
 
@@ -157,21 +154,22 @@ def test_collate_pads_audio_and_repeats_the_last_clue_frame(tmp_path):
     assert torch.equal(batch["clue"][0, 6:], batch["clue"][0, 5:6].expand(3, -1))
 
 
-def test_training_reduces_the_loss_and_eval_reports(tmp_path, av_set):
-    arch, seed = "av-sepformer-small", 0
+@pytest.mark.parametrize(("arch", "tiny"), [("av-sepformer-small", TINY), ("av-sepmamba-small", TINY_MAMBA)])
+def test_training_reduces_the_loss_and_eval_reports(tmp_path, av_set, arch, tiny):
+    seed = 0
     config = build_config(
         {
             "arch": arch,
             "data": str(av_set),
             "out": str(tmp_path / "run"),
-            "model_args": TINY,
+            "model_args": tiny,
             "batch_size": 4,
             "num_workers": 0,
             "lr": 3e-3,
             "epochs": 4,
             "log_every": 1,
             "seed": seed,
-            "task": {"crop_seconds": 8 * FRAME / RATE},
+            "task": {"crop_seconds": 4 * FRAME / RATE},
         },
     )
     task = get_task(arch)
@@ -184,7 +182,7 @@ def test_training_reduces_the_loss_and_eval_reports(tmp_path, av_set):
             return task.loss(model.eval(), batch, task.options).item()
 
     torch.manual_seed(seed)
-    before = loss_of(create(arch, **TINY))
+    before = loss_of(create(arch, **tiny))
     result = train(config)
     assert result["step"] == 8
     after = loss_of(load_checkpoint(tmp_path / "run" / "last"))

@@ -138,6 +138,12 @@ def test_backends_give_same_block_outputs_and_gradients():
         torch.testing.assert_close(g1, g0, rtol=0, atol=1e-10)
 
 
+def test_mismatched_query_is_an_error():
+    block = CrossMambaBlock(8, d_state=2)
+    with pytest.raises(ValueError, match="same batch and length"):
+        block(torch.randn(1, 4, 8), torch.randn(1, 5, 8))
+
+
 def test_unknown_backend_is_an_error():
     block = MambaBlock(8, d_state=2, scan_backend="turbo")
     with pytest.raises(ValueError, match="unknown scan backend 'turbo'"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -176,7 +177,7 @@ def test_resume_redoes_only_unfinished_and_cleans_temporaries(tmp_path_factory, 
     (out / "specs/test/test_3.done.json").unlink()
     (out / "test/test_3.wav").unlink()
     (out / "test/.test_3_lab.wav.999.tmp").write_bytes(b"partial")
-    summary = build(Options("dpm-tse", src / "fsd", src / "tau", out, count=3, jobs=1, stems=True))
+    summary = build(Options("dpm-tse", src / "fsd", src / "tau", out, count=3, stems=True, cache_dir=ref / ".cache"))
     assert (summary.rendered, summary.resumed) == (2, 7)
     assert not list(out.rglob("*.tmp"))
     assert tree_bytes(out) == tree_bytes(ref)
@@ -253,5 +254,18 @@ def test_unreadable_clips_are_skipped_listed_and_counted(tmp_path_factory, tmp_p
     assert bad_fg.name in skipped and "unreadable" in skipped[bad_fg.name]
     assert (bad_bg.name in skipped) == (recipe == "waveformer")  # dpm-tse draws backgrounds from development
     assert len(summary.missing_sources) == 1 and summary.per_split["test"] == 2 and not summary.failed
-    used = (tmp_path / "out").rglob("*.json*") if recipe == "dpm-tse" else (tmp_path / "out").rglob("*.jams")
-    assert all(bad_fg.name not in p.read_text() for p in used)
+    specs = (tmp_path / "out").glob("specs/test/*.json") if recipe == "dpm-tse" else (tmp_path / "out").rglob("*.jams")
+    assert all(bad_fg.name not in p.read_text() for p in specs)
+
+
+def test_a_second_run_into_the_same_folder_is_refused(tmp_path_factory, tmp_path):
+    ref = built_set(tmp_path_factory, "dpm-tse", count=3, stems=True)
+    src = corpus(tmp_path_factory)
+    out = copy_set(ref, tmp_path / "set")
+    opts = Options("dpm-tse", src / "fsd", src / "tau", out, count=3, stems=True, cache_dir=ref / ".cache")
+    (out / ".tse-mix.lock").write_text(str(os.getpid()))  # a live process holds it
+    with pytest.raises(DataError, match=rf"another tse mix \(pid {os.getpid()}\) is writing this folder"):
+        build(opts)
+    (out / ".tse-mix.lock").write_text(str(2**22 + 1))  # beyond any pid: a dead run's lock is taken over
+    assert build(opts).resumed == 9
+    assert not (out / ".tse-mix.lock").exists()

@@ -15,6 +15,7 @@ from tse_cli.classes import FSD_CLASSES
 from tse_cli.data import scenes
 from tse_cli.data.build import Options, build, render_jams_tree, render_spec
 from tse_cli.data.loudness import integrated_lufs
+from tse_cli.data.sources import read_fsd
 
 SR = scenes.SAMPLE_RATE
 SCENE_SAMPLES = 264600  # 6 s at 44.1 kHz, as the published sample
@@ -153,16 +154,27 @@ def _publish(ref: Path, dst: Path) -> Path:
     return dst / "jams"
 
 
+def _resorted_fsd(src: Path, dst: Path) -> Path:
+    """The authors' re-sorted copy of FSD: FSDKaggle2018/{train,test}/<label>/<file>.wav (symlinks here)."""
+    for subset in ("train", "test"):
+        for clip in read_fsd(src / "fsd", (subset,)).clips[subset]:
+            link = dst / "FSDKaggle2018" / subset / clip.label / clip.fname
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(clip.path)
+    return dst
+
+
 def test_render_published_jams_tree_from_user_copies(tmp_path_factory, tmp_path):
     ref = built_set(tmp_path_factory, "waveformer", count=2)
     src = corpus(tmp_path_factory)
     jams = _publish(ref, tmp_path / "FSDSoundScapes")
     out = tmp_path / "rendered"
-    summary = render_jams_tree(jams, out, src / "fsd", src / "tau", jobs=1, normalize=None)
+    fsd = _resorted_fsd(src, tmp_path / "authors")
+    summary = render_jams_tree(jams, out, fsd, src / "tau", jobs=1, normalize=None)
     assert summary.rendered == 6 and not summary.failed
     assert tree_bytes(out) == tree_bytes(ref)
     assert json.loads((out / "recipe.json").read_text())["recipe"] == "waveformer"
-    again = render_jams_tree(jams, out, src / "fsd", src / "tau", jobs=1, normalize=None)
+    again = render_jams_tree(jams, out, fsd, src / "tau", jobs=1, normalize=None)
     assert (again.rendered, again.resumed) == (0, 6)
 
 

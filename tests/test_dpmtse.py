@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,15 +23,6 @@ def _relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def _query(*names: str, batch: int = 1) -> torch.Tensor:
     return torch.tensor(multi_hot([class_index(n) for n in names])).expand(batch, -1)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """Tiny U-Nets run fastest on one thread; two threads on a shared, loaded machine run many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -208,6 +198,13 @@ def test_one_class_per_query(short_window: torch.nn.Module) -> None:
 def test_rejects_bad_steps(short_window: torch.nn.Module) -> None:
     with pytest.raises(ValueError, match="steps must be between 1 and 1000"):
         short_window(torch.randn(1, 1, 1600), _query("Bark"), steps=0)
+
+
+def test_runs_on_the_meta_device_for_compute_counting() -> None:
+    with torch.device("meta"):
+        model = create("dpm-tse", **TINY, window_seconds=0.32)
+        out = model(torch.zeros(2, 1, 3000), _query("Bark", batch=2), steps=3)
+    assert out.shape == (2, 1, 3000) and out.is_meta
 
 
 def test_checkpoint_directory_round_trip(short_window: torch.nn.Module, tmp_path: Path) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -22,15 +21,6 @@ from tse_cli.train.tasks import DataError
 RATE = 16000
 LABELS = (2, 10, 18)  # Bark, Cough, Flute
 TINY = {"channels": [32, 32, 64, 64], "attention_head_dim": 8, "vocoder_channels": 64, "window_seconds": 0.32}
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny U-Nets run fastest on one thread; two threads on a shared, loaded machine run many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def write_dpm_set(root: Path, counts: dict[str, int], seconds: float = 0.6, rate: int = RATE) -> Path:

@@ -78,8 +78,10 @@ class PointwiseWindow(nn.Module):
         self.scale = nn.Parameter(torch.tensor(0.5))
         self.calls: list[tuple[int, dict]] = []
 
-    def forward(self, mixture: torch.Tensor, clue: torch.Tensor, steps: int = 50, generator=None) -> torch.Tensor:
+    def forward(self, mixture: torch.Tensor, clue: torch.Tensor, steps: int = 50, generator=None, progress=None):
         self.calls.append((mixture.shape[-1], {"steps": steps, "generator": generator}))
+        for done in range(1, steps + 1):
+            progress(done, steps)
         return self.scale * mixture * (1 + clue.sum(1))[:, None, None]
 
 
@@ -222,7 +224,9 @@ def test_window_overlap_add_is_seamless(tmp_path: Path, frames: int) -> None:
     model = PointwiseWindow()
     x = noise(2, frames)
     task = Task(write(tmp_path / "in.wav", x), tmp_path / "out.wav", clue=CLUE)
-    (result,) = Engine(model, options={"steps": 7, "seed": 3}).run([task])
+    seen = []
+    (result,) = Engine(model, options={"steps": 7, "seed": 3}).run([task], on_progress=seen.append)
+    assert [(p.step, p.steps) for p in seen if p.steps][:7] == [(i, 7) for i in range(1, 8)]
     assert result.status == "done", result.error
     np.testing.assert_allclose(read(task.output), x, atol=1e-6)  # 0.5 * (1 + 1) = 1
     lengths = {n for n, _ in model.calls}
@@ -288,3 +292,21 @@ def test_tiny_waveformer_streams_exactly(tmp_path: Path) -> None:
     (result,) = Engine(model, block_frames=1111, batch_size=1).run([task])
     assert result.status == "done", result.error
     np.testing.assert_allclose(read(task.output), offline(model, x, 44100), atol=1e-5)
+
+
+def test_model_errors_fail_their_batch_only(tmp_path: Path) -> None:
+    class PicksOneClass(PointwiseWindow):
+        def forward(self, mixture, clue, steps=50, generator=None, progress=None):
+            if (clue.sum(1) != 1).any():
+                raise ValueError("exactly one class per query\nsecond line")
+            return super().forward(mixture, clue, steps, generator, progress)
+
+    x = noise(1, 3000)
+    tasks = [
+        Task(write(tmp_path / "a.wav", x), tmp_path / "a_out.wav", clue=multi_hot([1, 2])),
+        Task(write(tmp_path / "b.wav", x), tmp_path / "b_out.wav", clue=CLUE),
+    ]
+    results = Engine(PicksOneClass(), jobs=2).run(tasks)
+    assert [r.status for r in results] == ["failed", "done"]
+    assert results[0].error == f"{tasks[0].input}: extraction failed (ValueError: exactly one class per query)"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.wav", "b.wav", "b_out.wav"]

@@ -36,12 +36,12 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def write_dpm_set(root: Path, count: int = 3, rate: int = 16000, seconds: float = 0.5) -> Path:
-    """A dpm-tse-recipe set (meta.csv, <split>_<n>{,_lab,_re}.wav) of tones at 16 kHz."""
+    """A dpm-tse-recipe set (meta.csv, <split>_<n>{,_lab,_re}.wav) of tones of different lengths at 16 kHz."""
     rng = np.random.default_rng(5)
     (root / "test").mkdir(parents=True)
     rows = ["subset,folder,file,cls,onset,offset"]
-    t = np.arange(round(seconds * rate)) / rate
     for n in range(1, count + 1):
+        t = np.arange(round(seconds * rate * (1 + 0.2 * n))) / rate  # lengths differ: batches are padded
         target = 0.3 * np.sin(2 * np.pi * 500 * n * t)
         mixture = target + 0.2 * rng.standard_normal(t.size)
         for suffix, audio in (("", mixture), ("_lab", target), ("_re", target)):
@@ -96,7 +96,8 @@ def test_eval_matches_independent_metrics_on_a_scene_set(tmp_path: Path, checkpo
 def test_eval_reads_dpm_tse_sets_and_writes_csv(tmp_path: Path, checkpoint: Path) -> None:
     data = write_dpm_set(tmp_path / "dpm")
     out = tmp_path / "results.csv"
-    result = CliRunner().invoke(app, ["eval", "--data", str(data), "--checkpoint", str(checkpoint), "--out", str(out)])
+    args = ["eval", "--data", str(data), "--checkpoint", str(checkpoint), "--out", str(out), "--batch-size", "3"]
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader(out.open()))
     assert [row["label"] for row in rows] == ["Cough"] * 3

@@ -73,7 +73,7 @@ def test_folder_tree_is_mirrored(tmp_path: Path, tiny: Path) -> None:
     args = ("--class", "Bark", "--class", "cough", "--checkpoint", tiny, "-O", out)
     assert run("extract", src, *args).exit_code == 0
     assert files(out) == ["a_Bark+Cough.wav"]
-    result = run("extract", src, *args, "--recursive")
+    result = run("extract", src, *args, "--recursive", "--batch-size", "2", "--jobs", "1")
     assert result.exit_code == 0, result.stderr
     assert files(out) == ["a_Bark+Cough.wav", "sub/b_Bark+Cough.flac", "sub/deep/c_Bark+Cough.wav"]
     assert sf.info(str(out / "sub/b_Bark+Cough.flac")).format == "FLAC"
@@ -195,6 +195,7 @@ def test_unknown_class_fails_before_any_work(tmp_path: Path) -> None:
         (["-o", "a.wav", "--subtype", "PCM_12"], "unsupported subtype"),
         (["-o", "a.mp3"], "cannot write .mp3"),
         (["-o", "a.wav", "--device", "tpu"], "invalid device"),
+        (["-o", "mix.wav", "--overwrite"], "would overwrite its own input"),
     ],
 )
 def test_usage_errors_exit_2(tmp_path: Path, tiny: Path, extra: list[str], message: str) -> None:

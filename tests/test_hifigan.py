@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -29,8 +30,13 @@ def test_published_parameter_count() -> None:
 
 
 def test_output_length_is_160_per_frame_plus_32() -> None:
-    vocoder = HiFiGAN(upsample_initial_channel=16)
+    vocoder = HiFiGAN(upsample_initial_channel=32)
     with torch.no_grad():
         wave = vocoder(torch.randn(2, 64, 7))
     assert wave.shape == (2, 1, 160 * 7 + 32)
     assert wave.abs().max() <= 1
+
+
+def test_rejects_widths_that_vanish_before_the_last_stage() -> None:
+    with pytest.raises(ValueError, match="upsample_initial_channel 16 must be a multiple of 32"):
+        HiFiGAN(upsample_initial_channel=16)

@@ -46,7 +46,7 @@ def test_decoder_is_crossmamba_on_the_projections() -> None:
     x, query = torch.randn(1, 1, 700), torch.eye(41)[3:4]
     with torch.no_grad():
         model(x, query)
-        frames = model._analyze(torch.nn.functional.pad(x[:, 0], (32, -700 % 32 + 32)))
+        frames = model.analyze(torch.nn.functional.pad(x[:, 0], (32, -700 % 32 + 32)))
         e = model.mask_gen.encoder(frames)
         l = model.label_embedding(query)[:, None] * e  # noqa: E741
         q, v = model.mask_gen.proj_e2d_l(l), model.mask_gen.proj_e2d_e(e)

@@ -32,6 +32,7 @@ PART_SUFFIX = ".part"  # temporary files of AtomicWriter: `.NAME.XXXXXXXX.part` 
 AUDIO_EXTENSIONS = frozenset(
     {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".aifc", ".au", ".caf", ".w64", ".rf64"}
 )
+SHAPE_QUANTUM = 4096  # StreamResampler pads its buffer to a multiple of this many samples
 LOWPASS_FILTER_WIDTH = 6  # torchaudio's defaults, spelled out because the streaming context depends on them
 ROLLOFF = 0.99
 
@@ -240,11 +241,15 @@ class StreamResampler:
 
     def _emit(self, groups_end: int, samples_end: int | None) -> np.ndarray:
         """Resample the buffer and return output groups [_groups_done, groups_end), cut at `samples_end`."""
-        first_group = self._buf_start // self.orig
         import torch
 
+        first_group = self._buf_start // self.orig
+        # zero-pad to a multiple of SHAPE_QUANTUM: emitted groups never see the padding (their support ends in the
+        # buffer, or the signal ends there and offline pads with zeros too), and the convolution then meets few
+        # distinct shapes, so the CPU backend's per-shape caches stay small over hours of audio
+        padded = np.pad(self._buf, ((0, 0), (0, -self._buf.shape[1] % SHAPE_QUANTUM)))
         with torch.inference_mode():
-            full = self._resampler(torch.from_numpy(self._buf)).numpy()
+            full = self._resampler(torch.from_numpy(padded)).numpy()
         start = (self._groups_done - first_group) * self.new
         stop = (groups_end - first_group) * self.new
         if samples_end is not None:

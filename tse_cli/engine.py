@@ -130,13 +130,16 @@ class Result:
 
 @dataclass
 class Progress:
-    """Running totals for progress displays: files finished, audio seconds processed, wall seconds."""
+    """Running totals for progress displays: files finished, audio seconds processed, wall seconds, and for
+    models that report it (DPM-TSE's sampler) the steps done in the current window."""
 
     files_done: int
     files_total: int
     seconds_done: float
     seconds_total: float
     elapsed: float
+    step: int = 0
+    steps: int = 0
 
     @property
     def rtf(self) -> float:
@@ -338,6 +341,7 @@ class Engine:
             options["generator"] = torch.Generator(self.device).manual_seed(int(seed))
         check_options(model, options)
         self.options = options
+        self._inflight: list[Future] = []  # the current batch's reads and writes
 
     # planning --------------------------------------------------------------------------------------------------
 
@@ -377,11 +381,11 @@ class Engine:
                 report(i, Result(task, "failed", error=str(err)))
         total_seconds = sum(f.info.seconds for _, f in ready)
 
-        def progress() -> None:
+        def progress(step: int = 0, steps: int = 0) -> None:
             if on_progress:
                 done = state["seconds_done"] + sum(f.frames_read / f.info.sample_rate for _, f in group)
                 elapsed = time.perf_counter() - start
-                on_progress(Progress(state["files"], len(tasks), done, total_seconds, elapsed))
+                on_progress(Progress(state["files"], len(tasks), done, total_seconds, elapsed, step, steps))
 
         pool = ThreadPoolExecutor(self.jobs) if self.jobs > 1 else _Inline()
         try:
@@ -418,7 +422,7 @@ class Engine:
 
     # running ---------------------------------------------------------------------------------------------------
 
-    def _run_group(self, files: list[_File], pool: Any, progress: Callable[[], None]) -> None:
+    def _run_group(self, files: list[_File], pool: Any, progress: Callable[..., None]) -> None:
         try:
             for f in files:
                 try:
@@ -426,10 +430,18 @@ class Engine:
                 except (OSError, RuntimeError) as err:
                     f.fail(f"{f.task.output}: cannot create ({err})")
             live = [f for f in files if f.error is None]
+            self._inflight = []
             if live:
-                with torch.inference_mode():
-                    run = self._stream if self.kind == "stream" else self._windows
-                    run(live, pool, progress)
+                try:
+                    with torch.inference_mode():
+                        run = self._stream if self.kind == "stream" else self._windows
+                        run(live, pool, progress)
+                except Exception as err:  # the model failed (bad query for it, out of memory): this batch only
+                    for future in self._inflight:  # let reads and writes of the batch settle first
+                        future.exception()
+                    reason = str(err).strip().splitlines()[0] if str(err).strip() else ""
+                    for f in live:
+                        f.fail(f"{f.task.input}: extraction failed ({type(err).__name__}: {reason})")
             for f in live:
                 f.finish()
         except BaseException:
@@ -468,7 +480,9 @@ class Engine:
         """Per step, every file's next `sizes[k]` samples; the next step is read ahead in the pool."""
 
         def read(n: int) -> list[Future]:
-            return [pool.submit(f.take, n) for f in files]
+            futures = [pool.submit(f.take, n) for f in files]
+            self._inflight.extend(futures)
+            return futures
 
         pending = read(sizes[0]) if sizes else []
         for k in range(len(sizes)):
@@ -480,9 +494,12 @@ class Engine:
     def _write(self, files: list[_File], pool: Any, parts: list[np.ndarray], writes: list[Future]) -> list[Future]:
         for w in writes:  # keep each file's blocks in order
             w.result()
-        return [pool.submit(f.put, p) for f, p in zip(files, parts, strict=True)]
+        self._inflight = [f for f in self._inflight if not f.done()]
+        futures = [pool.submit(f.put, p) for f, p in zip(files, parts, strict=True)]
+        self._inflight.extend(futures)
+        return futures
 
-    def _stream(self, files: list[_File], pool: Any, progress: Callable[[], None]) -> None:
+    def _stream(self, files: list[_File], pool: Any, progress: Callable[..., None]) -> None:
         streamer = self.model.streamer(self._class_clue(files))
         total, n = files[0].model_total, self.block_frames  # one length per streamed batch
         sizes = [n] * (total // n) + ([total % n] if total % n else [])
@@ -495,7 +512,7 @@ class Engine:
         for w in writes:
             w.result()
 
-    def _windows(self, files: list[_File], pool: Any, progress: Callable[[], None]) -> None:
+    def _windows(self, files: list[_File], pool: Any, progress: Callable[..., None]) -> None:
         longest = max(f.model_total for f in files)
         window = int(self.model.window_samples)
         if longest <= window:  # one piece, no padding to the window
@@ -510,6 +527,9 @@ class Engine:
         ramp = (np.arange(overlap, dtype=np.float32) + 0.5) / max(overlap, 1)
         visual = self.model.clue_kind == "visual"
         clue = None if visual else self._class_clue(files)
+        options = dict(self.options)
+        if "progress" in inspect.signature(self.model.forward).parameters:  # per-step reports (diffusion)
+            options["progress"] = progress
         context: np.ndarray | None = None  # the window's last `overlap` input samples, (rows, overlap)
         tail: np.ndarray | None = None  # its crossfaded output still to be summed with the next, (rows, overlap)
         writes: list[Future] = []
@@ -520,7 +540,7 @@ class Engine:
             context = x[:, hop:]
             if visual:
                 clue = self._visual_clue(files, k * hop, window)
-            y = _numpy(self.model(self._batch([x]), clue, **self.options))
+            y = _numpy(self.model(self._batch([x]), clue, **options))
             if k > 0:
                 y[:, :overlap] = y[:, :overlap] * ramp + tail
             last = k == count - 1

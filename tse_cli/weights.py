@@ -33,6 +33,7 @@ FORMATS: dict[str, tuple[tuple[str, ...], str | None]] = {
     CHECKPOINT_FORMAT: (("config", "weights"), None),
     "waveformer-published": (("checkpoint_path", "config_path"), "tse_cli.models.waveformer:load_published"),
     "dpm-tse-published": (("checkpoint_path", "first_stage_path"), "tse_cli.models.dpmtse:load_published"),
+    "av-sepformer-published": (("checkpoint_path",), "tse_cli.models.avsepformer:load_published"),
 }
 _CHECKPOINT_FILES = {"config": "config.json", "weights": "model.safetensors"}
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]*")

@@ -68,6 +68,18 @@ def dpm_tse(
     write_converted("dpm-tse-published", files, output, overwrite)
 
 
+@convert_app.command("av-sepformer")
+def av_sepformer(
+    checkpoint: Path = typer.Argument(
+        ..., help="A published AV-SepFormer checkpoint (lin9x/AV-Sepformer).", metavar="CKPT"
+    ),
+    output: Path = OUT_OPTION,
+    overwrite: bool = OVERWRITE_OPTION,
+) -> None:
+    """Convert a published AV-SepFormer checkpoint (16 kHz, lip-embedding clue) into DIR."""
+    write_converted("av-sepformer-published", {"checkpoint_path": checkpoint}, output, overwrite)
+
+
 def register(app: typer.Typer) -> None:
     """Add `tse convert` to the app."""
     app.add_typer(convert_app)

@@ -240,11 +240,12 @@ class Reporter:
                 TextColumn("{task.fields[files]}/{task.fields[nfiles]} files"),
                 TextColumn("{task.completed:.1f}/{task.total:.1f} s audio"),
                 TextColumn("RTF {task.fields[rtf]:.3f}"),
+                TextColumn("{task.fields[step]}"),
                 TimeElapsedColumn(),
                 console=self.err,
                 transient=True,
             )
-            self._task = self.progress.add_task("extract", total=1.0, files=0, nfiles=total, rtf=0.0)
+            self._task = self.progress.add_task("extract", total=1.0, files=0, nfiles=total, rtf=0.0, step="")
 
     def __enter__(self) -> Reporter:
         if self.progress:
@@ -258,7 +259,8 @@ class Reporter:
     def on_progress(self, p: Any) -> None:
         if self.progress is not None:
             self.progress.update(self._task, completed=p.seconds_done, total=max(p.seconds_total, 1e-9))
-            self.progress.update(self._task, files=p.files_done, rtf=p.rtf)
+            step = f"step {p.step}/{p.steps}" if p.steps else ""
+            self.progress.update(self._task, files=p.files_done, rtf=p.rtf, step=step)
 
     def outcome(self, record: dict[str, Any]) -> None:
         """One input finished (or was skipped / failed before any work)."""
@@ -316,9 +318,9 @@ def extract(
     classes: list[str] = typer.Option(
         None, "-c", "--class", help="Target sound class (repeat for a union; `tse classes` lists them)."
     ),
-    model: str | None = typer.Option(None, "--model", "-m", help=f"Registry model name [default: {DEFAULT_MODEL}]."),
+    model: str | None = typer.Option(None, "--model", "-m", help=f"Registry model name \\[default: {DEFAULT_MODEL}]."),
     checkpoint: str | None = typer.Option(
-        None, "--checkpoint", help="A checkpoint directory or a Hub repo `owner/repo[@revision]`."
+        None, "--checkpoint", help="A checkpoint directory or a Hub repo `owner/repo\\[@revision]`."
     ),
     output: Path | None = typer.Option(None, "-o", "--output", help="Output file (one input only)."),
     out_dir: Path | None = typer.Option(None, "-O", "--output-dir", help="Output folder; input folders are mirrored."),
@@ -328,9 +330,9 @@ def extract(
     ),
     residual: bool = typer.Option(False, "--residual", help="Also write mixture minus estimate ({target}_residual)."),
     sample_rate: str = typer.Option("keep", "--sample-rate", help="keep: the input's rate; model: the model's."),
-    fmt: str | None = typer.Option(None, "--format", help="wav or flac [default: -o's suffix, else the input's]."),
+    fmt: str | None = typer.Option(None, "--format", help="wav or flac \\[default: -o's suffix, else the input's]."),
     subtype: str | None = typer.Option(
-        None, "--subtype", help="PCM_U8 PCM_S8 PCM_16 PCM_24 PCM_32 FLOAT DOUBLE [default: the input's]."
+        None, "--subtype", help="PCM_U8 PCM_S8 PCM_16 PCM_24 PCM_32 FLOAT DOUBLE \\[default: the input's]."
     ),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     batch_size: int = typer.Option(1, "--batch-size", min=1, help="Files run through the model together."),
@@ -345,7 +347,9 @@ def extract(
     eta: float | None = typer.Option(None, "--eta", min=0.0, help="DDIM eta (DPM-TSE)."),
     seed: int | None = typer.Option(None, "--seed", help="Random seed for diffusion sampling (DPM-TSE)."),
     visual: Path | None = typer.Option(
-        None, "--visual", help="Lip embeddings (.npy) for AV models, or a folder of <stem>.npy [default: beside input]."
+        None,
+        "--visual",
+        help="Lip embeddings (.npy) for AV models, or a folder of <stem>.npy \\[default: beside input].",
     ),
 ) -> None:
     """Extract a target sound: `tse extract mix.wav --class Cough -o out.wav`.
@@ -462,10 +466,12 @@ def extract(
 
         try:
             engine.run(tasks, on_result=on_result, on_progress=reporter.on_progress)
-        except KeyboardInterrupt:
-            reporter.__exit__()
-            typer.echo("interrupted: no partial outputs were left", err=True)
-            raise typer.Exit(130) from None
+            interrupted = False
+        except KeyboardInterrupt:  # the engine has deleted every temporary file by now
+            interrupted = True
+    if interrupted:
+        typer.echo("interrupted: no partial outputs were left", err=True)
+        raise typer.Exit(130)
     reporter.summary(time.perf_counter() - start)
     if reporter.counts["failed"]:
         raise typer.Exit(1)

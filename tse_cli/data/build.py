@@ -269,8 +269,8 @@ def _scan_dpm(path: str) -> tuple[str, int | str]:
     try:
         n = _dpm_load(path, "foreground").size
     except SourceError as err:
-        return path, str(err)
-    return path, n if n > 0 else f"{path}: silent after silence removal"
+        return path, str(err).removeprefix(f"{path}: ")
+    return path, n if n > 0 else "silent after silence removal"
 
 
 # ---- orchestration ------------------------------------------------------------------------------------------------
@@ -297,6 +297,44 @@ def _run(ctx: Context, tasks: list[tuple], jobs: int, on_result: Callable[[Resul
         except BaseException:
             ex.shutdown(wait=True, cancel_futures=True)
             raise
+
+
+class _Lock:
+    """`OUT/.tse-mix.lock` (holding the pid) while a run writes a set; a lock left by a dead process is taken over."""
+
+    def __init__(self, root: Path) -> None:
+        self.path = root / ".tse-mix.lock"
+
+    def __enter__(self) -> _Lock:
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                try:
+                    pid = int(self.path.read_text().strip() or 0)
+                except (OSError, ValueError):
+                    pid = 0
+                if pid and _alive(pid):
+                    raise DataError(f"{self.path.parent}: another tse mix (pid {pid}) is writing this folder") from None
+                self.path.unlink(missing_ok=True)
+                continue
+            with os.fdopen(fd, "w") as fh:
+                fh.write(str(os.getpid()))
+            return self
+        raise DataError(f"{self.path}: cannot take the lock")
+
+    def __exit__(self, *exc) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def remove_stale_temporaries(root: Path) -> int:
@@ -370,12 +408,12 @@ def _scan_foregrounds(opts: Options, ctx: Context, clips: list[Clip], summary: S
     except (OSError, ValueError):
         memo = {}
     cache = SourceCache(opts.sample_rate, None)
-    keys = {}
+    keys, unreadable = {}, {}
     for c in clips:
         try:
             keys[str(c.path)] = cache.key(c.path)
         except SourceError as err:
-            memo[str(c.path)] = str(err)
+            unreadable[str(c.path)] = str(err).removeprefix(f"{c.path.resolve()}: ")
     todo = [(p, p, "scan", (p,)) for p, k in keys.items() if k not in memo]
     found: dict[str, int | str] = {}
 
@@ -391,7 +429,7 @@ def _scan_foregrounds(opts: Options, ctx: Context, clips: list[Clip], summary: S
     write_json(memo_path, memo)
     usable = []
     for c in clips:
-        value = memo.get(keys.get(str(c.path), ""), memo.get(str(c.path)))
+        value = memo[keys[str(c.path)]] if str(c.path) in keys else unreadable[str(c.path)]
         if isinstance(value, int):
             usable.append(c)
         else:
@@ -399,11 +437,15 @@ def _scan_foregrounds(opts: Options, ctx: Context, clips: list[Clip], summary: S
     return usable
 
 
-def _dpm_pools(split: str, fsd: Corpus, tau: Corpus, usable: set[str], backgrounds: list[Clip]) -> dpm.Pools:
+def _dpm_pools(split: str, fsd: Corpus, usable: set[str], backgrounds: list[Clip], summary: Summary) -> dpm.Pools:
     subset = "train" if split == "train" else "test"
     fg = sorted((c for c in fsd.clips[subset] if str(c.path) in usable), key=lambda c: c.fname)
     per_label = Counter(c.label for c in fg)
     targets = [c for c in fg if per_label[c.label] >= 2]
+    for clip in fg:
+        if per_label[clip.label] < 2:
+            reason = f"not used as a {split} target: the only usable {clip.label} clip (no same-class reference)"
+            summary.skipped_sources.append((str(clip.path), reason))
     return dpm.Pools(targets, fg, backgrounds)
 
 
@@ -431,8 +473,13 @@ def build(
     summary = Summary(recipe_is_dpm=opts.recipe == "dpm-tse")
     fsd, tau = _sources(opts, summary)
     opts.out.mkdir(parents=True, exist_ok=True)
-    _check_recipe_file(opts)
-    remove_stale_temporaries(opts.out)
+    with _Lock(opts.out):
+        _check_recipe_file(opts)
+        remove_stale_temporaries(opts.out)
+        return _build(opts, fsd, tau, summary, on_start, on_result)
+
+
+def _build(opts: Options, fsd: Corpus, tau: Corpus, summary: Summary, on_start, on_result) -> Summary:
     ctx = Context(opts.recipe, opts.out, opts.seed, opts.normalize, opts.stems, opts.cache_dir, opts.sample_rate)
     t0 = time.perf_counter()
     fg_all = [c for clips in fsd.clips.values() for c in clips]
@@ -442,8 +489,10 @@ def build(
         on_start("scan", len(fg_all))
         usable = {str(c.path) for c in _scan_foregrounds(opts, ctx, fg_all, summary, lambda: on_result(None))}
         backgrounds = sorted(backgrounds, key=lambda c: c.fname)
+        if not backgrounds:
+            raise DataError(f"{opts.tau}: no readable TAU development backgrounds")
         for split in opts.splits:
-            ctx.pools[split] = _dpm_pools(split, fsd, tau, usable, backgrounds)
+            ctx.pools[split] = _dpm_pools(split, fsd, usable, backgrounds, summary)
             if not ctx.pools[split].targets:
                 raise DataError(f"no usable target clips for the {split} split (each class needs two clips)")
     else:
@@ -537,24 +586,20 @@ def split_of(path: Path) -> str:
 
 
 def _names(fsd: Path | None, tau: Path | None) -> dict[str, Clip] | None:
-    """File name -> clip over whatever parts of the user's FSD/TAU copies exist (for resolving specs)."""
+    """File name -> clip for every audio file under the user's FSD/TAU folders (for resolving specs written
+    elsewhere). Any layout works: the downloads, or the authors' re-sorted `FSDKaggle2018/<split>/<label>/`."""
     if fsd is None and tau is None:
         return None
     names: dict[str, Clip] = {}
-    if fsd is not None:
-        for subset in ("train", "test"):
-            try:
-                names.update(read_fsd(fsd, (subset,)).by_name())
-            except DataError:
-                continue
-    if tau is not None:
-        for subset in ("development", "evaluation"):
-            try:
-                names.update(read_tau(tau, (subset,)).by_name())
-            except DataError:
-                continue
+    for root in (fsd, tau):
+        if root is None:
+            continue
+        if not root.is_dir():
+            raise DataError(f"{root}: folder does not exist")
+        for path in sorted(root.rglob("*.wav")):
+            names.setdefault(path.name, Clip(path, path.name, "", ""))
     if not names:
-        raise DataError(f"no FSD Kaggle 2018 or TAU 2019 clips found under {fsd or ''} {tau or ''}".strip())
+        raise DataError(f"no .wav files under {' or '.join(str(r) for r in (fsd, tau) if r is not None)}")
     return names
 
 
@@ -598,21 +643,16 @@ def _cache_for(root: Path) -> Path | None:
     return root / ".cache" if (root / ".cache").is_dir() else None
 
 
-def jams_tasks(jams_dir: Path, out: Path) -> tuple[list[tuple], int]:
-    """Render tasks for every `mixture.jams` (or `*.jams`) under `jams_dir`, skipping finished ones."""
-    files = sorted(jams_dir.rglob("*.jams"))
-    if not files:
-        raise DataError(f"{jams_dir}: no .jams files found")
-    tasks, done = [], 0
-    for path in files:
+def jams_tasks(jams_dir: Path, out: Path) -> list[tuple]:
+    """Render tasks for every `mixture.jams` (or `*.jams`) under `jams_dir` whose scene is not rendered yet."""
+    tasks = []
+    for path in sorted(jams_dir.rglob("*.jams")):
         split = split_of(path)
         name = path.parent.name if path.name == "mixture.jams" else path.stem
         folder = out / split / name
-        if (folder / "render.json").is_file():
-            done += 1
-            continue
-        tasks.append((split, name, "jams", (split, str(path), str(folder))))
-    return tasks, done
+        if not (folder / "render.json").is_file():
+            tasks.append((split, name, "jams", (split, str(path), str(folder))))
+    return tasks
 
 
 def render_jams_tree(
@@ -626,11 +666,18 @@ def render_jams_tree(
     on_result: Callable[[Result], None] = lambda r: None,
 ) -> Summary:
     """Render a tree of Scaper specs (e.g. the authors' `jams/{train,val,test}/<n>/mixture.jams`) into `out`."""
-    summary = Summary(recipe_is_dpm=False)
     names = _names(fsd, tau)
+    if not any(jams_dir.rglob("*.jams")):
+        raise DataError(f"{jams_dir}: no .jams files found")
     out.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(out)
-    tasks, done = jams_tasks(jams_dir, out)
+    with _Lock(out):
+        remove_stale_temporaries(out)
+        return _render_jams_tree(jams_dir, out, names, jobs, normalize, on_start, on_result)
+
+
+def _render_jams_tree(jams_dir: Path, out: Path, names, jobs: int, normalize, on_start, on_result) -> Summary:
+    summary = Summary(recipe_is_dpm=False)
+    tasks = jams_tasks(jams_dir, out)
     first = scenes.read_jams(next(iter(sorted(jams_dir.rglob("*.jams")))))
     for split in SPLITS:
         folder = out / split

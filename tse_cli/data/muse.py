@@ -3,7 +3,8 @@
 A data folder `root` holds, for each split (`train`, `val`, `test`), either
 
 - a list file `root/<split>.scp`, one mixture per line: `UID FOLDER` (the published lists) or just `FOLDER`,
-  FOLDER absolute or relative to `root`; or
+  FOLDER relative to `root` or absolute (an absolute FOLDER that does not exist is looked for as
+  `root/<split>/<its name>`, so the published lists work on data moved there); or
 - a folder `root/<split>/` whose sub-folders (at any depth) holding a `mixture.wav` are the mixtures.
 
 Every mixture folder holds `mixture.wav`, `s0.wav`, `s1.wav` (16 kHz mono, equal lengths) and
@@ -65,7 +66,11 @@ def list_split(root: str | Path, split: str) -> list[Mixture]:
             if len(fields) > 2:
                 raise MuseError(f"{listing}:{number}: expected 'UID FOLDER' or 'FOLDER', got {line.strip()!r}")
             path = Path(fields[-1])
-            mixtures.append(Mixture(fields[0], path if path.is_absolute() else root / path))
+            if not path.is_absolute():
+                path = root / path
+            elif not path.is_dir() and (folder / path.name).is_dir():
+                path = folder / path.name  # a published list whose data now lives under <root>/<split>/
+            mixtures.append(Mixture(fields[0], path))
     elif folder.is_dir():
         mixtures = [
             Mixture(str(m.parent.relative_to(folder)), m.parent) for m in sorted(folder.rglob(audio_file(None)))

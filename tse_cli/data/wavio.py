@@ -7,10 +7,12 @@ target rate, keyed by (absolute path, size, mtime, rate), so a second build skip
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
 import os
+import struct
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -38,15 +40,29 @@ def write_bytes(path: str | Path, data: bytes) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def _pcm16_wav(audio: np.ndarray, sample_rate: int) -> bytes:
+    """A canonical 44-byte-header PCM_16 WAV of (T,) or (T, C) float audio: round(x * 32768), clipped."""
+    scaled = np.rint(np.asarray(audio, dtype=np.float32) * np.float32(32768.0))
+    data = np.clip(scaled, -32768, 32767).astype("<i2").tobytes()
+    channels = 1 if audio.ndim == 1 else audio.shape[1]
+    header = struct.pack(
+        "<4sI4s4sIHHIIHH4sI",
+        b"RIFF", 36 + len(data), b"WAVE", b"fmt ", 16, 1, channels,
+        sample_rate, sample_rate * 2 * channels, 2 * channels, 16, b"data", len(data),
+    )  # fmt: skip
+    return header + data
+
+
 def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int, subtype: str = "PCM_16") -> None:
     """Write (T,) or (T, C) float audio atomically (values beyond [-1, 1] clip when written as PCM).
 
-    Encoded in memory first: libsndfile's close on a real file fsyncs, which costs more than the encoding.
-    PCM_16 is quantised here (round(x * 32768) to nearest, clipped to the int16 range), faster than libsndfile.
+    PCM_16 is encoded here (round(x * 32768) to nearest, clipped to the int16 range); other subtypes through
+    soundfile, in memory first (libsndfile's close on a real file fsyncs, which costs more than the encoding).
     """
-    buf = io.BytesIO()
     if subtype == "PCM_16":
-        audio = np.clip(np.rint(np.asarray(audio, dtype=np.float64) * 32768.0), -32768, 32767).astype(np.int16)
+        write_bytes(path, _pcm16_wav(audio, sample_rate))
+        return
+    buf = io.BytesIO()
     sf.write(buf, audio, sample_rate, subtype=subtype, format="WAV")
     write_bytes(path, buf.getvalue())
 
@@ -61,14 +77,22 @@ def write_json(path: str | Path, obj: object) -> None:
     write_text(path, json.dumps(obj, indent=1) + "\n")
 
 
+@functools.lru_cache(maxsize=8)
+def _resampler(rate_in: int, rate_out: int):
+    """torchaudio's windowed-sinc resampler with its kernel computed once per rate pair."""
+    import torchaudio.transforms as AT
+
+    return AT.Resample(rate_in, rate_out)
+
+
 def resample(audio: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
     """(T,) float32 at `rate_in` -> (T',) float32 at `rate_out` (torchaudio's windowed-sinc resampler)."""
     if rate_in == rate_out:
         return audio
     import torch
-    import torchaudio.functional as AF
 
-    out = AF.resample(torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)), rate_in, rate_out)
+    with torch.no_grad():
+        out = _resampler(rate_in, rate_out)(torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)))
     return out.numpy()
 
 

@@ -8,7 +8,11 @@ Every model is a `torch.nn.Module` that declares what the extraction engine need
 - causal models (Waveformer, WaveMamba): `streamer(clue) -> Streamer` whose `feed(chunk (batch, 1, n))`
   returns the next finished output samples (batch, 1, m) for chunks of any size, and `flush()` returns the
   rest, so that the concatenation equals `forward` on the whole signal;
-- window models (DPM-TSE, AV models): `window_samples: int`, the native window the engine overlap-adds.
+- window models (DPM-TSE, AV models): `window_samples: int`, the native window the engine overlap-adds;
+  visual-clue models also declare `clue_rate` (clue frames per second, 25.0);
+- optional: `max_classes` (how many classes one query may name; DPM-TSE: 1, so a front end refuses unions
+  before any work), and extra keyword arguments of `forward` for inference options (DPM-TSE: `steps`, `eta`,
+  `generator`, and `progress(done, total)` called after each diffusion step).
 
 `create(name, **overrides)` builds one with its published defaults; the model remembers `arch` (its name)
 and `config` (the constructor arguments), which is all a checkpoint directory needs besides the weights.

@@ -95,9 +95,10 @@ def count(
 
     `inputs`: the forward's positional arguments, or a callable (model, seconds) -> them; default
     `example_inputs(model, seconds)`. `forward_kwargs` go to the forward as well (e.g. diffusion steps).
-    Returns `params`, `macs` (for the whole input), `macs_per_second`, `counted_macs` (FlopCounterMode's share),
-    `scan_macs` and `other_macs` (the analytic additions), `seconds`, and `by_module`: the counter's MACs per
-    top-level child module (what the root module computes itself is under "(root)").
+    Returns `params`, `macs` (for the whole input), `macs_per_second`, `seconds`, and the three parts of `macs`:
+    `counted_macs` (FlopCounterMode's, less what it saw inside scans), `scan_macs` (analytic, whole scans) and
+    `other_macs` (declared by modules); `by_module`: FlopCounterMode's MACs per top-level child module (what
+    the root module computes itself is under "(root)").
     """
     if inputs is None:
         args = example_inputs(model, seconds)
@@ -129,14 +130,12 @@ def count(
         for hook in hooks:
             hook.remove()
 
-    counted = counter.get_total_flops() // 2
-    scans = sum(
-        scan_macs(batch, length, *mixer.A_log.shape) - _scan_seen_by_counter(mixer, batch, length)
-        for mixer, batch, length in mixer_calls
-    )
+    scans = sum(scan_macs(batch, length, *mixer.A_log.shape) for mixer, batch, length in mixer_calls)
+    seen = sum(_scan_seen_by_counter(mixer, batch, length) for mixer, batch, length in mixer_calls)
+    counted = counter.get_total_flops() // 2 - seen
     by_module = _by_child(model, counter.get_flop_counts())
-    if counted - sum(by_module.values()):
-        by_module["(root)"] = counted - sum(by_module.values())
+    if counter.get_total_flops() // 2 - sum(by_module.values()):
+        by_module["(root)"] = counter.get_total_flops() // 2 - sum(by_module.values())
     total = counted + scans + other
     return {
         "params": sum(p.numel() for p in model.parameters()),

@@ -119,7 +119,11 @@ class _Mixer(nn.Module):
 
     def _mix(self, value: Tensor, query: Tensor | None, state: MambaState | None) -> tuple[Tensor, MambaState | None]:
         """Mixer output (batch, length, d_model) and, when `state` is given, the state after the last step."""
-        batch, length, _ = value.shape
+        if query is not None and query.shape[:2] != value.shape[:2]:
+            raise ValueError(
+                f"CrossMamba: query {tuple(query.shape)} and value {tuple(value.shape)} need the same batch and length"
+            )
+        batch = value.shape[0]
         x, z = self.in_proj(value).transpose(1, 2).chunk(2, dim=1)  # (batch, d_inner, length) each
 
         # causal depthwise conv over [previous d_conv - 1 inputs, x]
@@ -127,11 +131,9 @@ class _Mixer(nn.Module):
         conv_in = torch.cat([history, x], dim=-1)
         u = F.silu(_depthwise_conv(conv_in, self.conv1d.weight, self.conv1d.bias))
 
-        dt, B, C = self.x_proj(u.transpose(1, 2)).split(
-            [self.dt_rank, self.d_state, self.d_state * (not self.cross)], -1
-        )
-        if self.cross:
-            C = self.q_proj(self.in_proj_q(query))
+        # x_proj(u) -> dt, B (cross) or dt, B, C (self); cross takes C from the query instead
+        dt, B, *C = self.x_proj(u.transpose(1, 2)).split([self.dt_rank] + [self.d_state] * (1 + (not self.cross)), -1)
+        C = self.q_proj(self.in_proj_q(query)) if self.cross else C[0]
         delta = F.linear(dt, self.dt_proj.weight).transpose(1, 2)  # its bias goes in as the scan's delta_bias
         A = -torch.exp(self.A_log.to(torch.promote_types(self.A_log.dtype, torch.float32)))
         y = selective_scan(

@@ -44,7 +44,7 @@ def class_labels(clue: Tensor) -> Tensor:
     """The (batch,) int64 class labels of a (batch, 41) multi-hot query; DPM-TSE takes exactly one class each."""
     if clue.ndim != 2 or clue.shape[-1] != NUM_CLASSES:
         raise ValueError(f"DPM-TSE expects a (batch, {NUM_CLASSES}) class query, got shape {tuple(clue.shape)}")
-    for row in clue:
+    for row in [] if clue.is_meta else clue:  # no values to check on the meta device (shape-only counting)
         active = row.nonzero().flatten().tolist()
         if len(active) != 1:
             names = ", ".join(FSD_CLASSES[i] for i in active) or "none"
@@ -141,7 +141,7 @@ class DPMTSE(nn.Module):
         if eta < 0:
             raise ValueError(f"eta must be >= 0, got {eta}")
         scheduler = self.scheduler()
-        scheduler.set_timesteps(steps, device=mixture_mel.device)
+        scheduler.set_timesteps(steps)  # timesteps stay on the CPU, as do the schedule's tables
         x = noise
         if x is None:
             x = randn_tensor(mixture_mel.shape, generator=generator, device=mixture_mel.device, dtype=mixture_mel.dtype)

@@ -61,6 +61,11 @@ class HiFiGAN(nn.Module):
         resblock_dilation_sizes: Sequence[Sequence[int]] = ((1, 3, 5), (1, 3, 5), (1, 3, 5)),
     ) -> None:
         super().__init__()
+        if upsample_initial_channel % 2 ** len(upsample_rates):
+            raise ValueError(
+                f"upsample_initial_channel {upsample_initial_channel} must be a multiple of "
+                f"{2 ** len(upsample_rates)} (it is halved at each of the {len(upsample_rates)} upsampling stages)"
+            )
         self.num_kernels = len(resblock_kernel_sizes)
         self.conv_pre = nn.Conv1d(num_mels, upsample_initial_channel, 7, padding=3)
         self.ups = nn.ModuleList()

@@ -55,7 +55,7 @@ class LogMel(nn.Module):
 
     @torch.no_grad()
     def forward(self, wave: Tensor, frames: int | None = None) -> Tensor:
-        with torch.autocast(wave.device.type, enabled=False):
+        with torch.autocast("cpu" if wave.is_meta else wave.device.type, enabled=False):
             return self._log_mel(wave.float(), frames)
 
     def _log_mel(self, wave: Tensor, frames: int | None) -> Tensor:

@@ -250,13 +250,13 @@ def _reference_core(
     delta, du, B, C = (t.permute(2, 0, 1).contiguous() for t in (delta, delta * u, B, C))
     # Carry the state across segments; under autograd each segment is recomputed in the backward pass, so only
     # the segments' boundary states are kept.
+    # (split, not slicing: its backward assembles the gradient once instead of a full-length tensor per segment)
     h, ys = h0, []
-    for start in range(0, length, segment):
-        piece = [t[start : start + segment] for t in (delta, du)] + [A] + [t[start : start + segment] for t in (B, C)]
+    for delta_s, du_s, B_s, C_s in zip(*(t.split(segment) for t in (delta, du, B, C)), strict=True):
         if track and length > segment:
-            y, h = checkpoint(_chunked_scan, *piece, h, chunk, track, use_reentrant=False)
+            y, h = checkpoint(_chunked_scan, delta_s, du_s, A, B_s, C_s, h, chunk, track, use_reentrant=False)
         else:
-            y, h = _chunked_scan(*piece, h, chunk, track)
+            y, h = _chunked_scan(delta_s, du_s, A, B_s, C_s, h, chunk, track)
         ys.append(y)
     return torch.cat(ys).permute(1, 2, 0), h
 
@@ -289,10 +289,10 @@ def _chunked_scan(
         first[0].addcmul_(decay[0, 0], h0)
 
     # 1. scan inside every chunk at once, chunk 0 from the incoming state, the others from zero
-    if track:
+    if track:  # unbind: one backward node for all steps (indexing x[t] would add a full-size gradient per step)
         hs = [first]
-        for t in range(1, T):
-            hs.append(torch.addcmul(x[t], decay[t], hs[-1]))
+        for x_t, decay_t in zip(x.unbind(0)[1:], decay.unbind(0)[1:], strict=True):
+            hs.append(torch.addcmul(x_t, decay_t, hs[-1]))
         states = torch.stack(hs)
     else:
         for t in range(1, T):
@@ -304,9 +304,9 @@ def _chunked_scan(
     if K > 1:
         since_start = decay[:, 1:].cumprod(0)  # (T, K - 1, batch, d_inner, d_state)
         entering = []
-        for k in range(1, K):
+        for local_k, through_k in zip(states[-1, 1:].unbind(0), since_start[-1].unbind(0), strict=True):
             entering.append(h)
-            h = torch.addcmul(states[-1, k], since_start[-1, k - 1], h)
+            h = torch.addcmul(local_k, through_k, h)
         entering = torch.stack(entering)
         if track:
             states = torch.cat([states[:, :1], torch.addcmul(states[:, 1:], since_start, entering)], dim=1)

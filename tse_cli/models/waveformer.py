@@ -10,6 +10,9 @@ the label-weighted encoding, memory from the encoding) -> mask on the in_conv ou
 
 Every stateful stage takes an optional streaming state; `None` means "start from silence", which is the
 offline forward. The streamer feeds the same stages chunk by chunk, so the two agree to float rounding.
+Between in_conv and out_conv, frames are laid out (batch, frames, channels): LayerNorm, the 1x1 convs (as
+matmuls) and both decoders work on that layout directly, and the depthwise dilated convs run as shifted
+multiply-adds, which keeps the per-chunk cost of streaming low. The weights keep their published shapes.
 """
 
 from __future__ import annotations
@@ -44,12 +47,15 @@ def context_buffers(
 
 
 def pointwise(x: Tensor, conv: nn.Conv1d) -> Tensor:
-    """A kernel-1 (grouped) `nn.Conv1d` applied to frames-last-channels x (batch, frames, in) -> (batch, frames, out)."""
+    """A kernel-1 (grouped) `nn.Conv1d` applied to x (batch, frames, in) -> (batch, frames, out)."""
     groups, (out_dim, per_group, _) = conv.groups, conv.weight.shape
     if groups == 1:
         return F.linear(x, conv.weight[..., 0], conv.bias)
-    x = x.unflatten(-1, (groups, per_group))
-    y = torch.einsum("btgi,goi->btgo", x, conv.weight.view(groups, out_dim // groups, per_group))
+    weight = conv.weight.view(groups, out_dim // groups, per_group)
+    if per_group == 1:  # every output channel scales one input channel
+        y = x[..., None] * weight[..., 0]
+    else:
+        y = torch.einsum("btgi,goi->btgo", x.unflatten(-1, (groups, per_group)), weight)
     return y.flatten(-2) + conv.bias
 
 
@@ -62,6 +68,10 @@ class GroupedProjection(nn.Sequential):
     def forward(self, x: Tensor) -> Tensor:
         """(batch, frames, in_dim) -> (batch, frames, out_dim)."""
         return F.relu(pointwise(x, self[0]))
+
+    def uncounted_macs(self, args: tuple[Tensor, ...], output: Tensor) -> int:
+        """With one input per group the product is element-wise (for `tse_cli.models.complexity`)."""
+        return output.numel() if self[0].weight.shape[1] == 1 else 0
 
 
 # encoder: dilated causal depthwise-separable convs
@@ -90,12 +100,12 @@ class DepthwiseSeparableConv(nn.Module):
         """x (batch, context + n, channels) with context = (kernel_size - 1) * dilation -> (batch, n, channels)."""
         depthwise, norm1, conv, norm2 = self.layers.values()
         n = x.shape[1] - (self.kernel_size - 1) * self.dilation
-        weight = depthwise.weight[:, 0]  # (channels, kernel_size)
-        y = torch.addcmul(depthwise.bias, x[:, :n], weight[:, 0])
+        taps = depthwise.weight[:, 0].t().contiguous()  # (kernel_size, channels): contiguous rows are faster
+        y = torch.addcmul(depthwise.bias, x[:, :n], taps[0])
         for k in range(1, self.kernel_size):
-            y = y.addcmul_(x[:, k * self.dilation : k * self.dilation + n], weight[:, k])
-        y = F.relu(norm1(y))
-        return F.relu(norm2(pointwise(y, conv)))
+            y = y.addcmul_(x[:, k * self.dilation : k * self.dilation + n], taps[k])
+        y = F.relu(norm1(y), inplace=True)
+        return F.relu(norm2(pointwise(y, conv)), inplace=True)
 
     def uncounted_macs(self, args: tuple[Tensor, ...], output: Tensor) -> int:
         """MACs of the depthwise taps, which run as element-wise ops (for `tse_cli.models.complexity`)."""
@@ -248,12 +258,20 @@ class DCCExtractor(nn.Module):
     clue_kind = "class"
 
     def __init__(
-        self, label_len: int, L: int, enc_dim: int, num_enc_layers: int, dec_dim: int, out_buf_len: int, decoder
+        self,
+        label_len: int,
+        L: int,
+        enc_dim: int,
+        num_enc_layers: int,
+        dec_dim: int,
+        out_buf_len: int,
+        decoder: nn.Module,
     ):
         super().__init__()
         if enc_dim % dec_dim:
             raise ValueError(f"enc_dim ({enc_dim}) must be a multiple of dec_dim ({dec_dim})")
-        self.label_len, self.L, self.enc_dim, self.dec_dim, self.out_buf_len = label_len, L, enc_dim, dec_dim, out_buf_len
+        self.label_len, self.L, self.out_buf_len = label_len, L, out_buf_len
+        self.enc_dim, self.dec_dim = enc_dim, dec_dim
         self.in_conv = nn.Sequential(nn.Conv1d(1, enc_dim, kernel_size=3 * L, stride=L, bias=False), nn.ReLU())
         self.label_embedding = nn.Sequential(
             nn.Linear(label_len, 512),
@@ -284,12 +302,12 @@ class DCCExtractor(nn.Module):
         if query.dim() != 2 or query.shape != (mixture.shape[0], self.label_len):
             raise ValueError(f"query must be (batch, {self.label_len}) for the mixture batch, got {tuple(query.shape)}")
 
-    def _analyze(self, samples: Tensor) -> Tensor:
+    def analyze(self, samples: Tensor) -> Tensor:
         """in_conv: samples (batch, L*(n+2)) -> frames (batch, n, enc_dim), window 3L, hop L."""
         windows = samples.unfold(-1, 3 * self.L, self.L)
         return F.relu(F.linear(windows, self.in_conv[0].weight[:, 0]))
 
-    def _synthesize(self, masked: Tensor, state: list[ContextBuffer] | None = None) -> Tensor:
+    def synthesize(self, masked: Tensor, state: list[ContextBuffer] | None = None) -> Tensor:
         """out_conv: masked frames (batch, n, enc_dim) -> (batch, 1, n*L) samples.
 
         The transposed conv (kernel (b+1)L, stride L, b = out_buf_len) as one matmul and an overlap-add: output
@@ -311,10 +329,10 @@ class DCCExtractor(nn.Module):
         samples = mixture.shape[-1]
         if samples == 0:
             return mixture
-        x = self._analyze(F.pad(mixture[:, 0], (self.L, -samples % self.L + self.L)))
+        x = self.analyze(F.pad(mixture[:, 0], (self.L, -samples % self.L + self.L)))
         l, q, memory = self.mask_gen.encode(x, self.label_embedding(query))  # noqa: E741
         decoded, _ = self.mask_gen.decoder.decode(q, memory)
-        return self._synthesize(x * self.mask_gen.mask(l, decoded))[..., :samples]
+        return self.synthesize(x * self.mask_gen.mask(l, decoded))[..., :samples]
 
     def streamer(self, query: Tensor) -> CausalStreamer:
         """A `CausalStreamer` for this (batch, label_len) query; see its docstring."""
@@ -328,8 +346,11 @@ class CausalStreamer:
     returns the rest, so that cat(all feeds, flush) == forward(cat(all chunks)). State: fewer than 3L pending input
     samples, the encoder's dilated-conv context (2*(2^layers - 1) frames), the decoder state, fewer than
     `granularity` frames awaiting the decoder, and `out_buf_len` frames for the transposed conv.
-    Runs without autograd (`torch.inference_mode`).
+    Runs without autograd (`torch.inference_mode`). Chunks longer than `BLOCK` samples are processed in blocks
+    of that size, so working memory does not grow with the chunk either.
     """
+
+    BLOCK = 1 << 16  # samples (1.5 s at 44.1 kHz)
 
     @torch.inference_mode()
     def __init__(self, model: DCCExtractor, query: Tensor):
@@ -356,7 +377,11 @@ class CausalStreamer:
         if chunk.dim() != 3 or chunk.shape[:2] != (self.batch, 1):
             raise ValueError(f"chunk must be ({self.batch}, 1, samples), got {tuple(chunk.shape)}")
         self.received += chunk.shape[-1]
-        return self._process(chunk[:, 0].to(self.device, self.dtype), final=False)
+        chunk = chunk[:, 0].to(self.device, self.dtype)
+        if chunk.shape[-1] <= self.BLOCK:
+            return self._process(chunk, final=False)
+        # long chunks go through in blocks: peak memory stays bounded, the result is the same
+        return torch.cat([self._process(block, final=False) for block in chunk.split(self.BLOCK, dim=-1)], dim=-1)
 
     @torch.inference_mode()
     def flush(self) -> Tensor:
@@ -377,14 +402,14 @@ class CausalStreamer:
         self.samples = samples[:, frames * L :].clone()
         stages = None
         if frames:
-            x = model._analyze(samples[:, : (frames + 2) * L])
+            x = model.analyze(samples[:, : (frames + 2) * L])
             stages = (x, *model.mask_gen.encode(x, self.label, self.encoder_state))
         stages = self._group(stages, final)
         if stages is None:
             return chunk.new_zeros(self.batch, 1, 0)
         x, l, q, memory = stages  # noqa: E741
         decoded, self.decoder_state = model.mask_gen.decoder.decode(q, memory, self.decoder_state)
-        out = model._synthesize(x * model.mask_gen.mask(l, decoded), self.out_state)
+        out = model.synthesize(x * model.mask_gen.mask(l, decoded), self.out_state)
         self.emitted += out.shape[-1]
         return out
 

@@ -38,6 +38,7 @@ from tse_cli.checkpoint import save_checkpoint
 from tse_cli.models import create
 from tse_cli.train.config import TrainConfig
 from tse_cli.train.evaluation import evaluate, to_device
+from tse_cli.train.metrics import METRICS
 from tse_cli.train.state import load_state, save_state
 from tse_cli.train.tasks import Task, get_task
 
@@ -355,15 +356,16 @@ def train(config: TrainConfig, resume: bool = False, progress: Any = None) -> di
     def validate() -> dict[str, float]:
         loader = _loader(task, val_set, config, val_sampler, config.seed, train=False)
         records = evaluate(model, task, loader, options, device)
+        records = [r for r in records if all(math.isfinite(r[k]) for k in METRICS)]  # silent targets give inf
         sums = torch.tensor(
-            [len(records)] + [sum(r[k] for r in records) for k in ("si_snri", "snri", "si_snr", "snr")],
+            [len(records)] + [sum(r[k] for r in records) for k in METRICS],
             dtype=torch.float64,
             device=device,
         )
         if world > 1:
             dist.all_reduce(sums)
         count = max(sums[0].item(), 1.0)
-        result = {k: sums[i + 1].item() / count for i, k in enumerate(("si_snri", "snri", "si_snr", "snr"))}
+        result = {k: sums[i + 1].item() / count for i, k in enumerate(METRICS)}
         model.train()
         return result
 
@@ -423,6 +425,8 @@ def train(config: TrainConfig, resume: bool = False, progress: Any = None) -> di
             _save(run, rank, world, LAST)
     finally:
         log.close()
+        if world > 1:
+            dist.destroy_process_group()
     return {"step": run.step, "epoch": run.epoch, "best_si_snri": run.best, "out": str(out)}
 
 

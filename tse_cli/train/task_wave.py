@@ -11,6 +11,8 @@ Options (`--task-arg NAME=VALUE`):
 - `max_targets` (3): the most labels one training query may name;
 - `eval_max_targets` (1): the same for validation and `tse eval` (1: one class per query, as Table II);
 - `crop_seconds` (0): train on random crops of this length (s) that hold target energy (0: whole mixtures);
+- `crop_min_energy` (0.5): a crop holds at least this fraction of the target energy of the best crop (lower
+  values train more on target-free stretches, which whole scenes are mostly made of);
 - `snr_weight` (0.9), `si_snr_weight` (0.1): the loss weights.
 """
 
@@ -40,6 +42,7 @@ class WaveSet(Dataset):
         targets = options["max_targets"] if train and options["multi_target"] else options["eval_max_targets"]
         self.set = open_set(root, split, max_targets=targets, seed=seed, validate=False)
         self.crop = options["crop_seconds"] if train else 0.0
+        self.min_energy = options["crop_min_energy"]
         self.seed, self.epoch = seed, 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -55,7 +58,7 @@ class WaveSet(Dataset):
         mixture, target, rate = item["mixture"], item["target"], int(item["sample_rate"])
         if self.crop:
             rng = example_rng(self.seed, self.epoch, index)
-            mixture, target = _crop(mixture, target, round(self.crop * rate), rng)
+            mixture, target = _crop(mixture, target, round(self.crop * rate), self.min_energy, rng)
         return {
             "mixture": mixture,
             "target": target,
@@ -65,15 +68,19 @@ class WaveSet(Dataset):
         }
 
 
-def _crop(mixture: Tensor, target: Tensor, length: int, rng: np.random.Generator) -> tuple[Tensor, Tensor]:
-    """A random `length`-sample crop among those holding at least half the best crop's target energy."""
+def _crop(
+    mixture: Tensor, target: Tensor, length: int, min_energy: float, rng: np.random.Generator
+) -> tuple[Tensor, Tensor]:
+    """A random `length`-sample crop among those holding at least `min_energy` x the best crop's target energy."""
     total = mixture.shape[-1]
     if total <= length:
         pad = (0, length - total)
         return nn.functional.pad(mixture, pad), nn.functional.pad(target, pad)
     energy = torch.cat([torch.zeros(1, dtype=torch.float64), target.double().pow(2).sum(0).cumsum(0)])
     window = energy[length:] - energy[:-length]  # target energy of the crop starting at each sample
-    candidates = torch.nonzero(window >= 0.5 * window.max()).flatten()
+    candidates = torch.nonzero((window >= min_energy * window.max()) & (window > 0)).flatten()
+    if len(candidates) == 0:  # a silent target: any crop
+        candidates = torch.arange(len(window))
     start = int(candidates[rng.integers(len(candidates))])
     return mixture[..., start : start + length], target[..., start : start + length]
 
@@ -88,6 +95,7 @@ class WaveTask(Task):
         "max_targets": 3,
         "eval_max_targets": 1,
         "crop_seconds": 0.0,
+        "crop_min_energy": 0.5,
         "snr_weight": 0.9,
         "si_snr_weight": 0.1,
     }
@@ -112,14 +120,18 @@ class WaveTask(Task):
 
     def evaluate(self, model: nn.Module, batch: dict[str, Any], options: dict[str, Any]) -> dict[str, Tensor]:
         model_rate = _unwrap(model).sample_rate
+        # one forward for examples of one length and rate (the usual case), else one per example; causal models
+        # are unaffected by right padding, but resampling is not, so metrics are always on unpadded signals
+        uniform = len(set(batch["length"].tolist())) == 1 and len(set(batch["sample_rate"].tolist())) == 1
+        groups = [slice(None)] if uniform else [slice(i, i + 1) for i in range(batch["mixture"].shape[0])]
         results: dict[str, list[Tensor]] = {}
-        for i in range(batch["mixture"].shape[0]):  # unpadded, at the data's own rate
-            n, rate = int(batch["length"][i]), int(batch["sample_rate"][i])
-            mixture, target = batch["mixture"][i : i + 1, :, :n], batch["target"][i : i + 1, :, :n]
-            estimate = model(_resample(mixture, rate, model_rate), batch["clue"][i : i + 1])
+        for group in groups:
+            n, rate = int(batch["length"][group][0]), int(batch["sample_rate"][group][0])
+            mixture, target = batch["mixture"][group, :, :n], batch["target"][group, :, :n]
+            estimate = model(_resample(mixture, rate, model_rate), batch["clue"][group])
             estimate = _resample(estimate, model_rate, rate)[..., :n]
             for key, value in separation_metrics(estimate, mixture, target).items():
-                results.setdefault(key, []).append(value.reshape(1))
+                results.setdefault(key, []).append(value.reshape(-1))
         return {key: torch.cat(values) for key, values in results.items()}
 
 

@@ -1,0 +1,118 @@
+"""Shared pieces of the bench scripts: the machine description, median timing, the published Waveformer anchor,
+the printed table and the JSON results file (bench/results/<name>.json, git-ignored)."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results"
+WAVEFORMER_ENV = "TSE_BENCH_WAVEFORMER_REPO"  # path of a checkout of github.com/vb000/Waveformer
+
+
+def machine() -> dict[str, Any]:
+    """CPU model (lscpu), core count, load average, torch version and threads, GPU name when present."""
+    model = platform.processor() or platform.machine()
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+        model = next(
+            (line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.startswith("Model name")), model
+        )
+    except OSError:
+        pass
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "load_average_1min": os.getloadavg()[0],
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "python": platform.python_version(),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+    }
+
+
+def median_times(fns: dict[str, Callable[[], Any]], repeats: int, sync: Callable[[], None] = lambda: None) -> dict:
+    """Median wall time (seconds) of each function over `repeats` rounds after one warm-up round. The functions
+    alternate within a round, so that a busy machine slows them alike."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for round_ in range(repeats + 1):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            sync()
+            if round_:
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def published_waveformer_class(repo: str | None = None) -> tuple[type | None, str]:
+    """The published `src.training.dcc_tf.Net` from the checkout named by $TSE_BENCH_WAVEFORMER_REPO (or `repo`).
+
+    Returns (Net, "") or (None, the reason it is not available). Its own dependencies (speechbrain, torchmetrics)
+    must be importable, e.g. from a separate --target directory on PYTHONPATH; they are not project dependencies.
+    """
+    repo = repo or os.environ.get(WAVEFORMER_ENV)
+    if not repo:
+        return None, f"${WAVEFORMER_ENV} not set (path of a checkout of github.com/vb000/Waveformer)"
+    if not (Path(repo) / "src" / "training" / "dcc_tf.py").is_file():
+        return None, f"{repo}: no src/training/dcc_tf.py (not a Waveformer checkout)"
+    sys.path.insert(0, str(Path(repo).resolve()))
+    try:
+        from src.training.dcc_tf import Net
+    except ImportError as err:
+        return None, f"cannot import the published Waveformer from {repo}: {err}"
+    finally:
+        sys.path.pop(0)
+    return Net, ""
+
+
+def published_waveformer(ours: torch.nn.Module, net_class: type) -> torch.nn.Module:
+    """The published Net with our Waveformer's config and exactly its weights (strict load), in eval mode."""
+    defaults = inspect.signature(type(ours)).parameters
+    config = {name: p.default for name, p in defaults.items()} | dict(ours.config)
+    net = net_class(**config)
+    net.load_state_dict(ours.state_dict(), strict=True)
+    return net.eval()
+
+
+def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """A rich table when rich is importable (it is a project dependency), else aligned plain text."""
+    cells = [["-" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v) for v in row] for row in rows]
+    try:
+        from rich.console import Console
+        from rich.table import Table
+    except ImportError:
+        widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+        print(title)
+        for line in [list(columns), *cells]:
+            print("  ".join(v.rjust(w) for v, w in zip(line, widths, strict=True)))
+        return
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column, justify="right")
+    for row in cells:
+        table.add_row(*row)
+    Console().print(table)
+
+
+def write_results(name: str, meta: dict[str, Any], rows: list[dict[str, Any]]) -> Path:
+    """Write {"meta", "rows"} to bench/results/<name>.json atomically; return the path."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    tmp.replace(path)
+    print(f"wrote {path}")
+    return path

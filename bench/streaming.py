@@ -1,0 +1,157 @@
+"""Streaming real-time factor (RTF = compute seconds / audio seconds) on one CPU thread, batch 1, 44.1 kHz.
+
+    .venv/bin/python bench/streaming.py
+    TSE_BENCH_WAVEFORMER_REPO=/path/to/Waveformer PYTHONPATH=/path/to/its/deps .venv/bin/python bench/streaming.py
+
+Rows: waveformer-large/small and wavemamba-large/small fed in the published 416-sample chunks (13 frames of 32
+samples, 9.4 ms), WaveMamba also in 32-sample chunks (0.7 ms, one frame), and the published Waveformer
+(github.com/vb000/Waveformer, `src.training.dcc_tf.Net`) streamed the published way (480-sample windows, hop
+416, its enc/dec/out buffers) with exactly our model's weights: the anchor. Random weights (speed does not
+depend on the values). The published rows are skipped, with a note, when $TSE_BENCH_WAVEFORMER_REPO is unset.
+Each round streams the same audio through every row in turn; the median over rounds is reported. Before
+timing, every streamed output is checked against our offline forward (and the published stream against ours).
+Prints a table and writes bench/results/streaming.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from common import machine, median_times, print_table, published_waveformer, published_waveformer_class, write_results
+
+from tse_cli.models import create
+
+MODELS = ["waveformer-large", "waveformer-small", "wavemamba-large", "wavemamba-small"]
+SAMPLE_RATE = 44100
+
+
+def ours(model: torch.nn.Module, x: torch.Tensor, query: torch.Tensor, chunk: int) -> Callable[[], torch.Tensor]:
+    """Stream x (1, 1, samples) through `model.streamer` in `chunk`-sample feeds, then flush."""
+
+    def run() -> torch.Tensor:
+        streamer = model.streamer(query)
+        outs = [streamer.feed(piece) for piece in x.split(chunk, dim=-1)]
+        return torch.cat([*outs, streamer.flush()], dim=-1)
+
+    return run
+
+
+def published(
+    net: torch.nn.Module, x: torch.Tensor, query: torch.Tensor, L: int, chunk: int
+) -> Callable[[], torch.Tensor]:
+    """Stream x through the published Net its own way: windows of chunk + 2L samples, hop chunk, pad=False."""
+    samples = x.shape[-1]
+    padded = F.pad(x, (L, -samples % chunk + L))
+
+    @torch.inference_mode()
+    def run() -> torch.Tensor:
+        buffers = net.init_buffers(1, x.device)
+        outs = []
+        for start in range(0, padded.shape[-1] - 2 * L, chunk):
+            out, *buffers = net(padded[..., start : start + chunk + 2 * L], query, *buffers, pad=False)
+            outs.append(out)
+        return torch.cat(outs, dim=-1)[..., :samples]
+
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=MODELS, choices=MODELS)
+    parser.add_argument("--seconds", type=float, default=4.0, help="audio streamed per round (416-sample rows)")
+    parser.add_argument("--short-seconds", type=float, default=1.0, help="audio streamed per round, 32-sample rows")
+    parser.add_argument("--repeats", type=int, default=5, help="timed rounds after one warm-up round (median)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--waveformer-repo", default=None, help="Waveformer checkout (default $TSE_BENCH_WAVEFORMER_REPO)"
+    )
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    net_class, why_not = published_waveformer_class(args.waveformer_repo)
+    if net_class is None:
+        print(f"published Waveformer rows: not measured ({why_not})")
+    query = torch.eye(41)[:1]
+    audio = {
+        chunk: torch.randn(1, 1, round(s * SAMPLE_RATE)) * 0.3
+        for chunk, s in ((416, args.seconds), (32, args.short_seconds))
+    }
+
+    runs, rows = {}, []
+    for name in args.models:
+        model = create(name).eval()
+        chunks = [416, 32] if name.startswith("wavemamba") else [416]
+        for chunk in chunks:
+            x = audio[chunk]
+            with torch.inference_mode():
+                offline = model(x, query)
+            key = (name, "tse", chunk)
+            runs[key] = ours(model, x, query, chunk)
+            row = {"model": name, "implementation": "tse", "chunk": chunk, "seconds": x.shape[-1] / SAMPLE_RATE}
+            row["max_abs_diff_vs_offline"] = (runs[key]() - offline).abs().max().item()
+            rows.append(row)
+            if name.startswith("waveformer") and net_class is not None:
+                net = published_waveformer(model, net_class)
+                key = (name, "published", chunk)
+                runs[key] = published(net, x, query, model.L, chunk)
+                with torch.inference_mode():
+                    theirs_offline = net(x, query)
+                row = {"model": name, "implementation": "published", "chunk": chunk, "seconds": row["seconds"]}
+                row["max_abs_diff_vs_offline"] = (runs[key]() - offline).abs().max().item()
+                row["published_offline_vs_tse_offline"] = (theirs_offline - offline).abs().max().item()
+                rows.append(row)
+    times = median_times(runs, args.repeats)
+
+    for row in rows:
+        row["rtf"] = times[(row["model"], row["implementation"], row["chunk"])] / row["seconds"]
+        row["latency_ms"] = 1000 * (row["chunk"] + 32) / SAMPLE_RATE
+    rtf = {(r["model"], r["implementation"], r["chunk"]): r["rtf"] for r in rows}
+    for row in rows:
+        key = (row["model"], row["implementation"], row["chunk"])
+        twin = (row["model"].replace("wavemamba", "waveformer"), "tse", 416)
+        row["vs_tse_waveformer"] = (
+            rtf[key] / rtf[twin] if row["model"].startswith("wavemamba") and twin in rtf else None
+        )
+        anchor = (row["model"], "published", row["chunk"])
+        row["vs_published"] = rtf[key] / rtf[anchor] if row["implementation"] == "tse" and anchor in rtf else None
+
+    columns = [
+        "model",
+        "impl",
+        "chunk",
+        "latency ms",
+        "RTF",
+        "x vs our Waveformer",
+        "x vs published",
+        "max |stream-offline|",
+    ]
+    table = [
+        [
+            r["model"],
+            r["implementation"],
+            r["chunk"],
+            r["latency_ms"],
+            r["rtf"],
+            r["vs_tse_waveformer"],
+            r["vs_published"],
+            f"{r['max_abs_diff_vs_offline']:.1e}",
+        ]
+        for r in rows
+    ]
+    meta = machine() | {"repeats": args.repeats, "published": "measured" if net_class else f"not measured ({why_not})"}
+    print_table(
+        f"Streaming RTF, {args.threads} thread(s), median of {args.repeats} (lower is faster; ratios < 1: ours faster)",
+        columns,
+        table,
+    )
+    if net_class is None:
+        print(f"published Waveformer: not measured ({why_not})")
+    write_results("streaming", meta, rows)
+
+
+if __name__ == "__main__":
+    main()
