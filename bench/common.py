@@ -104,7 +104,9 @@ def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]
         table.add_column(column, justify="right")
     for row in cells:
         table.add_row(*row)
-    Console().print(table)
+    console = Console()
+    console.width = max(console.width, 150)  # not squeezed to 80 columns when piped
+    console.print(table)
 
 
 def write_results(name: str, meta: dict[str, Any], rows: list[dict[str, Any]]) -> Path:

@@ -77,7 +77,7 @@ def main() -> None:
         print(f"published Waveformer rows: not measured ({why_not})")
     query = torch.eye(41)[:1]
     audio = {
-        chunk: torch.randn(1, 1, round(s * SAMPLE_RATE)) * 0.3
+        chunk: torch.randn(1, 1, round(s * SAMPLE_RATE / 416) * 416) * 0.3
         for chunk, s in ((416, args.seconds), (32, args.short_seconds))
     }
 

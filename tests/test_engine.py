@@ -310,3 +310,22 @@ def test_model_errors_fail_their_batch_only(tmp_path: Path) -> None:
     assert [r.status for r in results] == ["failed", "done"]
     assert results[0].error == f"{tasks[0].input}: extraction failed (ValueError: exactly one class per query)"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.wav", "b.wav", "b_out.wav"]
+
+
+def test_visual_windows_never_ask_for_frames_past_the_end(tmp_path: Path) -> None:
+    class Recording(VisualWindow):
+        def forward(self, mixture: torch.Tensor, clue: torch.Tensor) -> torch.Tensor:
+            self.frames = [*getattr(self, "frames", []), clue.shape[1]]
+            needed = math.ceil(mixture.shape[-1] / (self.sample_rate // int(self.clue_rate)))
+            clue = torch.cat([clue, clue[:, -1:].expand(-1, needed - clue.shape[1], -1)], dim=1)  # the model aligns
+            return super().forward(mixture, clue)
+
+    gains = np.linspace(0.1, 1.0, 21, dtype=np.float32)  # 21 frames: the last one covers half a frame of audio
+    np.save(tmp_path / "lips.npy", np.repeat(gains[:, None], 512, axis=1))
+    x = noise(1, 6560)  # 20.5 frames of 320 samples
+    task = Task(write(tmp_path / "in.wav", x), tmp_path / "out.wav", visual=tmp_path / "lips.npy")
+    model = Recording()
+    (result,) = Engine(model).run([task])
+    assert result.status == "done", result.error
+    assert model.frames == [5] * 6 + [3]  # windows of 5 frames hopping 3; the last starts at frame 18 of 21
+    np.testing.assert_allclose(read(task.output), x * np.repeat(gains, 320)[None, :6560], atol=1e-6)

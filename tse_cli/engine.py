@@ -10,11 +10,12 @@ atomic writer, so neither a file nor its output is ever held whole on the device
   flushed at the end, so the output equals `model.forward` on the whole signal for any block size;
 - window models (`model.window_samples`): windows of that length with a quarter overlap, linear crossfades
   summing to one, each window through `model.forward(x, clue, **options)` (DPM-TSE's steps/eta/generator);
-  visual clues (`model.clue_rate` frames per second) are sliced to each window, replicating the last frame
-  where they run short. A file shorter than a window goes through in one piece.
+  visual clues (`model.clue_rate` frames per second) are sliced to each window, never beyond the frames the
+  file has (a window running past the end gets fewer frames; the model aligns them). A file shorter than a
+  window goes through in one piece.
 
-Files of a group run in lockstep; shorter ones are padded with zeros (harmless for causal models and for
-independent windows), and failures (a NaN mid-file, a truncated file) drop only their own file. `jobs > 1` reads
+Files of a group run in lockstep and have one model-rate length (and one clue length), so each file's result
+equals running it alone; failures (a NaN mid-file, a truncated file) drop only their own file. `jobs > 1` reads
 the next blocks and writes the previous ones in a thread pool while the model runs.
 """
 
@@ -310,7 +311,8 @@ class Engine:
 
     `block_frames`: model-rate samples per streaming block (and input frames per read); `batch_size`: files
     run together; `jobs`: I/O threads; `options`: extra keyword arguments for window models' `forward`
-    (`steps`, `eta`, `seed` -> a `generator` seeded once per run on the device).
+    (`steps`, `eta`, `seed` -> a `generator` on the device, reseeded for each batch so that a file's result does
+    not depend on the files run before it).
     """
 
     def __init__(
@@ -336,9 +338,9 @@ class Engine:
         self.block_frames, self.batch_size, self.jobs = block_frames, batch_size, jobs
         self.keep_rate = sample_rate == "keep"
         options = dict(options or {})
-        seed = options.pop("seed", None)
-        if seed is not None:
-            options["generator"] = torch.Generator(self.device).manual_seed(int(seed))
+        self.seed = options.pop("seed", None)
+        if self.seed is not None:
+            options["generator"] = torch.Generator(self.device)
         check_options(model, options)
         self.options = options
         self._inflight: list[Future] = []  # the current batch's reads and writes
@@ -351,7 +353,7 @@ class Engine:
         if self.model.clue_kind == "visual":
             if task.visual is None:
                 raise AudioError(f"{task.input}: this model needs a visual clue (--visual)")
-            file.visual = _load_visual(task.visual, file.model_total, self.rate)
+            file.visual = _load_visual(task.visual, file.model_total, self.rate, float(self.model.clue_rate))
         elif task.clue is None:
             raise AudioError(f"{task.input}: no class clue given")
         return file
@@ -391,6 +393,8 @@ class Engine:
         try:
             for group in self._groups(ready):
                 group_start = time.perf_counter()
+                if self.seed is not None:
+                    self.options["generator"].manual_seed(int(self.seed))
                 self._run_group([f for _, f in group], pool, progress)
                 for i, f in group:
                     status = "failed" if f.error else "done"
@@ -404,16 +408,20 @@ class Engine:
         return [results[i] for i in range(len(tasks))]
 
     def _groups(self, ready: list[tuple[int, _File]]) -> Iterator[list[tuple[int, _File]]]:
-        """Batches of up to `batch_size` files. A streamed batch holds files of one model-rate length only: the
-        published causal models look ahead within a decoder chunk, so padding one row past its end would change
-        its last samples; window batches take any lengths (shorter rows see zero windows)."""
+        """Batches of up to `batch_size` files of one model-rate length (and clue length), so that each row gets
+        exactly what it would get alone: the published causal models look ahead within a decoder chunk, and the
+        window models normalise over the whole window, so padding a shorter row would change its output."""
         if self.batch_size == 1:
             yield from ([item] for item in ready)
             return
-        stream = self.kind == "stream"
+
+        def shape(item: tuple[int, _File]) -> tuple[int, int]:
+            f = item[1]
+            return f.model_total, len(f.visual) if f.visual is not None else 0
+
         group: list[tuple[int, _File]] = []
-        for item in sorted(ready, key=lambda item: item[1].model_total):
-            if group and (len(group) == self.batch_size or (stream and group[0][1].model_total != item[1].model_total)):
+        for item in sorted(ready, key=shape):
+            if group and (len(group) == self.batch_size or shape(group[0]) != shape(item)):
                 yield group
                 group = []
             group.append(item)
@@ -466,14 +474,11 @@ class Engine:
         return torch.from_numpy(np.concatenate(rows)).to(self.device, self.dtype)
 
     def _visual_clue(self, files: list[_File], start: int, length: int) -> torch.Tensor:
-        """The (rows, frames, 512) clue frames covering model-rate samples [start, start + length)."""
-        rate = float(self.model.clue_rate)
-        first = math.floor(start * rate / self.rate)
-        stop = max(first + 1, math.ceil((start + length) * rate / self.rate))
-        rows = []
-        for f in files:
-            index = np.clip(np.arange(first, stop), 0, len(f.visual) - 1)  # replicate the last frame
-            rows.append(np.repeat(f.visual[index][None], f.channels, axis=0))
+        """The (rows, frames, 512) clue frames covering model-rate samples [start, start + length), cut at the
+        end of the file's clue (the model aligns a short clue itself); the files of a group have one clue length."""
+        first = _frames_before(start, self.rate, float(self.model.clue_rate))
+        stop = _frames_covering(start + length, self.rate, float(self.model.clue_rate))
+        rows = [np.repeat(f.visual[first:stop][None], f.channels, axis=0) for f in files]
         return torch.from_numpy(np.concatenate(rows)).to(self.device, self.dtype)
 
     def _steps(self, files: list[_File], pool: Any, sizes: list[int]) -> Iterator[list[np.ndarray]]:
@@ -557,9 +562,26 @@ def _numpy(y: torch.Tensor) -> np.ndarray:
     return y[:, 0].float().cpu().numpy()
 
 
-def _load_visual(path: Path, samples: int, sample_rate: int) -> np.ndarray:
-    """The (frames, 512) float32 lip embeddings for `samples` audio samples at `sample_rate` Hz, validated and
-    aligned by `tse_cli.visual.load_visual_clue` (which raises a one-line `VisualClueError`)."""
-    from tse_cli.visual import load_visual_clue
+def _frames_before(samples: int, sample_rate: int, clue_rate: float) -> int:
+    """Clue frames that end at or before sample `samples` (frame f covers [f, f + 1) / clue_rate seconds)."""
+    return math.floor(samples * clue_rate / sample_rate + 1e-9)
 
-    return np.asarray(load_visual_clue(path, samples, sample_rate), dtype=np.float32)
+
+def _frames_covering(samples: int, sample_rate: int, clue_rate: float) -> int:
+    """Clue frames that start before sample `samples`, i.e. cover some of the first `samples` samples."""
+    return math.ceil(samples * clue_rate / sample_rate - 1e-9)
+
+
+def _load_visual(path: Path, samples: int, sample_rate: int, clue_rate: float) -> np.ndarray:
+    """The (frames, 512) float32 lip embeddings of a file of `samples` audio samples at `sample_rate` Hz.
+
+    Validated by `tse_cli.visual` (one-line `VisualClueError`s: values, shape, frame rate). The file's own frames
+    are kept up to the last one that covers some audio; a clue shorter than the published alignment
+    (`clue_frames`, whole frames of audio) is replicate-padded to it, as the training data were.
+    """
+    from tse_cli.visual import align_frames, check_visual_clue, clue_frames, load_visual_clue
+
+    check_visual_clue(path, samples, sample_rate)
+    clue = load_visual_clue(path)
+    covering = min(len(clue), _frames_covering(samples, sample_rate, clue_rate))
+    return align_frames(clue, max(covering, clue_frames(samples, sample_rate, clue_rate)))

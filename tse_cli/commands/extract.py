@@ -215,6 +215,42 @@ def pair_visual(planned: list[Planned], visual: Path | None) -> None:
             item.visual = visual
 
 
+# the model -----------------------------------------------------------------------------------------------------
+
+
+def registry_max_classes(spec: str) -> int | None:
+    """`max_classes` of a registry model's architecture, known before its weights are downloaded (None for
+    directories, Hub repos and architectures without a limit)."""
+    from importlib import import_module
+
+    from tse_cli.models import ARCHITECTURES
+    from tse_cli.weights import WeightsError, load_registry
+
+    if Path(spec).expanduser().exists():
+        return None
+    try:
+        entry = load_registry().get(spec)
+    except WeightsError:
+        return None  # loading the model reports it
+    if entry is None or entry.architecture not in ARCHITECTURES:
+        return None
+    module, cls, _ = ARCHITECTURES[entry.architecture]
+    return getattr(getattr(import_module(module), cls), "max_classes", None)
+
+
+def check_class_count(spec: str, max_classes: int | None, indices: list[int]) -> None:
+    """Refuse more classes than the model extracts at a time (usage error)."""
+    from tse_cli.classes import FSD_CLASSES
+
+    if max_classes is not None and len(indices) > max_classes:
+        names = ", ".join(FSD_CLASSES[i] for i in sorted(indices))
+        raise fail(
+            f"model {spec!r} extracts at most {max_classes} class(es) at a time, got {len(indices)} ({names}); "
+            "run it once per class",
+            code=2,
+        )
+
+
 # rendering -----------------------------------------------------------------------------------------------------
 
 
@@ -398,6 +434,7 @@ def extract(
     spec = checkpoint or model or DEFAULT_MODEL
     from tse_cli.weights import WeightsError, load_model
 
+    check_class_count(spec, registry_max_classes(spec), indices)  # before any download
     try:
         net = load_model(spec, device=str(torch_device))
     except (WeightsError, OSError, ValueError) as err:
@@ -409,6 +446,7 @@ def extract(
         raise fail("give at least one --class (`tse classes` lists them)", code=2)
     if not is_visual and visual is not None:
         raise fail(f"model {spec!r} takes --class, not --visual", code=2)
+    check_class_count(spec, getattr(net, "max_classes", None), indices)
     options = {k: v for k, v in {"steps": steps, "eta": eta, "seed": seed}.items() if v is not None}
     try:
         engine = Engine(

@@ -38,7 +38,7 @@ BACKENDS = ("auto", "reference", "naive", "cuda")
 ENV_VAR = "TSE_SCAN_BACKEND"  # overrides backend="auto" (e.g. TSE_SCAN_BACKEND=naive)
 
 # Elements (batch * d_inner * d_state * time) of one reference segment: its intermediates stay in the CPU's
-# L2 cache (float32: 1 MiB each), which measured 2-8x faster than streaming whole-length tensors through memory.
+# L2 cache (float32: 1 MiB each): several times faster here than streaming long tensors through memory.
 SEGMENT_ELEMENTS = 1 << 18
 # On a GPU the segment only bounds memory (256 MiB per float32 intermediate): fewer, larger kernel launches.
 CUDA_SEGMENT_ELEMENTS = 1 << 26
@@ -46,9 +46,6 @@ CUDA_SEGMENT_ELEMENTS = 1 << 26
 LOOP_ELEMENTS = 1 << 13
 # Below this length the chunk machinery costs more than it saves: the reference runs the plain loop.
 SHORT_LENGTH = 4
-
-Core = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor | None], tuple[Tensor, Tensor]]
-
 
 # ---------------------------------------------------------------- backend selection
 

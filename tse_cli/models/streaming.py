@@ -4,9 +4,14 @@ Causal layers with a receptive field of `context` past frames (dilated convoluti
 context frames, the output transposed convolution) all need the same operation per chunk: "give me the last
 `context` steps followed by these `n` new ones as one contiguous tensor". `ContextBuffer` does that in amortised
 O(n) time and O(context) memory, however long the stream runs and whatever the chunk size.
+
+Streamed chunks are short (13 frames for a 416-sample chunk), so per-operation costs dominate: `linear` runs the
+products of a chunk against cached transposed weights, which is markedly faster for few rows on CPU.
 """
 
 from __future__ import annotations
+
+import weakref
 
 import torch
 from torch import Tensor
@@ -44,3 +49,39 @@ class ContextBuffer:
         self.buffer[:, self.end : self.end + n] = x
         self.end += n
         return self.buffer[:, self.end - context - n : self.end]
+
+
+# products with a cached transposed weight
+
+# id(weight) -> (weak reference to it, its (version, data pointer) when copied, the copy); dropped with the weight
+_TRANSPOSED: dict[int, tuple[weakref.ref, tuple[int, int], Tensor]] = {}
+
+
+def transposed(weight: Tensor) -> Tensor:
+    """A weight (out, in) or (out, in, 1) (a kernel-1 conv), or (channels, 1, k) (depthwise) -> (in or k, out).
+
+    Without autograd the result is a cached contiguous copy, refreshed when the weight changes (its version
+    counter or storage), so training steps and `load_state_dict` are seen; under autograd it is a plain view.
+    """
+    if torch.is_grad_enabled() and weight.requires_grad or weight.is_inference():
+        return weight.reshape(weight.shape[0], -1).t()
+    key = (weight._version, weight.data_ptr())
+    cached = _TRANSPOSED.get(id(weight))
+    if cached is None or cached[0]() is not weight or cached[1] != key:
+        with torch.inference_mode(False), torch.no_grad():
+            copy = weight.detach().reshape(weight.shape[0], -1).t().contiguous()
+        ref = weakref.ref(weight, lambda _, i=id(weight): _TRANSPOSED.pop(i, None))
+        cached = _TRANSPOSED[id(weight)] = (ref, key, copy)
+    return cached[2]
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """`F.linear(x, weight, bias)` for x (..., in) and a weight parameter (out, in) or (out, in, 1) -> (..., out).
+
+    Runs against `transposed(weight)`: for the few rows of a streamed chunk, a product with a contiguous (in, out)
+    matrix is 1.5-2x faster on CPU than F.linear's (out, in) layout.
+    """
+    rows = x.reshape(-1, x.shape[-1])
+    weight_t = transposed(weight)
+    out = torch.mm(rows, weight_t) if bias is None else torch.addmm(bias, rows, weight_t)
+    return out.view(*x.shape[:-1], out.shape[-1])

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tse_cli.checkpoint import CheckpointError
-from tse_cli.models.streaming import ContextBuffer
+from tse_cli.models.streaming import ContextBuffer, linear, transposed
 
 # helpers
 
@@ -50,7 +50,7 @@ def pointwise(x: Tensor, conv: nn.Conv1d) -> Tensor:
     """A kernel-1 (grouped) `nn.Conv1d` applied to x (batch, frames, in) -> (batch, frames, out)."""
     groups, (out_dim, per_group, _) = conv.groups, conv.weight.shape
     if groups == 1:
-        return F.linear(x, conv.weight[..., 0], conv.bias)
+        return linear(x, conv.weight, conv.bias)
     weight = conv.weight.view(groups, out_dim // groups, per_group)
     if per_group == 1:  # every output channel scales one input channel
         y = x[..., None] * weight[..., 0]
@@ -100,7 +100,7 @@ class DepthwiseSeparableConv(nn.Module):
         """x (batch, context + n, channels) with context = (kernel_size - 1) * dilation -> (batch, n, channels)."""
         depthwise, norm1, conv, norm2 = self.layers.values()
         n = x.shape[1] - (self.kernel_size - 1) * self.dilation
-        taps = depthwise.weight[:, 0].t().contiguous()  # (kernel_size, channels): contiguous rows are faster
+        taps = transposed(depthwise.weight)  # (kernel_size, channels): contiguous rows are faster
         y = torch.addcmul(depthwise.bias, x[:, :n], taps[0])
         for k in range(1, self.kernel_size):
             y = y.addcmul_(x[:, k * self.dilation : k * self.dilation + n], taps[k])
@@ -305,7 +305,7 @@ class DCCExtractor(nn.Module):
     def analyze(self, samples: Tensor) -> Tensor:
         """in_conv: samples (batch, L*(n+2)) -> frames (batch, n, enc_dim), window 3L, hop L."""
         windows = samples.unfold(-1, 3 * self.L, self.L)
-        return F.relu(F.linear(windows, self.in_conv[0].weight[:, 0]))
+        return F.relu(linear(windows, self.in_conv[0].weight))
 
     def synthesize(self, masked: Tensor, state: list[ContextBuffer] | None = None) -> Tensor:
         """out_conv: masked frames (batch, n, enc_dim) -> (batch, 1, n*L) samples.
