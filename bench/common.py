@@ -43,18 +43,27 @@ def machine() -> dict[str, Any]:
     }
 
 
-def median_times(fns: dict[str, Callable[[], Any]], repeats: int, sync: Callable[[], None] = lambda: None) -> dict:
-    """Median wall time (seconds) of each function over `repeats` rounds after one warm-up round. The functions
-    alternate within a round, so that a busy machine slows them alike."""
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for round_ in range(repeats + 1):
+def median_times(
+    fns: dict[Any, Callable[[], Any]], repeats: int, sync: Callable[[], None] = lambda: None, warmup: bool = True
+) -> dict[Any, dict[str, float]]:
+    """Median wall and CPU seconds (`wall`, `cpu`) of each function over `repeats` rounds, after one untimed
+    warm-up round when `warmup`. The functions alternate within a round, so that a busy machine slows them alike.
+
+    CPU time is this process's (all its threads): on a shared machine it is less noisy than wall time, which
+    also counts the time spent waiting for a core.
+    """
+    times: dict[Any, list[tuple[float, float]]] = {name: [] for name in fns}
+    for round_ in range(repeats + warmup):
         for name, fn in fns.items():
-            start = time.perf_counter()
+            wall, cpu = time.perf_counter(), time.process_time()
             fn()
             sync()
-            if round_:
-                times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
+            if round_ or not warmup:
+                times[name].append((time.perf_counter() - wall, time.process_time() - cpu))
+    return {
+        name: {"wall": statistics.median(w for w, _ in t), "cpu": statistics.median(c for _, c in t)}
+        for name, t in times.items()
+    }
 
 
 def published_waveformer_class(repo: str | None = None) -> tuple[type | None, str]:

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from tse_cli.models import create
-from tse_cli.models.complexity import count, scan_macs
+from tse_cli.models.complexity import count, example_inputs, scan_macs
 
 
 class Toy(nn.Module):
@@ -92,3 +92,19 @@ def test_meta_device_counts_without_computing(name: str) -> None:
     result = count(model)
     assert result["params"] == sum(p.numel() for p in model.parameters())
     assert 1e9 < result["macs_per_second"] < 2e10 and set(result["by_module"]) >= {"mask_gen", "label_embedding"}
+
+
+def test_scans_do_not_run_while_counting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Scan work is analytic: counting never executes a scan (that took minutes for av-sepmamba-large)."""
+    from tse_cli.models import scan
+
+    def fail(*args, **kwargs):
+        raise AssertionError("a scan ran while counting")
+
+    monkeypatch.setattr(scan, "_reference_core", fail)
+    monkeypatch.setattr(scan, "_naive_core", fail)
+    model = create("wavemamba-small", enc_dim=32, dec_dim=16, num_enc_layers=2)
+    result = count(model, 0.05)
+    assert result["scan_macs"] == scan_macs(1, math.ceil(round(0.05 * 44100) / 32), 32, 16)
+    with torch.no_grad(), pytest.raises(AssertionError, match="a scan ran"):  # the model still scans afterwards
+        model(*example_inputs(model, 0.05))

@@ -1,0 +1,127 @@
+"""Offline extraction speed (x real time = audio seconds per wall second) for a 60 s file, 2 CPU threads.
+
+    .venv/bin/python bench/offline.py
+    TSE_BENCH_WAVEFORMER_REPO=/path/to/Waveformer PYTHONPATH=/path/to/its/deps .venv/bin/python bench/offline.py
+
+Our rows go through the extraction engine (`tse_cli.engine.Engine`, what `tse extract` runs after loading the
+model): a 60 s 44.1 kHz 16-bit WAV in a temporary folder is read in blocks, streamed through the model in
+65,536-sample blocks (the default --block-size) and written out. Model loading and CLI start-up are not timed.
+The published Waveformer (the anchor, with exactly our weights) runs its own offline forward on the whole
+signal, tensors only: no file I/O, which favours it. Random weights (speed does not depend on the values).
+Window models (dpm-tse, av-*) can be added with --models; they are slow on CPU and not in the default set.
+Prints a table and writes bench/results/offline.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+from common import machine, median_times, print_table, published_waveformer, published_waveformer_class, write_results
+
+from tse_cli.engine import Engine, Task
+from tse_cli.models import create
+
+MODELS = ["waveformer-large", "waveformer-small", "wavemamba-large", "wavemamba-small"]
+
+
+def engine_run(model: torch.nn.Module, task: Task) -> Callable[[], None]:
+    """Extract `task` with a fresh engine around `model` (CPU, float32, default block size, one file)."""
+
+    def run() -> None:
+        (result,) = Engine(model, "cpu", jobs=2).run([task])
+        if result.status != "done":
+            raise RuntimeError(f"{task.input}: {result.error}")
+
+    return run
+
+
+def published_forward(net: torch.nn.Module, x: torch.Tensor, query: torch.Tensor) -> Callable[[], None]:
+    """The published Net's offline forward on the whole signal (1, 1, samples)."""
+
+    @torch.inference_mode()
+    def run() -> None:
+        net(x, query)
+
+    return run
+
+
+def make_task(model: torch.nn.Module, folder: Path, seconds: float, seed: int = 0) -> Task:
+    """A random `seconds`-long input at the model's rate (and a random lip-embedding file for visual models)."""
+    rng = np.random.default_rng(seed)
+    rate = int(model.sample_rate)
+    wav = folder / f"mix_{rate}.wav"
+    if not wav.exists():
+        sf.write(wav, (0.3 * rng.standard_normal(round(seconds * rate))).clip(-1, 1), rate, subtype="PCM_16")
+    task = Task(wav, folder / f"out_{getattr(model, 'arch', 'model')}.wav")
+    if model.clue_kind == "visual":
+        task.visual = folder / "lips.npy"
+        np.save(task.visual, rng.standard_normal((round(seconds * model.clue_rate), 512)).astype(np.float32))
+    else:
+        task.clue = np.eye(41, dtype=np.float32)[0]
+    return task
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=MODELS)
+    parser.add_argument("--seconds", type=float, default=60.0, help="length of the input file")
+    parser.add_argument("--repeats", type=int, default=3, help="timed rounds (median); a 1 s warm-up precedes them")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--waveformer-repo", default=None, help="Waveformer checkout (default $TSE_BENCH_WAVEFORMER_REPO)"
+    )
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    net_class, why_not = published_waveformer_class(args.waveformer_repo)
+    if net_class is None:
+        print(f"published Waveformer rows: not measured ({why_not})")
+
+    runs, rows = {}, []
+    with tempfile.TemporaryDirectory(prefix="tse-bench-") as tmp:
+        folder = Path(tmp)
+        (folder / "warmup").mkdir()
+        for name in args.models:
+            model = create(name).eval()
+            engine_run(model, make_task(model, folder / "warmup", 1.0))()  # first-call costs, untimed
+            task = make_task(model, folder, args.seconds)
+            runs[(name, "tse engine")] = engine_run(model, task)
+            rows.append({"model": name, "implementation": "tse engine"})
+            if name.startswith("waveformer") and net_class is not None:
+                net = published_waveformer(model, net_class)
+                x = torch.from_numpy(sf.read(task.input, dtype="float32")[0])[None, None]
+                runs[(name, "published forward")] = published_forward(net, x, torch.from_numpy(task.clue)[None])
+                rows.append({"model": name, "implementation": "published forward"})
+        times = median_times(runs, args.repeats, warmup=False)
+
+    for row in rows:
+        key = (row["model"], row["implementation"])
+        row["seconds"] = args.seconds
+        row["x_realtime"] = args.seconds / times[key]["wall"]
+        row["cpu_seconds_per_audio_second"] = times[key]["cpu"] / args.seconds
+        anchor = (row["model"], "published forward")
+        if row["implementation"] == "tse engine" and anchor in times:
+            row["speedup_vs_published"] = times[anchor]["wall"] / times[key]["wall"]
+    columns = ["model", "implementation", "x real time", "CPU s / audio s", "speed-up vs published"]
+    table = [
+        [r["model"], r["implementation"], r["x_realtime"], r["cpu_seconds_per_audio_second"]]
+        + [r.get("speedup_vs_published")]
+        for r in rows
+    ]
+    title = (
+        f"Offline extraction of a {args.seconds:g} s file, {args.threads} threads, median of {args.repeats} rounds "
+        "(x real time: audio seconds per wall second, higher is faster)"
+    )
+    print_table(title, columns, table)
+    meta = machine() | {"repeats": args.repeats, "published": "measured" if net_class else f"not measured ({why_not})"}
+    write_results("offline", meta, rows)
+
+
+if __name__ == "__main__":
+    main()
