@@ -54,6 +54,19 @@ def test_scan_equals_attention_form(length, backend):
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-10)
 
 
+@pytest.mark.parametrize("length", [1, 3, 13, 64])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_streamed_chunk_path_equals_naive(length, dtype):
+    """Short chunks without autograd take the in-place streaming path; same outputs and last state."""
+    x = _inputs(length=length, seed=10 + length, dtype=dtype)
+    with torch.no_grad():
+        got = selective_scan(**x, delta_softplus=True, return_last_state=True, backend="reference")
+        expected = selective_scan(**x, delta_softplus=True, return_last_state=True, backend="naive")
+    tolerance = 1e-12 if dtype == torch.float64 else 1e-5
+    for g, e in zip(got, expected, strict=True):
+        torch.testing.assert_close(g, e, rtol=0, atol=tolerance)
+
+
 def _outputs_and_grads(x, **kwargs):
     """Output, last state, and the gradients of a loss on both with respect to every input."""
     leaves = {k: v.detach().clone().requires_grad_() for k, v in x.items()}

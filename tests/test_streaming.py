@@ -12,7 +12,7 @@ import torch
 
 from tse_cli.classes import FSD_CLASSES
 from tse_cli.models import create
-from tse_cli.models.streaming import ContextBuffer
+from tse_cli.models.streaming import ContextBuffer, linear
 from tse_cli.models.waveformer import load_published
 
 TINY = {"enc_dim": 32, "dec_dim": 16, "num_enc_layers": 3}
@@ -163,3 +163,20 @@ def test_published_fixture_streamed(fixtures: Path) -> None:
     x = torch.from_numpy(mixture)[None, None]
     streamed = _stream(model, x, query, [416] * (x.shape[-1] // 416 + 1))
     assert (streamed[0, 0] - torch.from_numpy(expected)).abs().max() < 1e-5
+
+
+def test_linear_cache_follows_weight_updates() -> None:
+    """`linear` caches transposed weights without autograd; every kind of weight change is seen."""
+    torch.manual_seed(0)
+    layer, x = torch.nn.Linear(8, 5), torch.randn(3, 4, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(linear(x, layer.weight, layer.bias), layer(x), rtol=0, atol=1e-6)
+        layer.weight.mul_(2)  # in place (an optimizer step)
+        torch.testing.assert_close(linear(x, layer.weight, layer.bias), layer(x), rtol=0, atol=1e-6)
+    layer.load_state_dict({"weight": torch.randn(5, 8), "bias": torch.randn(5)})
+    layer.weight.data = torch.randn(5, 8)  # new storage
+    with torch.inference_mode():
+        torch.testing.assert_close(linear(x, layer.weight, layer.bias), layer(x), rtol=0, atol=1e-6)
+    out = linear(x, layer.weight, layer.bias)  # autograd: gradients reach the weight
+    out.sum().backward()
+    torch.testing.assert_close(layer.weight.grad, x.reshape(-1, 8).sum(0).expand(5, 8), rtol=0, atol=1e-5)

@@ -161,11 +161,11 @@ def test_cli_trains_saves_its_config_and_refuses_to_overwrite(scene_set: Path, t
     assert len(train_losses(run)) == 2
     again = CliRunner().invoke(app, [*args, "--max-steps", "2"])
     assert again.exit_code == 2 and "already holds a run" in again.output
-    resumed = CliRunner().invoke(
-        app, ["train", "waveformer-small", "-o", str(run), "--resume", "--max-steps", "3", "-q"]
-    )
+    resume = ["train", "waveformer-small", "-o", str(run), "--resume", "--max-steps", "3", "--lr", "2e-4", "-q"]
+    resumed = CliRunner().invoke(app, resume)
     assert resumed.exit_code == 0, resumed.output
-    assert len(train_losses(run)) == 3
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [line["lr"] for line in lines if line["event"] == "train"] == [0.001, 0.001, 2e-4]  # --lr on resume
 
 
 @pytest.mark.parametrize(

@@ -48,13 +48,14 @@ def list_models(
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="Pretrained models (weights.toml)")
-    for column in ("name", "architecture", "rate (Hz)", "cached"):
-        table.add_column(column, no_wrap=True)
-    table.add_column("license", max_width=16)
-    table.add_column("description", ratio=1)
-    for row in rows:
-        table.add_row(*(str(v) for v in row.values()))
+    table = Table(title="Pretrained models (weights.toml)", caption="`tse models info NAME` tells more")
+    headers = ("name", "architecture", "rate (Hz)", "cached")  # licence and more: `tse models info NAME`
+    cells = [[str(row[k]) for k in ("name", "architecture", "sample_rate", "cached", "description")] for row in rows]
+    for i, column in enumerate(headers):  # short columns keep their width; the description gives way
+        table.add_column(column, no_wrap=True, min_width=max(len(column), *(len(c[i]) for c in cells)))
+    table.add_column("description", no_wrap=True, overflow="ellipsis", max_width=48)
+    for row in cells:
+        table.add_row(*row)
     Console().print(table)
 
 

@@ -22,7 +22,7 @@ def train(
     epochs: int = typer.Option(None, help="Epochs (default 150)."),
     max_steps: int = typer.Option(None, help="Stop after this many optimizer steps (default: no limit)."),
     batch_size: int = typer.Option(None, help="Examples per step and process (default 16)."),
-    lr: float = typer.Option(None, help="Learning rate (default 5e-4)."),
+    lr: float = typer.Option(None, help="Learning rate (default 5e-4); with --resume, the new rate from there on."),
     grad_clip: float = typer.Option(None, help="Max gradient norm, 0 = off (default 0.5)."),
     seed: int = typer.Option(None, help="Random seed (default 0)."),
     num_workers: int = typer.Option(None, help="Data-loading processes per training process (default 2)."),
@@ -72,7 +72,7 @@ def train(
     except ValueError as err:
         console.print(f"[red]error:[/red] {err}", highlight=False)
         raise typer.Exit(2) from None
-    _run(config, resume, quiet, console)
+    _run(config, resume, resume and lr is not None, quiet, console)
 
 
 def _resolve(
@@ -117,7 +117,7 @@ def _resolve(
     return config
 
 
-def _run(config: Any, resume: bool, quiet: bool, console: Any) -> None:
+def _run(config: Any, resume: bool, reset_lr: bool, quiet: bool, console: Any) -> None:
     """Train with a rich progress display on rank 0; errors become one line and exit code 1."""
     import os
 
@@ -142,7 +142,7 @@ def _run(config: Any, resume: bool, quiet: bool, console: Any) -> None:
                 )
 
         try:
-            result = train(config, resume=resume, progress=progress)
+            result = train(config, resume=resume, progress=progress, reset_lr=reset_lr)
         except (TrainingError, ValueError) as err:
             console.print(f"[red]error:[/red] {err}", highlight=False)
             raise typer.Exit(1) from None

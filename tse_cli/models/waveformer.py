@@ -51,6 +51,12 @@ def pointwise(x: Tensor, conv: nn.Conv1d) -> Tensor:
     groups, (out_dim, per_group, _) = conv.groups, conv.weight.shape
     if groups == 1:
         return linear(x, conv.weight, conv.bias)
+    if out_dim == groups:  # one output per group: a sum of per_group strided products
+        taps = transposed(conv.weight)  # (per_group, out_dim)
+        y = torch.addcmul(conv.bias, x[..., 0::per_group], taps[0])
+        for i in range(1, per_group):
+            y.addcmul_(x[..., i::per_group], taps[i])
+        return y
     weight = conv.weight.view(groups, out_dim // groups, per_group)
     if per_group == 1:  # every output channel scales one input channel
         y = x[..., None] * weight[..., 0]
@@ -70,8 +76,13 @@ class GroupedProjection(nn.Sequential):
         return F.relu(pointwise(x, self[0]))
 
     def uncounted_macs(self, args: tuple[Tensor, ...], output: Tensor) -> int:
-        """With one input per group the product is element-wise (for `tse_cli.models.complexity`)."""
-        return output.numel() if self[0].weight.shape[1] == 1 else 0
+        """MACs of the element-wise paths of `pointwise` (for `tse_cli.models.complexity`): one output per group
+        (per_group products each) or one input per group."""
+        conv = self[0]
+        out_dim, per_group = conv.weight.shape[:2]
+        if out_dim == conv.groups:
+            return output.numel() * per_group
+        return output.numel() if per_group == 1 else 0
 
 
 # encoder: dilated causal depthwise-separable convs
@@ -104,8 +115,9 @@ class DepthwiseSeparableConv(nn.Module):
         y = torch.addcmul(depthwise.bias, x[:, :n], taps[0])
         for k in range(1, self.kernel_size):
             y = y.addcmul_(x[:, k * self.dilation : k * self.dilation + n], taps[k])
-        y = F.relu(norm1(y), inplace=True)
-        return F.relu(norm2(pointwise(y, conv)), inplace=True)
+        y = F.layer_norm(y, norm1.normalized_shape, norm1.weight, norm1.bias, norm1.eps).relu_()
+        y = pointwise(y, conv)
+        return F.layer_norm(y, norm2.normalized_shape, norm2.weight, norm2.bias, norm2.eps).relu_()
 
     def uncounted_macs(self, args: tuple[Tensor, ...], output: Tensor) -> int:
         """MACs of the depthwise taps, which run as element-wise ops (for `tse_cli.models.complexity`)."""

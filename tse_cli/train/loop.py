@@ -305,8 +305,11 @@ def task_options(task: Task, overrides: dict[str, Any]) -> dict[str, Any]:
     return {**task.options, **overrides}
 
 
-def train(config: TrainConfig, resume: bool = False, progress: Any = None) -> dict[str, Any]:
+def train(config: TrainConfig, resume: bool = False, progress: Any = None, reset_lr: bool = False) -> dict[str, Any]:
     """Train `config.arch` on `config.data` into `config.out`; returns {"step", "epoch", "best_si_snri", ...}.
+
+    A resumed run continues the optimizer and scheduler exactly; `reset_lr` then sets the learning rate to
+    `config.lr` from there on (a fine-tuning phase).
 
     `progress`, when given, is called as `progress(event, **values)` on rank 0 with events "epoch"
     (epoch, batches), "step" (loss, lr), "val" (metrics) for a user interface. Raises `TrainingError` (the
@@ -331,6 +334,9 @@ def train(config: TrainConfig, resume: bool = False, progress: Any = None) -> di
     run = _Run(config, model, optimizer, scheduler)
     if resume:
         run.restore()
+        if reset_lr:
+            for group in optimizer.param_groups:
+                group["lr"] = config.lr
     net: nn.Module = model
     if world > 1:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
