@@ -27,6 +27,18 @@ class CheckpointError(ValueError):
     """A checkpoint directory that is missing files or does not describe a known architecture."""
 
 
+def replace_dir(staging: Path, directory: Path) -> None:
+    """Move a finished `staging` directory to `directory` (same filesystem), replacing what was there."""
+    if directory.exists():
+        old = directory.with_name(f".{directory.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(directory, old)
+        os.replace(staging, directory)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(staging, directory)
+
+
 def save_checkpoint(model: nn.Module, directory: str | Path, extra: dict[str, Any] | None = None) -> Path:
     """Write `model` (built by `tse_cli.models.create`) as a checkpoint directory, atomically.
 
@@ -49,14 +61,7 @@ def save_checkpoint(model: nn.Module, directory: str | Path, extra: dict[str, An
     try:
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         save_model(model, str(tmp / "model.safetensors"))
-        if directory.exists():
-            old = directory.with_name(f".{directory.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(directory, old)
-            os.replace(tmp, directory)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, directory)
+        replace_dir(tmp, directory)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

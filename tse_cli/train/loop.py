@@ -34,7 +34,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
 
-from tse_cli.checkpoint import save_checkpoint
+from tse_cli.checkpoint import replace_dir, save_checkpoint
 from tse_cli.models import create
 from tse_cli.train.config import TrainConfig
 from tse_cli.train.evaluation import evaluate, to_device
@@ -112,18 +112,6 @@ def _limit(dataset: Dataset, limit: int) -> Dataset:
 # ---- run folder ----
 
 
-def _replace_dir(staging: Path, directory: Path) -> None:
-    """Move a finished `staging` directory to `directory`, replacing what was there."""
-    if directory.exists():
-        old = directory.with_name(f".{directory.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(directory, old)
-        os.replace(staging, directory)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(staging, directory)
-
-
 def _write_json_atomic(path: Path, data: Any) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n")
@@ -161,7 +149,7 @@ class _Run:
         save_checkpoint(self.model, staging, extra={"training": training})
         if with_state:
             save_state(self.state(), staging)
-        _replace_dir(staging, self.out / name)
+        replace_dir(staging, self.out / name)
         if with_state:
             self.saved_step = self.step
         return self.out / name

@@ -28,7 +28,7 @@ from torch.utils.data import Dataset
 
 from tse_cli.classes import FSD_CLASSES
 from tse_cli.train.metrics import separation_metrics
-from tse_cli.train.tasks import DataError, Task, example_rng
+from tse_cli.train.tasks import DataError, Task, example_rng, unwrap
 
 
 def event_crop_start(total: int, length: int, onset: int, offset: int, rng: np.random.Generator) -> int:
@@ -125,7 +125,7 @@ class DpmTask(Task):
         if options["vocoder"] and not self._vocoder_loaded:
             from tse_cli.models.dpmtse import load_vocoder
 
-            load_vocoder(_unwrap(model), options["vocoder"])
+            load_vocoder(unwrap(model), options["vocoder"])
             self._vocoder_loaded = True
 
     def loss(self, model: nn.Module, batch: dict[str, Any], options: dict[str, Any]) -> Tensor:
@@ -134,7 +134,7 @@ class DpmTask(Task):
 
     def evaluate(self, model: nn.Module, batch: dict[str, Any], options: dict[str, Any]) -> dict[str, Tensor]:
         self._prepare(model, options)
-        net = _unwrap(model)
+        net = unwrap(model)
         lengths = batch["length"].tolist()
         groups = [list(range(len(lengths)))] if len(set(lengths)) == 1 else [[i] for i in range(len(lengths))]
         results: dict[str, list[Tensor]] = {}
@@ -154,10 +154,6 @@ def _set_rate(root: Path, split: str) -> int:
     from tse_cli.data.sets import open_set
 
     return int(open_set(root, split, validate=False).sample_rate)
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
 def task(arch: str) -> Task:

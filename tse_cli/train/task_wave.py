@@ -30,7 +30,7 @@ from torch.utils.data import Dataset
 from tse_cli.classes import FSD_CLASSES
 from tse_cli.train.losses import snr_sisnr_loss
 from tse_cli.train.metrics import separation_metrics
-from tse_cli.train.tasks import DataError, Task, example_rng
+from tse_cli.train.tasks import DataError, Task, example_rng, unwrap
 
 
 class WaveSet(Dataset):
@@ -119,7 +119,7 @@ class WaveTask(Task):
         return snr_sisnr_loss(estimate.float(), batch["target"], options["snr_weight"], options["si_snr_weight"])
 
     def evaluate(self, model: nn.Module, batch: dict[str, Any], options: dict[str, Any]) -> dict[str, Tensor]:
-        model_rate = _unwrap(model).sample_rate
+        model_rate = unwrap(model).sample_rate
         # one forward for examples of one length and rate (the usual case), else one per example; causal models
         # are unaffected by right padding, but resampling is not, so metrics are always on unpadded signals
         uniform = len(set(batch["length"].tolist())) == 1 and len(set(batch["sample_rate"].tolist())) == 1
@@ -133,10 +133,6 @@ class WaveTask(Task):
             for key, value in separation_metrics(estimate, mixture, target).items():
                 results.setdefault(key, []).append(value.reshape(-1))
         return {key: torch.cat(values) for key, values in results.items()}
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
 def _resample(audio: Tensor, source: int, target: int) -> Tensor:

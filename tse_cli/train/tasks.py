@@ -90,6 +90,11 @@ class Task(ABC):
         """Per-example metrics (batch,) float64: `si_snr`, `si_snri`, `snr`, `snri`."""
 
 
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside a DistributedDataParallel wrapper (or the model itself)."""
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
 def pad_collate(items: list[dict[str, Any]]) -> dict[str, Any]:
     """Batch item dicts: tensors with a trailing time axis ("mixture", "target") padded, others stacked."""
     batch: dict[str, Any] = {}
