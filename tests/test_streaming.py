@@ -19,15 +19,6 @@ TINY = {"enc_dim": 32, "dec_dim": 16, "num_enc_layers": 3}
 MODELS = ["waveformer-large", "wavemamba-large"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Streaming runs many tiny ops: one intra-op thread is much faster than two on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("context", [0, 1, 5, 40])
 def test_context_buffer_returns_context_then_chunk(context: int) -> None:
     g = torch.Generator().manual_seed(context)

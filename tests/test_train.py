@@ -49,15 +49,6 @@ def write_scene_set(root: Path, counts: dict[str, int], seconds: float = 0.25, s
     return root
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: tiny models on a shared 2-core machine run many times faster than with two."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def scene_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_scene_set(tmp_path_factory.mktemp("data") / "set", {"train": 8, "val": 2, "test": 2})
