@@ -13,6 +13,7 @@ Source syntax: `hf://[datasets/|spaces/]owner/repo[@revision]/path/in/repo`, `ht
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import tempfile
 from dataclasses import dataclass
@@ -252,6 +253,10 @@ def _http_download(source: Source, f) -> None:
     from huggingface_hub.errors import HfHubHTTPError
     from huggingface_hub.file_download import http_get
 
+    # http_get resumes a broken transfer a few times and logs a warning for each try; the user gets our one line
+    hub_log = logging.getLogger("huggingface_hub.file_download")
+    level = hub_log.level
+    hub_log.setLevel(logging.ERROR)
     try:
         http_get(source.path, f, displayed_filename=source.path.rpartition("/")[2])
     except HfHubHTTPError as err:
@@ -260,6 +265,8 @@ def _http_download(source: Source, f) -> None:
         raise HubError(f"{source}: {detail}") from None
     except (httpx2.TransportError, OSError) as err:
         raise OfflineError(f"{source}: cannot download ({_one_line(err)})") from None
+    finally:
+        hub_log.setLevel(level)
 
 
 def _write_atomic(path: Path, text: str) -> None:
