@@ -3,6 +3,7 @@ the printed table and the JSON results file (bench/results/<name>.json, git-igno
 
 from __future__ import annotations
 
+import argparse
 import inspect
 import json
 import os
@@ -86,6 +87,24 @@ def published_waveformer_class(repo: str | None = None) -> tuple[type | None, st
     finally:
         sys.path.pop(0)
     return Net, ""
+
+
+def published_anchor_args(parser: argparse.ArgumentParser, threads: int) -> Callable[[], tuple[Any, type | None, str]]:
+    """Add --threads and --waveformer-repo to `parser`; returns a function that parses, pins threads and the seed,
+    and loads the published Waveformer class: (args, Net or None, the reason it is not available)."""
+    parser.add_argument("--threads", type=int, default=threads)
+    parser.add_argument("--waveformer-repo", default=None, help=f"Waveformer checkout (default ${WAVEFORMER_ENV})")
+
+    def parse() -> tuple[Any, type | None, str]:
+        args = parser.parse_args()
+        torch.set_num_threads(args.threads)
+        torch.manual_seed(0)
+        net_class, why_not = published_waveformer_class(args.waveformer_repo)
+        if net_class is None:
+            print(f"published Waveformer rows: not measured ({why_not})")
+        return args, net_class, why_not
+
+    return parse
 
 
 def published_waveformer(ours: torch.nn.Module, net_class: type) -> torch.nn.Module:

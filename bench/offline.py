@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
-from common import machine, median_times, print_table, published_waveformer, published_waveformer_class, write_results
+from common import machine, median_times, print_table, published_anchor_args, published_waveformer, write_results
 
 from tse_cli.engine import Engine, Task
 from tse_cli.models import create
@@ -72,16 +72,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=MODELS)
     parser.add_argument("--seconds", type=float, default=60.0, help="length of the input file")
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds (median); a 1 s warm-up precedes them")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument(
-        "--waveformer-repo", default=None, help="Waveformer checkout (default $TSE_BENCH_WAVEFORMER_REPO)"
-    )
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    net_class, why_not = published_waveformer_class(args.waveformer_repo)
-    if net_class is None:
-        print(f"published Waveformer rows: not measured ({why_not})")
+    args, net_class, why_not = published_anchor_args(parser, threads=2)()
 
     runs, rows = {}, []
     with tempfile.TemporaryDirectory(prefix="tse-bench-") as tmp:

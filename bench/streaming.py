@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from common import machine, median_times, print_table, published_waveformer, published_waveformer_class, write_results
+from common import machine, median_times, print_table, published_anchor_args, published_waveformer, write_results
 
 from tse_cli.models import create
 
@@ -64,17 +64,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=4.0, help="audio streamed per round (416-sample rows)")
     parser.add_argument("--short-seconds", type=float, default=1.0, help="audio streamed per round, 32-sample rows")
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds after one warm-up round (median)")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument(
-        "--waveformer-repo", default=None, help="Waveformer checkout (default $TSE_BENCH_WAVEFORMER_REPO)"
-    )
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-
-    net_class, why_not = published_waveformer_class(args.waveformer_repo)
-    if net_class is None:
-        print(f"published Waveformer rows: not measured ({why_not})")
+    args, net_class, why_not = published_anchor_args(parser, threads=1)()
     query = torch.eye(41)[:1]
     audio = {
         chunk: torch.randn(1, 1, round(s * SAMPLE_RATE / 416) * 416) * 0.3

@@ -327,6 +327,21 @@ class _Lock:
         self.path.unlink(missing_ok=True)
 
 
+def _run_into(summary: Summary, ctx: Context, tasks: list[tuple], jobs: int, on_start, on_result) -> None:
+    """Run `tasks` (see `_run`), adding every result to `summary` and timing the mixing into it."""
+    on_start("mix", len(tasks))
+
+    def collect(result: Result) -> None:
+        summary.add(result)
+        on_result(result)
+
+    t1 = time.perf_counter()
+    try:
+        _run(ctx, tasks, jobs, collect)
+    finally:
+        summary.mix_seconds = time.perf_counter() - t1
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -512,17 +527,9 @@ def _build(opts: Options, fsd: Corpus, tau: Corpus, summary: Summary, on_start, 
                 summary.add(_existing_result(opts.recipe, opts.out, split, name))
             else:
                 tasks.append((split, name, "mix", (split, index)))
-    on_start("mix", len(tasks))
-
-    def collect(result: Result) -> None:
-        summary.add(result)
-        on_result(result)
-
-    t1 = time.perf_counter()
     try:
-        _run(ctx, tasks, opts.jobs, collect)
+        _run_into(summary, ctx, tasks, opts.jobs, on_start, on_result)
     finally:
-        summary.mix_seconds = time.perf_counter() - t1
         _finish(opts, sizes)
     return summary
 
@@ -684,17 +691,9 @@ def _render_jams_tree(jams_dir: Path, out: Path, names, jobs: int, normalize, on
         for rec in folder.glob("*/render.json") if folder.is_dir() else []:
             summary.add(_existing_result("waveformer", out, split, rec.parent.name))
     ctx = Context("waveformer", out, 0, normalize, False, None, first.sample_rate, names=names)
-    on_start("mix", len(tasks))
-
-    def collect(result: Result) -> None:
-        summary.add(result)
-        on_result(result)
-
-    t1 = time.perf_counter()
     try:
-        _run(ctx, tasks, jobs, collect)
+        _run_into(summary, ctx, tasks, jobs, on_start, on_result)
     finally:
-        summary.mix_seconds = time.perf_counter() - t1
         _write_recipe_file(out, "waveformer", first.sample_rate)
     return summary
 
