@@ -74,10 +74,10 @@ def read_config(directory: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"{directory}: not a checkpoint directory (no config.json)")
     try:
-        config = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise CheckpointError(f"{path}: invalid JSON ({err})") from None
-    if config.get("format") != FORMAT or "arch" not in config:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{path}: cannot read a JSON config ({err})") from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT or "arch" not in config:
         raise CheckpointError(f"{path}: not a tse checkpoint config (missing format/arch)")
     return config
 
