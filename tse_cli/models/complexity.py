@@ -134,8 +134,9 @@ def count(
     scans = sum(scan_macs(batch, length, *mixer.A_log.shape) for mixer, batch, length in mixer_calls)
     counted = counter.get_total_flops() // 2
     by_module = _by_child(model, counter.get_flop_counts())
-    if counter.get_total_flops() // 2 - sum(by_module.values()):
-        by_module["(root)"] = counter.get_total_flops() // 2 - sum(by_module.values())
+    root = counted - sum(by_module.values())
+    if root:
+        by_module["(root)"] = root
     total = counted + scans + other
     return {
         "params": sum(p.numel() for p in model.parameters()),

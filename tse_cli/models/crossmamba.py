@@ -171,11 +171,10 @@ class _Mixer(nn.Module):
             return_last_state=state is not None,
             backend=self.scan_backend,
         )
-        if state is None:
-            return linear(y.transpose(1, 2), self.out_proj.weight, self.out_proj.bias), None
-        y, ssm = y
-        conv = conv_in[:, conv_in.shape[1] - history.shape[1] :].transpose(1, 2)
-        return linear(y.transpose(1, 2), self.out_proj.weight, self.out_proj.bias), MambaState(conv, ssm)
+        if state is not None:
+            y, ssm = y
+            state = MambaState(conv_in[:, conv_in.shape[1] - history.shape[1] :].transpose(1, 2), ssm)
+        return linear(y.transpose(1, 2), self.out_proj.weight, self.out_proj.bias), state
 
 
 class MambaMixer(_Mixer):

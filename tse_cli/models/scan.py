@@ -276,7 +276,7 @@ def _reference_core(
     segment = max(1, budget // step_elements)
     chunk = chunk_size or auto_chunk_size(min(length, segment), step_elements)
     segment = max(chunk, segment // chunk * chunk)
-    track = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (u, delta, A, B, C, h0))
+    track = _tracks_grad(u, delta, A, B, C, h0)
     # time-major (length, batch, channels) copies: segments and chunks are then views with contiguous steps
     delta, du, B, C = (t.permute(2, 0, 1).contiguous() for t in (delta, delta * u, B, C))
     # Carry the state across segments; under autograd each segment is recomputed in the backward pass, so only
