@@ -123,11 +123,16 @@ def output_format(name: str) -> str:
         raise AudioError(f"unsupported output format {name!r}; choose one of {', '.join(FORMATS)}") from None
 
 
+def subtype_name(subtype: str) -> str:
+    """A requested subtype (any case), upper-case; raise `AudioError` if it is none of `SUBTYPES`."""
+    if subtype.upper() not in SUBTYPES:
+        raise AudioError(f"unsupported subtype {subtype!r}; choose one of {', '.join(SUBTYPES)}")
+    return subtype.upper()
+
+
 def check_subtype(subtype: str, fmt: str) -> str:
     """Validate an explicitly requested subtype for libsndfile format `fmt` (`WAV`/`FLAC`); return it upper-case."""
-    subtype = subtype.upper()
-    if subtype not in SUBTYPES:
-        raise AudioError(f"unsupported subtype {subtype!r}; choose one of {', '.join(SUBTYPES)}")
+    subtype = subtype_name(subtype)
     if not sf.check_format(fmt, subtype):
         allowed = ", ".join(s for s in SUBTYPES if sf.check_format(fmt, s))
         raise AudioError(f"{fmt} cannot store {subtype} samples; use one of {allowed}")

@@ -153,20 +153,18 @@ class _Fifo:
 
     def __init__(self, channels: int) -> None:
         self._parts: list[np.ndarray] = []
-        self._size = 0
         self._channels = channels
         self._lock = threading.Lock()
 
     def push(self, x: np.ndarray) -> None:
         with self._lock:
             self._parts.append(x)
-            self._size += x.shape[1]
 
     def pop(self, n: int) -> np.ndarray:
         with self._lock:
             data = np.concatenate(self._parts, axis=1) if self._parts else np.zeros((self._channels, 0), np.float32)
             out, rest = data[:, :n], data[:, n:]
-            self._parts, self._size = ([rest] if rest.shape[1] else []), rest.shape[1]
+            self._parts = [rest] if rest.shape[1] else []
         return out
 
 

@@ -40,6 +40,11 @@ class Planned:
     status: str = "todo"
     error: str | None = None
 
+    @property
+    def rel_dir(self) -> Path:
+        """The input's folder relative to `base` (mirrored under -O and --visual DIR); `.` outside it."""
+        return self.input.parent.relative_to(self.base) if self.input.is_relative_to(self.base) else Path()
+
 
 # inputs --------------------------------------------------------------------------------------------------------
 
@@ -177,8 +182,7 @@ def plan_outputs(
             item.residual = residual_path(output) if residual else None
         else:
             assert out_dir is not None
-            rel = item.input.parent.relative_to(item.base) if item.input.is_relative_to(item.base) else Path()
-            fields = {"stem": item.input.stem, "model": model_name, "ext": ext}
+            rel, fields = item.rel_dir, {"stem": item.input.stem, "model": model_name, "ext": ext}
             item.output = render(template, out_dir, rel, target=target, **fields)
             item.residual = render(template, out_dir, rel, target=f"{target}_residual", **fields) if residual else None
         for path in filter(None, (item.output, item.residual)):
@@ -208,8 +212,7 @@ def pair_visual(planned: list[Planned], visual: Path | None) -> None:
         if visual is None:
             item.visual = item.input.with_suffix(".npy")
         elif visual.is_dir():
-            rel = item.input.parent.relative_to(item.base) if item.input.is_relative_to(item.base) else Path()
-            nested = visual / rel / f"{item.input.stem}.npy"
+            nested = visual / item.rel_dir / f"{item.input.stem}.npy"
             item.visual = nested if nested.exists() else visual / f"{item.input.stem}.npy"
         else:
             item.visual = visual
@@ -394,7 +397,7 @@ def extract(
     """
     import time
 
-    from tse_cli.audio import SUBTYPES, AudioError, output_format
+    from tse_cli.audio import AudioError, output_format, subtype_name
     from tse_cli.classes import FSD_CLASSES, UnknownClassError, class_indices, multi_hot
 
     # arguments, before any work
@@ -414,10 +417,10 @@ def extract(
     try:
         if fmt is not None:
             output_format(fmt)
+        if subtype is not None:
+            subtype_name(subtype)
     except AudioError as err:
         raise fail(str(err), code=2) from None
-    if subtype is not None and subtype.upper() not in SUBTYPES:
-        raise fail(f"unsupported subtype {subtype!r}; choose one of {', '.join(SUBTYPES)}", code=2)
 
     from tse_cli.engine import DeviceError, Engine, Task, resolve_device
 
