@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from tse_cli.train.tasks import Task
 
@@ -40,6 +40,11 @@ def evaluate(
     return records
 
 
+def first(dataset: Dataset, limit: int) -> Dataset:
+    """The first `limit` examples of `dataset` (0: all of them)."""
+    return Subset(dataset, range(min(limit, len(dataset)))) if limit else dataset
+
+
 def split_loader(
     task: Task,
     root: Path,
@@ -50,7 +55,5 @@ def split_loader(
     limit: int = 0,
 ) -> DataLoader:
     """An in-order loader over the first `limit` examples (0: all) of a split, as the task evaluates them."""
-    dataset = task.dataset(root, split, options, train=False)
-    if limit:
-        dataset = Subset(dataset, range(min(limit, len(dataset))))
+    dataset = first(task.dataset(root, split, options, train=False), limit)
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=task.collate, num_workers=num_workers)

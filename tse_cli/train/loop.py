@@ -32,12 +32,13 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from tse_cli.checkpoint import replace_dir, save_checkpoint
+from tse_cli.data.wavio import write_bytes
 from tse_cli.models import create
 from tse_cli.train.config import TrainConfig
-from tse_cli.train.evaluation import evaluate, to_device
+from tse_cli.train.evaluation import evaluate, first, to_device
 from tse_cli.train.metrics import METRICS
 from tse_cli.train.state import load_state, save_state
 from tse_cli.train.tasks import Task, get_task
@@ -105,17 +106,7 @@ def _loader(
     )
 
 
-def _limit(dataset: Dataset, limit: int) -> Dataset:
-    return Subset(dataset, range(min(limit, len(dataset)))) if limit else dataset
-
-
 # ---- run folder ----
-
-
-def _write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 class _Run:
@@ -190,7 +181,7 @@ class _Log:
             return
         if resume_step is not None and self.path.exists():  # drop what the interrupted run logged after its save
             kept = [line for line in self.path.read_text().splitlines() if json.loads(line)["step"] <= resume_step]
-            _write_lines_atomic(self.path, kept)
+            write_bytes(self.path, "".join(line + "\n" for line in kept).encode())
         with contextlib.suppress(ImportError):
             from torch.utils.tensorboard import SummaryWriter
 
@@ -209,12 +200,6 @@ class _Log:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
-
-
-def _write_lines_atomic(path: Path, lines: list[str]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(line + "\n" for line in lines))
-    os.replace(tmp, path)
 
 
 # ---- the loop ----
@@ -313,7 +298,7 @@ def train(config: TrainConfig, resume: bool = False, progress: Any = None, reset
     out = Path(config.out)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
-        _write_json_atomic(out / CONFIG_FILE, config.to_dict())
+        write_bytes(out / CONFIG_FILE, (json.dumps(config.to_dict(), indent=2) + "\n").encode())
 
     torch.manual_seed(config.seed)
     model = create(config.arch, **config.model_args).to(device)
@@ -330,7 +315,7 @@ def train(config: TrainConfig, resume: bool = False, progress: Any = None, reset
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     train_set = task.dataset(root, config.train_split, options, train=True, seed=config.seed)
-    val_set = _limit(task.dataset(root, config.val_split, options, train=False, seed=config.seed), config.val_limit)
+    val_set = first(task.dataset(root, config.val_split, options, train=False, seed=config.seed), config.val_limit)
     sampler = DistributedSampler(
         train_set, num_replicas=world, rank=rank, shuffle=True, seed=config.seed, drop_last=True
     )

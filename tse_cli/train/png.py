@@ -6,12 +6,13 @@ low frequencies at the bottom, with the title written above each panel in a 5x7 
 
 from __future__ import annotations
 
-import os
 import struct
 import zlib
 from pathlib import Path
 
 import numpy as np
+
+from tse_cli.data.wavio import write_bytes
 
 # ---- PNG encoding ----
 
@@ -106,7 +107,5 @@ def spectrogram_png(path: str | Path, panels: list[tuple[str, np.ndarray]], heig
         band[4 : 4 + label.shape[0], 4 : 4 + min(label.shape[1], width - 4)][label[:, : width - 4]] = 0
         pieces += [band, image]
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(encode_png(np.concatenate(pieces, axis=0)))
-    os.replace(tmp, path)
+    write_bytes(path, encode_png(np.concatenate(pieces, axis=0)))
     return path

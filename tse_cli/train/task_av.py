@@ -23,29 +23,18 @@ from torch.utils.data import Dataset
 
 from tse_cli.train.losses import neg_si_snr_loss
 from tse_cli.train.metrics import separation_metrics
-from tse_cli.train.tasks import DataError, Task, example_rng, pad_collate
+from tse_cli.train.tasks import DataError, EpochSet, Task, concat_metrics, pad_collate
 from tse_cli.visual import align_frames, clue_frames
 
 
-class AVSet(Dataset):
+class AVSet(EpochSet):
     """A `MuseSet` whose random crops are drawn from `example_rng(seed, epoch, index)`."""
 
     def __init__(self, root: Path, split: str, options: dict[str, Any], train: bool, seed: int) -> None:
         from tse_cli.data.muse import MuseSet
 
         crop = float(options["crop_seconds"]) if train else 0.0
-        self.set = MuseSet(root, split, crop, bool(options["normalize"]), rng=self._rng, validate=False)
-        self.seed, self.epoch = seed, 0
-
-    def _rng(self, index: int) -> Any:
-        return example_rng(self.seed, self.epoch, index)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch of the random crops."""
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.set)
+        super().__init__(MuseSet(root, split, crop, bool(options["normalize"]), rng=self.rng, validate=False), seed)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         return self.set[index]
@@ -103,13 +92,11 @@ class AVTask(Task):
         return neg_si_snr_loss(estimate * valid, batch["target"])
 
     def evaluate(self, model: nn.Module, batch: dict[str, Any], options: dict[str, Any]) -> dict[str, Tensor]:
-        results: dict[str, list[Tensor]] = {}
+        parts = []
         for i in range(batch["mixture"].shape[0]):
             mixture, target, clue = _valid(batch, i)
-            estimate = model(mixture, clue).float()
-            for key, value in separation_metrics(estimate, mixture, target).items():
-                results.setdefault(key, []).append(value.reshape(1))
-        return {key: torch.cat(values) for key, values in results.items()}
+            parts.append(separation_metrics(model(mixture, clue).float(), mixture, target))
+        return concat_metrics(parts)
 
 
 def task(arch: str) -> Task:

@@ -28,7 +28,7 @@ from torch.utils.data import Dataset
 
 from tse_cli.classes import FSD_CLASSES
 from tse_cli.train.metrics import separation_metrics
-from tse_cli.train.tasks import DataError, Task, example_rng, unwrap
+from tse_cli.train.tasks import DataError, EpochSet, Task, concat_metrics, uniform_groups, unwrap
 
 
 def event_crop_start(total: int, length: int, onset: int, offset: int, rng: np.random.Generator) -> int:
@@ -44,22 +44,14 @@ def event_crop_start(total: int, length: int, onset: int, offset: int, rng: np.r
     return int(rng.integers(low, high + 1))
 
 
-class DpmTrainSet(Dataset):
+class DpmTrainSet(EpochSet):
     """Items of a dpm-tse set as batches expect them; training items are event-overlapping crops."""
 
     def __init__(self, root: Path, split: str, options: dict[str, Any], train: bool, seed: int) -> None:
         from tse_cli.data.sets import open_set
 
-        self.set = open_set(root, split, validate=False)
+        super().__init__(open_set(root, split, validate=False), seed)
         self.crop = float(options["crop_seconds"]) if train else 0.0
-        self.seed, self.epoch = seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch of the random crops."""
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.set)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         item = self.set[index]
@@ -69,7 +61,7 @@ class DpmTrainSet(Dataset):
             onset, offset = item["onset"], item["offset"]
             known = math.isfinite(onset) and math.isfinite(offset)
             event = (round(onset * rate), round(offset * rate)) if known else (0, mixture.shape[-1])
-            start = event_crop_start(mixture.shape[-1], length, *event, example_rng(self.seed, self.epoch, index))
+            start = event_crop_start(mixture.shape[-1], length, *event, self.rng(index))
             pad = (0, max(0, start + length - mixture.shape[-1]))
             mixture = nn.functional.pad(mixture[..., start : start + length], pad)
             target = nn.functional.pad(target[..., start : start + length], pad)
@@ -135,19 +127,16 @@ class DpmTask(Task):
     def evaluate(self, model: nn.Module, batch: dict[str, Any], options: dict[str, Any]) -> dict[str, Tensor]:
         self._prepare(model, options)
         net = unwrap(model)
-        lengths = batch["length"].tolist()
-        groups = [list(range(len(lengths)))] if len(set(lengths)) == 1 else [[i] for i in range(len(lengths))]
-        results: dict[str, list[Tensor]] = {}
-        for rows in groups:  # equal lengths run as one batch; otherwise each example alone, unpadded
-            n = lengths[rows[0]]
+        parts = []
+        for rows in uniform_groups(batch, "length"):  # equal lengths run as one batch; otherwise each alone, unpadded
+            n = int(batch["length"][rows][0])
             mixture, target = batch["mixture"][rows, :, :n], batch["target"][rows, :, :n]
             generator = torch.Generator(mixture.device).manual_seed(int(options["eval_seed"]))
             estimate = net(
                 mixture, batch["clue"][rows], steps=options["eval_steps"], eta=options["eval_eta"], generator=generator
             )
-            for key, value in separation_metrics(estimate, mixture, target).items():
-                results.setdefault(key, []).append(value.reshape(-1))
-        return {key: torch.cat(values) for key, values in results.items()}
+            parts.append(separation_metrics(estimate, mixture, target))
+        return concat_metrics(parts)
 
 
 def _set_rate(root: Path, split: str) -> int:

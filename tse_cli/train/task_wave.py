@@ -30,35 +30,30 @@ from torch.utils.data import Dataset
 from tse_cli.classes import FSD_CLASSES
 from tse_cli.train.losses import snr_sisnr_loss
 from tse_cli.train.metrics import separation_metrics
-from tse_cli.train.tasks import DataError, Task, example_rng, unwrap
+from tse_cli.train.tasks import DataError, EpochSet, Task, concat_metrics, uniform_groups, unwrap
 
 
-class WaveSet(Dataset):
+class WaveSet(EpochSet):
     """Items of a `tse mix` set as batches expect them; training items may be multi-target and cropped."""
 
     def __init__(self, root: Path, split: str, options: dict[str, Any], train: bool, seed: int) -> None:
         from tse_cli.data.sets import open_set
 
         targets = options["max_targets"] if train and options["multi_target"] else options["eval_max_targets"]
-        self.set = open_set(root, split, max_targets=targets, seed=seed, validate=False)
+        super().__init__(open_set(root, split, max_targets=targets, seed=seed, validate=False), seed)
         self.crop = options["crop_seconds"] if train else 0.0
         self.min_energy = options["crop_min_energy"]
-        self.seed, self.epoch = seed, 0
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch of the multi-target draws and crops."""
-        self.epoch = epoch
+        super().set_epoch(epoch)
         self.set.set_epoch(epoch)
-
-    def __len__(self) -> int:
-        return len(self.set)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         item = self.set[index]
         mixture, target, rate = item["mixture"], item["target"], int(item["sample_rate"])
         if self.crop:
-            rng = example_rng(self.seed, self.epoch, index)
-            mixture, target = _crop(mixture, target, round(self.crop * rate), self.min_energy, rng)
+            mixture, target = _crop(mixture, target, round(self.crop * rate), self.min_energy, self.rng(index))
         return {
             "mixture": mixture,
             "target": target,
@@ -122,17 +117,14 @@ class WaveTask(Task):
         model_rate = unwrap(model).sample_rate
         # one forward for examples of one length and rate (the usual case), else one per example; causal models
         # are unaffected by right padding, but resampling is not, so metrics are always on unpadded signals
-        uniform = len(set(batch["length"].tolist())) == 1 and len(set(batch["sample_rate"].tolist())) == 1
-        groups = [slice(None)] if uniform else [slice(i, i + 1) for i in range(batch["mixture"].shape[0])]
-        results: dict[str, list[Tensor]] = {}
-        for group in groups:
+        parts = []
+        for group in uniform_groups(batch, "length", "sample_rate"):
             n, rate = int(batch["length"][group][0]), int(batch["sample_rate"][group][0])
             mixture, target = batch["mixture"][group, :, :n], batch["target"][group, :, :n]
             estimate = model(_resample(mixture, rate, model_rate), batch["clue"][group])
             estimate = _resample(estimate, model_rate, rate)[..., :n]
-            for key, value in separation_metrics(estimate, mixture, target).items():
-                results.setdefault(key, []).append(value.reshape(-1))
-        return {key: torch.cat(values) for key, values in results.items()}
+            parts.append(separation_metrics(estimate, mixture, target))
+        return concat_metrics(parts)
 
 
 def _resample(audio: Tensor, source: int, target: int) -> Tensor:

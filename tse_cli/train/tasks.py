@@ -62,6 +62,27 @@ def example_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, epoch, index])
 
 
+class EpochSet(Dataset):
+    """Base of the task datasets: a split (`self.set`) whose per-example randomness is `rng(index)`.
+
+    `rng(index)` is `example_rng(seed, epoch, index)`, so draws are a pure function of (seed, epoch, index).
+    """
+
+    def __init__(self, items: Dataset, seed: int) -> None:
+        self.set, self.seed, self.epoch = items, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch of the random draws."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.set)
+
+    def rng(self, index: int) -> np.random.Generator:
+        """The random generator of example `index` in the current epoch."""
+        return example_rng(self.seed, self.epoch, index)
+
+
 class Task(ABC):
     """The family-specific half of training and evaluation (see the module docstring)."""
 
@@ -93,6 +114,18 @@ class Task(ABC):
 def unwrap(model: nn.Module) -> nn.Module:
     """The model inside a DistributedDataParallel wrapper (or the model itself)."""
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def uniform_groups(batch: dict[str, Any], *keys: str) -> list[slice]:
+    """The whole batch as one group when every example has the same `keys` values (e.g. `length`), else one each."""
+    if all(len(set(batch[key].tolist())) == 1 for key in keys):
+        return [slice(None)]
+    return [slice(i, i + 1) for i in range(len(batch[keys[0]]))]
+
+
+def concat_metrics(parts: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+    """Per-example metrics of consecutive sub-batches joined in order: {name: (batch,)}."""
+    return {key: torch.cat([part[key].reshape(-1) for part in parts]) for key in (parts[0] if parts else {})}
 
 
 def pad_collate(items: list[dict[str, Any]]) -> dict[str, Any]:
