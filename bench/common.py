@@ -147,3 +147,20 @@ def write_results(name: str, meta: dict[str, Any], rows: list[dict[str, Any]]) -
     tmp.replace(path)
     print(f"wrote {path}")
     return path
+
+
+def report(
+    name: str,
+    title: str,
+    columns: Sequence[str],
+    table: Sequence[Sequence[Any]],
+    rows: list[dict[str, Any]],
+    repeats: int,
+    why_not: str,
+) -> Path:
+    """The common ending of the benches that compare with the published Waveformer: print the table, then write
+    `rows` to bench/results/<name>.json with the machine, `repeats` and whether the published rows were measured
+    (`why_not`: "" when they were, else the reason, as returned by published_anchor_args)."""
+    print_table(title, columns, table)
+    published = f"not measured ({why_not})" if why_not else "measured"
+    return write_results(name, machine() | {"repeats": repeats, "published": published}, rows)

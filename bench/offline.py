@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
-from common import machine, median_times, print_table, published_anchor_args, published_waveformer, write_results
+from common import median_times, published_anchor_args, published_waveformer, report
 
 from tse_cli.engine import Engine, Task
 from tse_cli.models import create
@@ -109,9 +109,7 @@ def main() -> None:
         f"Offline extraction of a {args.seconds:g} s file, {args.threads} threads, median of {args.repeats} rounds "
         "(x real time: audio seconds per wall second, higher is faster)"
     )
-    print_table(title, columns, table)
-    meta = machine() | {"repeats": args.repeats, "published": "measured" if net_class else f"not measured ({why_not})"}
-    write_results("offline", meta, rows)
+    report("offline", title, columns, table, rows, args.repeats, why_not)
 
 
 if __name__ == "__main__":

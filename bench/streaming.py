@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from common import machine, median_times, print_table, published_anchor_args, published_waveformer, write_results
+from common import median_times, published_anchor_args, published_waveformer, report
 
 from tse_cli.models import create
 
@@ -120,11 +120,7 @@ def main() -> None:
         f"Streaming real-time factor, batch 1, {args.threads} thread(s), median of {args.repeats} rounds "
         "(RTF: wall seconds per audio second; ratios of RTFs, < 1: the row is faster)"
     )
-    print_table(title, columns, table)
-    meta = machine() | {"repeats": args.repeats, "published": "measured" if net_class else f"not measured ({why_not})"}
-    if net_class is None:
-        print(f"published Waveformer: not measured ({why_not})")
-    write_results("streaming", meta, rows)
+    report("streaming", title, columns, table, rows, args.repeats, why_not)
 
 
 if __name__ == "__main__":

@@ -185,14 +185,9 @@ class SourceCache:
             return
         folder = self.dir / key[:2]
         folder.mkdir(parents=True, exist_ok=True)
-        file = folder / f"{key}.npy"
-        tmp = _temp_path(file)
-        try:
-            with open(tmp, "wb") as fh:
-                np.save(fh, audio)
-            os.replace(tmp, file)
-        finally:
-            tmp.unlink(missing_ok=True)
+        buffer = io.BytesIO()
+        np.save(buffer, audio)
+        write_bytes(folder / f"{key}.npy", buffer.getvalue())
 
     def _remember(self, key: str, audio: np.ndarray) -> None:
         self._mem[key] = audio
