@@ -1,19 +1,23 @@
-"""CUDA rows: batch extraction throughput, reference scan vs fused kernel, and kernel parity (needs a CUDA GPU).
+"""CUDA rows: batch extraction throughput, reference scan vs fused kernels, and kernel parity (needs a CUDA GPU).
 
     .venv/bin/python bench/gpu.py                       # everything, on cuda:0
     .venv/bin/python bench/gpu.py --files 100 --batch-size 32 --models wavemamba-large
 
+Fused kernels: `cuda` (mamba_ssm's, when installed) and `triton` (the project's, tse_cli/models/scan_triton.py,
+when Triton imports); each one available is measured against the pure-PyTorch `reference` scan.
+
 1. Throughput: `tse extract` (the real CLI, one process per row) over --files six-second 44.1 kHz WAVs with
    --batch-size, random weights saved as a checkpoint directory; reported as audio hours per wall minute and
-   x real time, including process start-up and model loading. WaveMamba runs twice: with the scan backend
-   chosen by `auto` (mamba_ssm's fused kernel when installed) and with TSE_SCAN_BACKEND=reference.
+   x real time, including process start-up and model loading. WaveMamba runs once per scan backend
+   (TSE_SCAN_BACKEND=reference, cuda, triton); the Waveformer with `auto` (it has no scan).
 2. Scan speed: the selective scan alone at WaveMamba-large's width (d_inner 512, d_state 16), reference vs
-   mamba_ssm, float32 and bfloat16, forward and forward+backward (median of --repeats, CUDA-synchronised).
-3. Parity: the same inputs through both backends: max |difference| of the output and of every gradient,
-   relative to the reference's largest magnitude.
+   each fused kernel, float32 and bfloat16, forward and forward+backward (median of --repeats, synchronised).
+3. Parity: the same inputs through each fused kernel and the reference: max |difference| of the output and of
+   every gradient (inputs and parameters), relative to the reference's largest magnitude.
+4. Compile report (runs without a GPU): registers and spills of the Triton kernels compiled for sm_90 (H100).
 
-Without a CUDA GPU every row is printed and stored as "not measured (no CUDA GPU)"; without mamba_ssm the
-kernel rows say so. Prints tables and writes bench/results/gpu.json.
+Without a CUDA GPU sections 1-3 are printed and stored as "not measured (no CUDA GPU)". Prints tables and
+writes bench/results/gpu.json.
 """
 
 from __future__ import annotations
@@ -35,11 +39,12 @@ from scan import make_inputs, runner
 from tse_cli.checkpoint import save_checkpoint
 from tse_cli.classes import FSD_CLASSES
 from tse_cli.models import create
-from tse_cli.models.scan import mamba_ssm_available, selective_scan
+from tse_cli.models.scan import mamba_ssm_available, selective_scan, triton_available
 
 FILE_SECONDS = 6.0
 SAMPLE_RATE = 44100
 GRAD_INPUTS = ("u", "delta", "B", "C", "z")
+PARAMETERS = ("A", "D", "delta_bias")
 
 
 def write_inputs(folder: Path, files: int) -> None:
@@ -75,28 +80,38 @@ def throughput(name: str, inputs: Path, work: Path, files: int, batch_size: int,
     }
 
 
-def scan_speed(batch: int, length: int, dtype: torch.dtype, grad: bool, repeats: int) -> dict:
-    """Reference vs fused kernel on one input set (seconds, medians)."""
+def scan_speed(kernels: list[str], batch: int, length: int, dtype: torch.dtype, grad: bool, repeats: int) -> dict:
+    """Reference vs each fused kernel on one input set (seconds, medians)."""
     inputs = make_inputs(batch, 512, 16, length, "cuda", dtype)
-    times = median_times({b: runner(inputs, b, grad) for b in ("reference", "cuda")}, repeats, torch.cuda.synchronize)
+    backends = ["reference", *kernels]
+    times = median_times({b: runner(inputs, b, grad) for b in backends}, repeats, torch.cuda.synchronize)
     row = {"dtype": str(dtype).removeprefix("torch."), "pass": "fwd+bwd" if grad else "fwd", "batch": batch}
-    row |= {"length": length, "reference_s": times["reference"]["wall"], "cuda_s": times["cuda"]["wall"]}
-    return row | {"speedup": row["reference_s"] / row["cuda_s"], "status": "measured"}
+    row |= {"length": length} | {f"{b}_s": times[b]["wall"] for b in backends}
+    return row | {f"{k}_speedup": row["reference_s"] / row[f"{k}_s"] for k in kernels} | {"status": "measured"}
 
 
-def parity(dtype: torch.dtype, batch: int, length: int) -> dict:
-    """Max |cuda - reference| of y and of each input's gradient, relative to the reference's max |value|."""
+def parity(kernel: str, dtype: torch.dtype, batch: int, length: int) -> dict:
+    """Max |kernel - reference| of y and of every gradient, relative to the reference's max |value|."""
     inputs = make_inputs(batch, 512, 16, length, "cuda", dtype)
     results = {}
-    for backend in ("reference", "cuda"):
-        leaves = {k: v.detach().clone().requires_grad_(k in GRAD_INPUTS) for k, v in inputs.items()}
+    for backend in ("reference", kernel):
+        leaves = {k: v.detach().clone().requires_grad_() for k, v in inputs.items()}
         y = selective_scan(**leaves, delta_softplus=True, backend=backend)
         y.float().square().mean().backward()
-        results[backend] = {"y": y.detach().float()} | {k: leaves[k].grad.float() for k in GRAD_INPUTS}
-    row = {"dtype": str(dtype).removeprefix("torch."), "batch": batch, "length": length, "status": "measured"}
+        results[backend] = {"y": y.detach().float()} | {k: leaves[k].grad.float() for k in GRAD_INPUTS + PARAMETERS}
+    row = {"kernel": kernel, "dtype": str(dtype).removeprefix("torch."), "batch": batch, "length": length}
     for key, ref in results["reference"].items():
-        row[f"{key}_rel_err"] = ((results["cuda"][key] - ref).abs().max() / ref.abs().max().clamp_min(1e-30)).item()
-    return row
+        row[f"{key}_rel_err"] = ((results[kernel][key] - ref).abs().max() / ref.abs().max().clamp_min(1e-30)).item()
+    return row | {"status": "measured"}
+
+
+def compile_rows() -> list[dict]:
+    """The Triton kernels compiled for sm_90 (no GPU needed): registers and spill bytes per kernel and dtype."""
+    if not triton_available():
+        return [{"status": "not measured (Triton does not import)"}]
+    from tse_cli.models.scan_triton import compile_report
+
+    return [row | {"status": "measured"} for row in compile_report(90)]
 
 
 def main() -> None:
@@ -107,22 +122,28 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     meta = machine()
-    sections: dict[str, list[dict]] = {"throughput": [], "scan": [], "parity": []}
+    sections: dict[str, list[dict]] = {"throughput": [], "scan": [], "parity": [], "compile": compile_rows()}
+    print_table(
+        "Triton scan kernels compiled for sm_90 (ptxas -v; no GPU needed)",
+        ["kernel", "dtype", "warps", "registers", "spill bytes", "status"],
+        [
+            [r.get(k) for k in ("kernel", "dtype", "num_warps", "registers", "spill_bytes", "status")]
+            for r in sections["compile"]
+        ],
+    )
     if not torch.cuda.is_available():
-        for section in sections.values():
-            section.append({"status": "not measured (no CUDA GPU)"})
+        for name in ("throughput", "scan", "parity"):
+            sections[name].append({"status": "not measured (no CUDA GPU)"})
         print("GPU rows: not measured (no CUDA GPU)")
         write_results("gpu", meta, [{"section": k, **row} for k, rows in sections.items() for row in rows])
         return
-    kernel = mamba_ssm_available()
-    no_kernel = {"status": "not measured (mamba_ssm not installed: pip install 'tse-cli[cuda]')"}
+    kernels = [k for k, ok in (("cuda", mamba_ssm_available()), ("triton", triton_available())) if ok]
 
     with tempfile.TemporaryDirectory(prefix="tse-gpu-bench-") as tmp:
         work = Path(tmp)
         write_inputs(work / "in", args.files)
         for name in args.models:
-            backends = ["auto", "reference"] if name.startswith("wavemamba") and kernel else ["auto"]
-            for backend in backends:
+            for backend in ["reference", *kernels] if name.startswith("wavemamba") else ["auto"]:
                 row = throughput(name, work / "in", work, args.files, args.batch_size, backend)
                 print(row, flush=True)
                 sections["throughput"].append(row)
@@ -130,9 +151,8 @@ def main() -> None:
     frames = round(FILE_SECONDS * SAMPLE_RATE / 32)  # WaveMamba frames in a six-second file
     for dtype in (torch.float32, torch.bfloat16):
         for grad in (False, True):
-            row = scan_speed(args.batch_size, frames, dtype, grad, args.repeats) if kernel else no_kernel
-            sections["scan"].append(row)
-        sections["parity"].append(parity(dtype, 4, 2048) if kernel else no_kernel)
+            sections["scan"].append(scan_speed(kernels, args.batch_size, frames, dtype, grad, args.repeats))
+        sections["parity"] += [parity(kernel, dtype, 4, 2048) for kernel in kernels]
 
     print_table(
         f"Batch extraction on {meta['gpu']}: {args.files} x {FILE_SECONDS:g} s files (tse extract, incl. start-up)",
@@ -143,19 +163,20 @@ def main() -> None:
             for r in sections["throughput"]
         ],
     )
+    timed = [f"{b}_s" for b in ("reference", *kernels)] + [f"{k}_speedup" for k in kernels]
     print_table(
-        "Selective scan, d_inner 512, d_state 16: reference vs mamba_ssm (seconds, median)",
-        ["dtype", "pass", "batch", "length", "reference s", "cuda s", "speed-up", "status"],
-        [
-            [r.get(k) for k in ("dtype", "pass", "batch", "length", "reference_s", "cuda_s", "speedup", "status")]
-            for r in sections["scan"]
-        ],
+        "Selective scan, d_inner 512, d_state 16: reference vs fused kernels (seconds, median; speed-up x)",
+        ["dtype", "pass", "batch", "length", *timed, "status"],
+        [[r.get(k) for k in ("dtype", "pass", "batch", "length", *timed, "status")] for r in sections["scan"]],
     )
-    keys = ["y", *GRAD_INPUTS]
+    keys = ["y", *GRAD_INPUTS, *PARAMETERS]
     print_table(
-        "Kernel parity: max |cuda - reference| / max |reference|",
-        ["dtype", *keys, "status"],
-        [[r.get("dtype"), *(r.get(f"{k}_rel_err") for k in keys), r["status"]] for r in sections["parity"]],
+        "Kernel parity: max |kernel - reference| / max |reference| (output and gradients)",
+        ["kernel", "dtype", *keys, "status"],
+        [
+            [r.get("kernel"), r.get("dtype"), *(r.get(f"{k}_rel_err") for k in keys), r["status"]]
+            for r in sections["parity"]
+        ],
     )
     write_results("gpu", meta, [{"section": k, **row} for k, rows in sections.items() for row in rows])
 

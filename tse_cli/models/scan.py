@@ -19,6 +19,9 @@ Shapes: u, delta, z (batch, d_inner, length); A (d_inner, d_state); B, C (batch,
   per-step states.
 - `naive`: the plain sequential loop, one step per time step: the test oracle and the benchmark baseline.
 - `cuda`: `mamba_ssm`'s fused kernel (`selective_scan_fn`), for CUDA tensors when `mamba_ssm` imports.
+- `triton`: the project's own fused forward/backward kernels (`tse_cli.models.scan_triton`), for CUDA tensors
+  when Triton imports (it comes with torch's CUDA wheels); also takes an initial state and propagates gradients
+  through both states. On CPU only under Triton's interpreter (TRITON_INTERPRET=1), for tests.
 
 `selective_scan_step` is the streaming form: state in, chunk of any length >= 1, outputs and state out.
 """
@@ -36,7 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
-BACKENDS = ("auto", "reference", "naive", "cuda")
+BACKENDS = ("auto", "reference", "naive", "cuda", "triton")
 ENV_VAR = "TSE_SCAN_BACKEND"  # overrides backend="auto" (e.g. TSE_SCAN_BACKEND=naive)
 
 # Elements (batch * d_inner * d_state * time) of one reference segment: its intermediates stay in the CPU's
@@ -71,9 +74,24 @@ def mamba_ssm_available() -> bool:
 
 
 @functools.cache
-def _notice_no_mamba_ssm() -> None:
+def _triton_module():
+    """`tse_cli.models.scan_triton`, or None when Triton does not import (e.g. torch's CPU-only wheels)."""
+    try:
+        from tse_cli.models import scan_triton
+    except Exception:  # ImportError, or a broken Triton install failing in its own import
+        return None
+    return scan_triton
+
+
+def triton_available() -> bool:
+    """True when the project's Triton kernels import (CUDA tensors; any tensors under TRITON_INTERPRET=1)."""
+    return _triton_module() is not None
+
+
+@functools.cache
+def _notice_no_fused_scan() -> None:
     warnings.warn(
-        "tse: CUDA tensors but mamba_ssm is not installed (pip install 'tse-cli[cuda]'); "
+        "tse: CUDA tensors but neither mamba_ssm (pip install 'tse-cli[cuda]') nor Triton imports; "
         "using the slower pure-PyTorch reference scan",
         RuntimeWarning,
         stacklevel=4,
@@ -81,11 +99,12 @@ def _notice_no_mamba_ssm() -> None:
 
 
 def resolve_backend(backend: str = "auto", tensor: Tensor | None = None) -> str:
-    """The concrete backend (`reference`, `naive` or `cuda`) for a scan over `tensor`'s device and dtype.
+    """The concrete backend (`reference`, `naive`, `cuda` or `triton`) for a scan over `tensor`'s device and dtype.
 
-    `auto` reads the environment variable TSE_SCAN_BACKEND first; then picks `cuda` for CUDA tensors in
-    float32/float16/bfloat16 when mamba_ssm imports (a one-time notice when it does not), `reference` otherwise.
-    An explicit `cuda` on CPU tensors or without mamba_ssm is an error, never a silent fallback.
+    `auto` reads the environment variable TSE_SCAN_BACKEND first; then, for CUDA tensors in float32/float16/
+    bfloat16, picks `cuda` when mamba_ssm imports, else `triton` when Triton does (a one-time notice when
+    neither does); `reference` otherwise. An explicit `cuda` or `triton` that cannot run (CPU tensors, float64,
+    missing package) is an error, never a silent fallback.
     """
     source = "backend"
     if backend == "auto" and os.environ.get(ENV_VAR):
@@ -98,13 +117,27 @@ def resolve_backend(backend: str = "auto", tensor: Tensor | None = None) -> str:
             return "reference"
         if mamba_ssm_available():
             return "cuda"
-        _notice_no_mamba_ssm()
+        if triton_available():
+            return "triton"
+        _notice_no_fused_scan()
         return "reference"
     if backend == "cuda":
         if not on_cuda:
             raise ValueError(f"scan backend 'cuda' (from {source}) needs CUDA tensors")
         if not mamba_ssm_available():
             raise RuntimeError(f"scan backend 'cuda' (from {source}) needs mamba_ssm: pip install 'tse-cli[cuda]'")
+    if backend == "triton":
+        if not triton_available():
+            raise RuntimeError(
+                f"scan backend 'triton' (from {source}) needs Triton (it comes with torch's CUDA wheels)"
+            )
+        if not on_cuda and not _triton_module().interpreting():
+            raise ValueError(
+                f"scan backend 'triton' (from {source}) needs CUDA tensors (or TRITON_INTERPRET=1 for Triton's CPU "
+                "interpreter, set before tse is imported)"
+            )
+        if tensor is not None and tensor.dtype == torch.float64:
+            raise ValueError(f"scan backend 'triton' (from {source}) computes in float32: float64 needs 'reference'")
     return backend
 
 
@@ -143,8 +176,9 @@ def selective_scan(
     if chunk_size is not None and chunk_size < 1:
         raise ValueError(f"selective_scan: chunk_size must be >= 1, got {chunk_size}")
     name = resolve_backend(backend, u)
-    if name == "cuda":
-        y, last = _cuda_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state)
+    if name in ("cuda", "triton"):
+        fused = _cuda_scan if name == "cuda" else _triton_module().triton_scan
+        y, last = fused(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state)
         return (y, last) if return_last_state else y
 
     compute = torch.float64 if u.dtype == torch.float64 else torch.float32
