@@ -15,6 +15,26 @@ from pathlib import Path
 from typing import Any
 
 SECTION = "1"
+
+# The variables tse reads, for the ENVIRONMENT section of tse(1).
+ENVIRONMENT = (
+    ("HF_HOME, HF_HUB_CACHE", "Where huggingface_hub keeps downloaded weights (default ~/.cache/huggingface)."),
+    ("HF_HUB_OFFLINE", "When true, never touch the network: weights must already be in the cache."),
+    ("HF_ENDPOINT", "The Hub address (default https://huggingface.co), e.g. a mirror."),
+    ("TSE_CACHE", "tse's own cache of URL downloads and converted checkpoints (default $HF_HOME/tse)."),
+    ("TSE_REGISTRY", "Extra weights.toml files, separated by colons; their entries override the packaged ones."),
+    (
+        "TSE_SCAN_BACKEND",
+        "Force the selective-scan backend of Mamba layers: reference (pure PyTorch), naive (the plain loop), "
+        "cuda (mamba_ssm's kernel) or triton (tse's Triton kernels). Default: cuda, else triton, on CUDA "
+        "tensors; reference otherwise.",
+    ),
+    (
+        "OMP_WAIT_POLICY",
+        "tse sets PASSIVE unless already set: waiting OpenMP threads sleep instead of spinning, which keeps CPU "
+        "extraction fast on busy machines.",
+    ),
+)
 _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
 _LIST_TYPE = re.compile(r"^list\[(.*)\]$")
 
@@ -162,6 +182,10 @@ def render(path: list[str], command: Any, ctx: Any, version: str) -> str:
                 f"\\fB{escape(child_name)}\\fR",
                 f"{escape(summary(child))}; see \\fB{escape(child_page)}\\fR(1).",
             ]
+    if len(path) == 1:
+        lines.append(".SH ENVIRONMENT")
+        for variable, meaning in ENVIRONMENT:
+            lines += [".TP", f"\\fB{escape(variable)}\\fR", escape(meaning)]
     related = [page_name(path[:i]) for i in range(1, len(path))]
     related += [page_name([*path, child_name]) for child_name, _ in children]
     if related:
