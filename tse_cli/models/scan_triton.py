@@ -97,11 +97,12 @@ def _chunk_states(
 def _forward_kernel(
     u_ptr, su_b, su_d, su_t, delta_ptr, sdl_b, sdl_d, sdl_t, A_ptr, sA_d, sA_n,
     B_ptr, sB_b, sB_n, sB_t, C_ptr, sC_b, sC_n, sC_t, D_ptr, z_ptr, sz_b, sz_d, sz_t, bias_ptr, h0_ptr,
-    y_ptr, sy_b, sy_d, sy_t, states_ptr, length, chunks, d_inner, d_state,
+    y_ptr, sy_b, sy_d, sy_t, states_ptr, ss_b, ss_c, length, chunks, d_inner, d_state,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_H0: tl.constexpr,
     SOFTPLUS: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_T: tl.constexpr,
 ):  # fmt: skip
-    """y (batch, d_inner, length) and the state at the end of every chunk (batch, chunks, d_inner, d_state)."""
+    """y (batch, d_inner, length) and the state at the end of every chunk into `states` (batch, chunks, d_inner,
+    d_state), or with chunk stride ss_c = 0 only the last state (batch, 1, d_inner, d_state)."""
     block, b = tl.program_id(0), tl.program_id(1).to(tl.int64)  # 64-bit offsets for large batches
     offs_d = block * BLOCK_D + tl.arange(0, BLOCK_D)
     offs_n = tl.arange(0, BLOCK_N)
@@ -138,7 +139,7 @@ def _forward_kernel(
         tl.store(y_ptr + offs_d[:, None] * sy_d + offs_t[None, :] * sy_t, y, mask=mask_dt)
         # masked steps are identities, so the last column is the state after the chunk's last real step
         h = tl.sum(tl.where(last_step[None, None, :], hs, 0.0), axis=2)
-        tl.store(states_ptr + (b * chunks + c) * d_inner * d_state + state_offs, h, mask=mask_dn)
+        tl.store(states_ptr + b * ss_b + c * ss_c + state_offs, h, mask=mask_dn)
         c += 1
 
 
@@ -289,10 +290,13 @@ class _SelectiveScan(torch.autograd.Function):
         ctx.h0_dtype = None if h0 is None else h0.dtype
         h0 = None if h0 is None else h0.float().contiguous()
         y = torch.empty_like(u)
-        states = u.new_empty(batch, triton.cdiv(length, BLOCK_T), d_inner, d_state, dtype=torch.float32)
+        chunks = triton.cdiv(length, BLOCK_T)
+        # the backward pass restarts from every chunk's end state; inference keeps only the last one
+        keep = chunks if any(ctx.needs_input_grad) else 1
+        states = u.new_empty(batch, keep, d_inner, d_state, dtype=torch.float32)
         _forward_kernel[(triton.cdiv(d_inner, BLOCK_D), batch)](
-            *_common_args(u, delta, A, B, C, D, z, delta_bias, h0), y, *y.stride(), states,
-            length, states.shape[1], d_inner, d_state,
+            *_common_args(u, delta, A, B, C, D, z, delta_bias, h0), y, *y.stride(),
+            states, states.stride(0), states.stride(1) if keep > 1 else 0, length, chunks, d_inner, d_state,
             **_constants(D, z, delta_bias, h0, softplus, d_state), num_warps=FORWARD_WARPS,
         )  # fmt: skip
         ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, h0, states)
