@@ -1,5 +1,8 @@
 """Shared pieces of the bench scripts: the machine description, median timing, the published Waveformer anchor,
-the printed table and the JSON results file (bench/results/<name>.json, git-ignored)."""
+the printed table and the JSON results file (bench/results/<name>.json, git-ignored).
+
+torch is imported only where it is used, so that a bench without torch (mix.py) and its spawned workers, which
+import the bench's module again, do not pay for it."""
 
 from __future__ import annotations
 
@@ -14,16 +17,20 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 RESULTS = Path(__file__).resolve().parent / "results"
 WAVEFORMER_ENV = "TSE_BENCH_WAVEFORMER_REPO"  # path of a checkout of github.com/vb000/Waveformer
 
 
 def machine() -> dict[str, Any]:
-    """CPU model (lscpu), core count, load average, torch version and threads, GPU name when present."""
+    """CPU model (lscpu), core count, load average, torch version and threads, GPU name when present, the command
+    and the UTC time."""
+    import torch
+
     model = platform.processor() or platform.machine()
     try:
         lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
@@ -42,6 +49,7 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "environment": {k: os.environ[k] for k in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS") if k in os.environ},
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 
 
@@ -96,6 +104,8 @@ def published_anchor_args(parser: argparse.ArgumentParser, threads: int) -> Call
     parser.add_argument("--waveformer-repo", default=None, help=f"Waveformer checkout (default ${WAVEFORMER_ENV})")
 
     def parse() -> tuple[Any, type | None, str]:
+        import torch
+
         args = parser.parse_args()
         torch.set_num_threads(args.threads)
         torch.manual_seed(0)

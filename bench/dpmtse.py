@@ -1,6 +1,6 @@
 """Seconds per 10 s clip for DPM-TSE at 50 DDIM steps, on CPU (2 threads) and on CUDA when one is present.
 
-    .venv/bin/python bench/dpmtse.py [--arch dpm-tse] [--steps 50] [--cpu-steps 2] [--threads 2] [--json PATH]
+    .venv/bin/python bench/dpmtse.py [--arch dpm-tse] [--steps 50] [--cpu-steps 2] [--threads 2]
 
 Random weights of the published size (timing does not depend on their values), one 10 s clip (1000 mel frames),
 one class, eta 1, float32. Each device is timed in parts after a warm-up: the mel front end, the DDIM loop
@@ -8,27 +8,23 @@ one class, eta 1, float32. Each device is timed in parts after a warm-up: the me
 vocoder. Where fewer steps than `--steps` were run, the clip time is extrapolated as
 mel + steps x (seconds per step) + vocoder, and the table says so. The U-Net's GMAC per step (counted on the
 meta device) gives the achieved GMAC/s; CPU/wall (process CPU seconds per wall second in the DDIM loop, about
-the thread count on an idle machine) shows whether the CPU was shared. Prints a table and writes JSON
-(default bench/results/dpmtse.json).
+the thread count on an idle machine) shows whether the CPU was shared. Prints a table and writes
+bench/results/dpmtse.json.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
+from common import machine, print_table, write_results
 
 from tse_cli.classes import class_index, multi_hot
 from tse_cli.models import create
 from tse_cli.models.dpmtse import class_labels
 
-RESULTS = Path(__file__).resolve().parent / "results"
 CLIP_SECONDS = 10.0
 
 
@@ -74,7 +70,7 @@ def measure(arch: str, device: torch.device, steps: int, timed_steps: int) -> di
     vocoder_s, _ = _timed(lambda: model.vocode(mel, mixture.shape[-1]), device)
     per_step = loop_s / timed_steps
     return {
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",  # the CPU model: meta
         "threads": torch.get_num_threads() if device.type == "cpu" else None,
         "steps_timed": timed_steps,
         "mel_s": round(mel_s, 4),
@@ -92,39 +88,32 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=50, help="DDIM steps per clip")
     parser.add_argument("--cpu-steps", type=int, default=2, help="steps actually run on CPU (then extrapolated)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads")
-    parser.add_argument("--json", type=Path, default=RESULTS / "dpmtse.json")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
-    rows = {"cpu": measure(args.arch, torch.device("cpu"), args.steps, min(args.cpu_steps, args.steps))}
-    rows["cuda"] = (
-        measure(args.arch, torch.device("cuda"), args.steps, args.steps) if torch.cuda.is_available() else None
-    )
-
-    print(f"DPM-TSE ({args.arch}), one 10 s clip at 16 kHz, {args.steps} DDIM steps, float32, batch 1")
+    rows = [measure(args.arch, torch.device("cpu"), args.steps, min(args.cpu_steps, args.steps))]
+    if torch.cuda.is_available():
+        rows.append(measure(args.arch, torch.device("cuda"), args.steps, args.steps))
+    else:
+        rows.append({"device": "cuda", "note": "not measured (no CUDA GPU)"})
     gmac = unet_gmac_per_step(args.arch)
-    print(f"{'device':<8}{'mel s':>9}{'s/step':>10}{'vocoder s':>11}{'s per clip':>12}{'x realtime':>12}  note")
-    for name, row in rows.items():
-        if row is None:
-            print(f"{name:<8}{'not measured (no CUDA GPU)':>54}")
-            continue
-        note = f"extrapolated from {row['steps_timed']} steps" if row["extrapolated"] else "measured"
-        if row["threads"]:
-            note += f", {row['threads']} threads, CPU/wall {row['loop_cpu_per_wall']}"
-        note += f", {gmac / row['per_step_s']:.0f} GMAC/s"
-        speed = CLIP_SECONDS / row["clip_s"]
-        print(
-            f"{name:<8}{row['mel_s']:>9.3f}{row['per_step_s']:>10.3f}{row['vocoder_s']:>11.3f}"
-            f"{row['clip_s']:>12.2f}{speed:>12.3f}  {note}"
-        )
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    print(f"load average at the end: {load:.2f} on {os.cpu_count()} cores" if load is not None else "")
-    print(f"U-Net: {gmac:.1f} GMAC per step over a 10 s window")
-    report = {"arch": args.arch, "steps": args.steps, "clip_seconds": CLIP_SECONDS, "load_average": load}
-    report |= {"unet_gmac_per_step": round(gmac, 2), **rows}
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    for row in rows:
+        if "clip_s" in row:
+            row["x_realtime"] = CLIP_SECONDS / row["clip_s"]
+            row["gmac_per_s"] = gmac / row["per_step_s"]
+            row["note"] = f"extrapolated from {row['steps_timed']} steps" if row["extrapolated"] else "measured"
+
+    columns = ["device", "threads", "mel s", "s/step", "vocoder s", "s per clip", "x real time"]
+    columns += ["GMAC/s", "CPU/wall", "note"]
+    keys = ["device", "threads", "mel_s", "per_step_s", "vocoder_s", "clip_s", "x_realtime"]
+    keys += ["gmac_per_s", "loop_cpu_per_wall", "note"]
+    title = (
+        f"DPM-TSE ({args.arch}), one 10 s clip at 16 kHz, {args.steps} DDIM steps, float32, batch 1; "
+        f"U-Net {gmac:.1f} GMAC per step"
+    )
+    print_table(title, columns, [[row.get(k) for k in keys] for row in rows])
+    meta = machine() | {"arch": args.arch, "steps": args.steps, "clip_seconds": CLIP_SECONDS}
+    write_results("dpmtse", meta | {"unet_gmac_per_step": gmac}, rows)
 
 
 if __name__ == "__main__":

@@ -1,21 +1,19 @@
 """Peak RSS of `tse extract` on a 60-minute input against a 1-minute input (target: within 1.2x).
 
-    .venv/bin/python bench/memory.py [--minutes 1 60] [--rate 48000] [--channels 1] [--workdir DIR] [--json PATH]
+    .venv/bin/python bench/memory.py [--minutes 1 60] [--rate 48000] [--channels 1] [--workdir DIR]
 
 Writes the inputs with soundfile in blocks (a quiet noise floor with tones, `--rate` Hz, PCM_16), saves a tiny
 Waveformer checkpoint (random weights: memory does not depend on their values), and runs the real command
 `tse extract IN -c Cough --checkpoint DIR -o OUT` once per input, each in its own subprocess that reports its
 own peak resident set size (`ru_maxrss`). The default 48 kHz input takes the whole path: resampling to the
 model's 44.1 kHz and back, streaming with carried state, atomic block writes. Prints a table with the ratio
-(and the difference in MB) against the shortest input and writes JSON (default bench/results/memory.json).
+(and the difference in MB) against the shortest input and writes bench/results/memory.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import subprocess
 import sys
@@ -25,10 +23,11 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+from common import machine, print_table, write_results
 
-RESULTS = Path(__file__).resolve().parent / "results"
 BLOCK_SECONDS = 10
 TARGET_RATIO = 1.2
+THREADS = 1  # torch threads of every process (the JSON's meta records this process's)
 
 
 def write_input(path: Path, minutes: float, rate: int, channels: int) -> None:
@@ -49,6 +48,7 @@ def make_checkpoint(directory: Path) -> Path:
     from tse_cli.checkpoint import save_checkpoint
     from tse_cli.models import create
 
+    torch.set_num_threads(THREADS)
     torch.manual_seed(0)
     return save_checkpoint(create("waveformer-large", enc_dim=32, dec_dim=16, num_enc_layers=2), directory)
 
@@ -57,7 +57,7 @@ def child(report: Path, argv: list[str]) -> None:
     """Run `tse` in this process and write its exit code and peak RSS (bytes) to `report`."""
     import torch
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(THREADS)
     from tse_cli.cli import app
 
     start = time.perf_counter()
@@ -87,7 +87,6 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=48000, help="input sample rate (Hz)")
     parser.add_argument("--channels", type=int, default=1)
     parser.add_argument("--workdir", type=Path, default=None, help="where inputs/outputs go (default: a temp dir)")
-    parser.add_argument("--json", type=Path, default=RESULTS / "memory.json")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args, rest = parser.parse_known_args()
     if args.child:
@@ -112,18 +111,19 @@ def main() -> None:
         row["ratio"] = row["peak_rss"] / base
         row["rtf"] = row["seconds"] / (row["minutes"] * 60)
 
-    print(f"tse extract peak RSS ({args.rate} Hz, {args.channels} ch, PCM_16 in/out, tiny Waveformer, 1 thread)")
-    print(f"{'input':>10} {'file MB':>9} {'peak RSS MB':>12} {'+MB':>7} {'ratio':>7} {'wall s':>8} {'RTF':>7}")
-    for row in rows:
-        print(
-            f"{row['minutes']:>8g} m {row['input_bytes'] / 2**20:>9.1f} {row['peak_rss'] / 2**20:>12.1f} "
-            f"{(row['peak_rss'] - base) / 2**20:>7.1f} {row['ratio']:>7.3f} {row['seconds']:>8.1f} {row['rtf']:>7.3f}"
-        )
+    columns = ["input min", "file MB", "peak RSS MB", "+MB", "ratio", "wall s", "RTF"]
+    table = [
+        [f"{row['minutes']:g}", row["input_bytes"] / 2**20, row["peak_rss"] / 2**20]
+        + [(row["peak_rss"] - base) / 2**20, row["ratio"], row["seconds"], row["rtf"]]
+        for row in rows
+    ]
+    title = f"tse extract peak RSS ({args.rate} Hz, {args.channels} ch, PCM_16 in/out, tiny Waveformer"
+    title += f", {THREADS} torch thread(s))"
+    print_table(title, columns, table)
     worst = max(row["ratio"] for row in rows)
     print(f"worst ratio {worst:.3f} (target <= {TARGET_RATIO}): {'OK' if worst <= TARGET_RATIO else 'OVER'}")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"rate": args.rate, "channels": args.channels, "python": platform.python_version(), "cpus": os.cpu_count()}
-    args.json.write_text(json.dumps({"meta": meta, "rows": rows, "target_ratio": TARGET_RATIO}, indent=2) + "\n")
+    meta = machine() | {"rate": args.rate, "channels": args.channels, "target_ratio": TARGET_RATIO}
+    write_results("memory", meta, rows)
 
 
 if __name__ == "__main__":

@@ -11,19 +11,17 @@ bench/results/mix.json. Target: at least 50 mixtures/s with 2 jobs once sources 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import resource
 import shutil
 import tempfile
-import time
 from pathlib import Path
+
+from common import machine, print_table, write_results
 
 from tse_cli.data.build import Options, build
 from tse_cli.data.synthetic import SyntheticSize, write_corpus
 
-RESULTS = Path(__file__).resolve().parent / "results"
+TARGET = 50  # mixtures per second with 2 jobs
 
 
 def _cpu_seconds() -> float:
@@ -77,37 +75,17 @@ def main() -> None:
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)
 
-    print(f"tse mix dpm-tse, {args.count} ten-second 16 kHz mixtures per run (synthetic sources)")
-    print(f"{'run':<24}{'jobs':>6}{'mix s':>10}{'mixtures/s':>13}{'vs jobs 1':>11}{'CPU s':>9}{'mix/CPU s':>11}")
+    rows = [{"run": "cold (decoding)", **cold}] + [{"run": "warm (cached sources)", **r} for r in warm]
     base = warm[0]["mixtures_per_s"]
-    for label, r in [("cold (decoding)", cold)] + [("warm (cached sources)", r) for r in warm]:
-        ratio = f"{r['mixtures_per_s'] / base:.2f}x" if label.startswith("warm") else ""
-        print(
-            f"{label:<24}{r['jobs']:>6}{r['mix_s']:>10.2f}{r['mixtures_per_s']:>13.1f}{ratio:>11}"
-            f"{r['cpu_s']:>9.1f}{r['mixtures_per_cpu_s']:>11.1f}"
-        )
-    print(
-        f"load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (wall-clock rates are noisy)"
-    )
+    for row in rows[1:]:
+        row["vs_first_warm"] = row["mixtures_per_s"] / base
+    columns = ["run", "jobs", "mix s", "mixtures/s", f"vs jobs {args.jobs[0]}", "CPU s", "mix/CPU s"]
+    keys = ["run", "jobs", "mix_s", "mixtures_per_s", "vs_first_warm", "cpu_s", "mixtures_per_cpu_s"]
+    title = f"tse mix dpm-tse, {args.count} ten-second 16 kHz mixtures per run (synthetic sources)"
+    print_table(title, columns, [[row.get(k) for k in keys] for row in rows])
     print(f"byte-identical across runs: {same}; source scan (cold): {cold['scan_s']:.1f} s")
-    RESULTS.mkdir(exist_ok=True)
-    report = {
-        "bench": "mix",
-        "recipe": "dpm-tse",
-        "count": args.count,
-        "cold": cold,
-        "warm": warm,
-        "byte_identical": same,
-        "target_mixtures_per_s_2_jobs": 50,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "loadavg": os.getloadavg(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-        },
-        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    (RESULTS / "mix.json").write_text(json.dumps(report, indent=1) + "\n")
+    meta = machine() | {"recipe": "dpm-tse", "count": args.count, "byte_identical": same}
+    write_results("mix", meta | {"target_mixtures_per_s_2_jobs": TARGET}, rows)
 
 
 if __name__ == "__main__":

@@ -12,17 +12,13 @@ where it would take minutes and gigabytes under autograd (--max-naive-grad-steps
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
+from common import machine, print_table, write_results
 
 from tse_cli.models.scan import mamba_ssm_available, selective_scan
-
-RESULTS = Path(__file__).resolve().parent / "results" / "scan.json"
 
 
 def make_inputs(batch: int, d_inner: int, d_state: int, length: int, device: str, dtype: torch.dtype) -> dict:
@@ -85,7 +81,6 @@ def main() -> None:
     parser.add_argument("--d-state", type=int, default=16)
     parser.add_argument("--passes", nargs="+", choices=["fwd", "fwd+bwd"], default=["fwd", "fwd+bwd"])
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--output", type=Path, default=RESULTS, help="JSON results file")
     parser.add_argument("--repeats", type=int, default=1, help="timed rounds after the warm-up round (best kept)")
     parser.add_argument("--max-steps", type=int, default=80000, help="batch*length cap, CPU forward rows")
     parser.add_argument("--max-grad-steps", type=int, default=20000, help="batch*length cap, CPU fwd+bwd rows")
@@ -104,12 +99,8 @@ def main() -> None:
                 if not grad or batch * length <= args.max_naive_grad_steps:
                     backends.append("naive")
                 t = timed({b: runner(inputs, b, grad) for b in backends}, args.repeats, "cpu")
-                rows.append(
-                    _row("cpu", "float32", grad, batch, length, "naive", t.get("naive"), "reference", t["reference"])
-                )
-                print(_format(rows[-1]), flush=True)
+                rows.append(_row("cpu", "float32", grad, batch, length, "naive", "reference", t))
 
-    cuda_rows = []
     if torch.cuda.is_available() and mamba_ssm_available():
         for dtype in (torch.float32, torch.bfloat16):
             for grad in [p == "fwd+bwd" for p in args.passes]:
@@ -118,31 +109,26 @@ def main() -> None:
                         inputs = make_inputs(batch, args.d_inner, args.d_state, length, "cuda", dtype)
                         t = timed({b: runner(inputs, b, grad) for b in ("reference", "cuda")}, args.repeats, "cuda")
                         name = str(dtype).removeprefix("torch.")
-                        cuda_rows.append(
-                            _row("cuda", name, grad, batch, length, "reference", t["reference"], "cuda", t["cuda"])
-                        )
-                        print(_format(cuda_rows[-1]), flush=True)
+                        rows.append(_row("cuda", name, grad, batch, length, "reference", "cuda", t))
     else:
         why = "no CUDA GPU" if not torch.cuda.is_available() else "mamba_ssm not installed"
-        print(f"cuda rows: not measured ({why})")
-    rows += cuda_rows or [{"device": "cuda", "status": "not measured"}]
+        rows.append({"device": "cuda", "note": f"not measured ({why})"})
 
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    meta = {
-        "threads": args.threads,
-        "d_inner": args.d_inner,
-        "d_state": args.d_state,
-        "torch": torch.__version__,
-        "cpu": platform.processor() or platform.machine(),
-        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-    }
-    tmp = args.output.with_name(args.output.name + ".tmp")
-    tmp.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    tmp.replace(args.output)
-    print(f"wrote {args.output}")
+    columns = ["device", "dtype", "pass", "batch", "length", "baseline", "baseline s", "backend", "backend s"]
+    keys = ["device", "dtype", "pass", "batch", "length", "baseline", "baseline_s", "backend", "backend_s"]
+    table = [[row.get(k) for k in [*keys, "speedup", "note"]] for row in rows]
+    title = (
+        f"Selective scan, d_inner {args.d_inner}, d_state {args.d_state}, {args.threads} CPU thread(s), "
+        f"best of {args.repeats} round(s) (speed-up: baseline s / backend s)"
+    )
+    print_table(title, [*columns, "speed-up", "note"], table)
+    meta = machine() | {"d_inner": args.d_inner, "d_state": args.d_state, "repeats": args.repeats}
+    write_results("scan", meta, rows)
 
 
-def _row(device, dtype, grad, batch, length, base, base_s, new, new_s) -> dict:
+def _row(device: str, dtype: str, grad: bool, batch: int, length: int, base: str, new: str, times: dict) -> dict:
+    """One result row from `times` (backend -> best seconds), where the baseline `base` may be missing (skipped)."""
+    base_s, new_s = times.get(base), times[new]
     return {
         "device": device,
         "dtype": dtype,
@@ -154,16 +140,8 @@ def _row(device, dtype, grad, batch, length, base, base_s, new, new_s) -> dict:
         "backend": new,
         "backend_s": new_s,
         "speedup": None if base_s is None else base_s / new_s,
+        "note": "baseline skipped (--max-naive-grad-steps)" if base_s is None else "",
     }
-
-
-def _format(row: dict) -> str:
-    base = "skipped" if row["baseline_s"] is None else f"{row['baseline_s']:8.3f}s"
-    speedup = "" if row["speedup"] is None else f"x{row['speedup']:.1f}"
-    return (
-        f"{row['device']:4} {row['dtype']:8} {row['pass']:7} B={row['batch']:<3} L={row['length']:<6} "
-        f"{row['baseline']:>9} {base:>9}  {row['backend']:>9} {row['backend_s']:8.3f}s  {speedup}"
-    )
 
 
 if __name__ == "__main__":

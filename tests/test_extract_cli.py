@@ -317,7 +317,7 @@ def stand_in(monkeypatch: pytest.MonkeyPatch):
     asked: list[str] = []
 
     def use(model: nn.Module) -> list[str]:
-        def load_model(spec: str, device: str = "cpu") -> nn.Module:
+        def load_model(spec: str, device: str = "cpu", registry: dict | None = None) -> nn.Module:
             asked.append(spec)
             return model
 

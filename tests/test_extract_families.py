@@ -95,7 +95,7 @@ def test_single_class_model_refuses_unions_before_any_audio(tmp_path: Path, chec
 
 
 def test_registry_single_class_model_refuses_unions_before_download(tmp_path: Path, monkeypatch) -> None:
-    def load_model(spec: str, device: str = "cpu"):
+    def load_model(spec: str, device: str = "cpu", registry: dict | None = None):
         raise AssertionError(f"{spec} was loaded (downloaded) before the usage error")
 
     monkeypatch.setattr("tse_cli.weights.load_model", load_model)

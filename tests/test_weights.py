@@ -128,10 +128,16 @@ def test_extra_registry_adds_and_overrides(tmp_path: Path, monkeypatch: pytest.M
 
 
 def test_unknown_names_suggest_close_ones():
-    with pytest.raises(weights.WeightsError, match="did you mean waveformer"):
-        weights.get_entry("wavefomer")
-    with pytest.raises(weights.WeightsError, match="not a checkpoint directory or a Hub repo"):
+    with pytest.raises(weights.UnknownModelError, match="did you mean waveformer[?]$"):
+        weights.load_model("wavefomer")
+    with pytest.raises(weights.UnknownModelError) as err:
         weights.resolve("dpm_tse")
+    assert (
+        str(err.value)
+        == "unknown model 'dpm_tse': not a checkpoint directory or a registry name; did you mean dpm-tse?"
+    )
+    with pytest.raises(weights.UnknownModelError, match="; registry names: demo, dpm-tse, waveformer$"):
+        weights.resolve("xyz")
 
 
 def test_load_model_from_checkpoint_directory(tmp_path: Path):
@@ -194,8 +200,64 @@ def test_models_info_dpm_tse_counts_unet_and_vocoder():
 
 
 def test_models_info_and_download_errors():
-    result = runner.invoke(app, ["models", "info", "wavemamba-smal"])
-    assert result.exit_code == 1 and "did you mean wavemamba-small" in result.output
+    result = runner.invoke(app, ["models", "info", "wavemamba-smal"])  # info describes bare architectures too
+    assert result.exit_code == 1 and "or an architecture; did you mean wavemamba-small" in result.output
+    result = runner.invoke(app, ["extract", "x.wav", "--model", "wavemamba-smal", "-c", "Cough", "-o", "o.wav"])
+    assert result.exit_code == 1 and "registry name; registry names: demo" in result.output
     assert runner.invoke(app, ["models", "download"]).exit_code == 2
     offline = runner.invoke(app, ["models", "download", "waveformer"])
     assert offline.exit_code == 1 and "tse models download waveformer" in offline.output
+
+
+@pytest.mark.parametrize(
+    "name, hint, info_hint",
+    [
+        ("wavefomer", "did you mean waveformer?", "did you mean waveformer, waveformer-small, waveformer-large?"),
+        ("Demo", "did you mean demo?", "did you mean demo?"),
+        ("zzz", "registry names: demo, dpm-tse, waveformer", "registry names: demo, dpm-tse, waveformer"),
+    ],
+)
+def test_unknown_model_reads_the_same_in_every_command(tmp_path: Path, name: str, hint: str, info_hint: str):
+    """One line, one wording, exit 1 and nothing written; `models info` also accepts (and suggests) architectures."""
+    line = f"error: unknown model {name!r}: not a checkpoint directory or a registry name; {hint}\n"
+    info_line = f"error: unknown model {name!r}: not a checkpoint directory, a registry name or an architecture; "
+    info_line += f"{info_hint}\n"
+    commands = {
+        "info": ["models", "info", name],
+        "download": ["models", "download", name],
+        "extract": [
+            "extract",
+            str(tmp_path / "mix.wav"),
+            "--model",
+            name,
+            "-c",
+            "Cough",
+            "-o",
+            str(tmp_path / "o.wav"),
+        ],
+    }
+    for command, args in commands.items():
+        result = runner.invoke(app, args)
+        expected = info_line if command == "info" else line
+        assert (result.exit_code, result.stderr, result.stdout) == (1, expected, ""), command
+    assert not list(tmp_path.iterdir())
+
+
+def test_extract_reads_each_registry_file_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """`tse extract --model NAME` checks the class limit and loads the model from one reading of the registry."""
+    import soundfile as sf
+
+    extra = tmp_path / "mine.toml"
+    extra.write_text(ENTRY % ("0" * 64))
+    monkeypatch.setenv("TSE_REGISTRY", str(extra))
+    parsed: list[str] = []
+    parse = weights.parse_registry
+    monkeypatch.setattr(weights, "parse_registry", lambda text, origin: parsed.append(origin) or parse(text, origin))
+    sf.write(tmp_path / "mix.wav", 0.1 * torch.randn(4410).numpy(), 44100)
+    out = tmp_path / "out.wav"
+    for source in ("--model", "demo"), ("--checkpoint", str(hub.PACKAGE_DIR / "assets" / "demo")):
+        parsed.clear()
+        result = runner.invoke(app, ["extract", str(tmp_path / "mix.wav"), *source, "-c", "Cough", "-o", str(out)])
+        assert result.exit_code == 0 and out.is_file(), result.output
+        out.unlink()
+        assert sorted(parsed) == (sorted([str(weights.REGISTRY_PATH), str(extra)]) if source[0] == "--model" else [])

@@ -16,6 +16,7 @@ import json
 import os
 import re
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import import_module
 from pathlib import Path
@@ -44,6 +45,10 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 class WeightsError(ValueError):
     """A registry, name or checkpoint problem; the message is one line for the user."""
+
+
+class UnknownModelError(WeightsError):
+    """A model name that is none of the accepted kinds; the message suggests registry names (`unknown_model`)."""
 
 
 @dataclass(frozen=True)
@@ -142,14 +147,18 @@ def _parse_entry(name: str, table: Any, origin: str) -> Entry:
     )
 
 
-def get_entry(name: str, registry: dict[str, Entry] | None = None) -> Entry:
-    """The entry `name`; an unknown name raises WeightsError listing the closest names."""
-    registry = load_registry() if registry is None else registry
-    if name in registry:
-        return registry[name]
-    close = difflib.get_close_matches(name, list(registry), n=3, cutoff=0.5)
-    hint = f"; did you mean {', '.join(close)}?" if close else f"; known: {', '.join(sorted(registry))}"
-    raise WeightsError(f"unknown model {name!r}{hint}")
+def unknown_model(name: str, registry: dict[str, Entry], architectures: Iterable[str] = ()) -> UnknownModelError:
+    """The error for a model name that is not a checkpoint directory, a name in `registry` or (for commands that
+    describe bare architectures, `tse models info`) one of `architectures`, suggesting the closest accepted names
+    (the registry names when none is close). Every command that takes a model name reports an unknown one with it."""
+    kinds = (
+        "a checkpoint directory, a registry name or an architecture"
+        if architectures
+        else ("a checkpoint directory or a registry name")
+    )
+    close = difflib.get_close_matches(name, list(dict.fromkeys([*registry, *architectures])), n=3, cutoff=0.5)
+    hint = f"did you mean {', '.join(close)}?" if close else f"registry names: {', '.join(sorted(registry))}"
+    return UnknownModelError(f"unknown model {name!r}: not {kinds}; {hint}")
 
 
 def hub_entry(repo: str) -> Entry | None:
@@ -257,7 +266,10 @@ def convert_files(fmt: str, files: dict[str, Path], out: Path, origin: str = "")
 
 
 def resolve(name_or_path: str | Path, registry: dict[str, Entry] | None = None) -> Path:
-    """The checkpoint directory for a local directory, a registry name or a Hub repo `owner/repo[@rev]`."""
+    """The checkpoint directory for a local directory, a registry name or a Hub repo `owner/repo[@rev]`.
+
+    `registry` (default `load_registry()`, read only for names that are not local paths) lets a caller that has
+    already read the registry pass it on instead of parsing the files again."""
     text = str(name_or_path)
     path = Path(text).expanduser()
     if path.is_dir():
@@ -269,22 +281,20 @@ def resolve(name_or_path: str | Path, registry: dict[str, Entry] | None = None) 
         return checkpoint_dir(registry[text])
     entry = hub_entry(text)
     if entry is None:
-        try:
-            get_entry(text, registry)  # raises, naming the closest registry names
-        except WeightsError as err:
-            raise WeightsError(f"{err} (it is not a checkpoint directory or a Hub repo owner/repo either)") from None
+        raise unknown_model(text, registry)
     try:
         return checkpoint_dir(entry)
     except WeightsError as err:
         raise WeightsError(f"{err} ({text} is not a registry name or a local directory either)") from None
 
 
-def load_model(name_or_path: str, device: str = "cpu") -> nn.Module:
+def load_model(name_or_path: str, device: str = "cpu", registry: dict[str, Entry] | None = None) -> nn.Module:
     """Load a model in eval mode on `device` from a registry name (e.g. "waveformer"), a local checkpoint
-    directory, or a Hub repo `owner/repo[@revision]` holding config.json + model.safetensors."""
+    directory, or a Hub repo `owner/repo[@revision]` holding config.json + model.safetensors; `registry` as
+    for `resolve`."""
     from tse_cli.checkpoint import CheckpointError, load_checkpoint
 
-    folder = resolve(name_or_path)
+    folder = resolve(name_or_path, registry)
     try:
         return load_checkpoint(folder, device=device)
     except CheckpointError as err:

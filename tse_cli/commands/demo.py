@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from tse_cli.commands.models import fail
+
 
 def register(app: typer.Typer) -> None:
     """Add `tse demo` to the app."""
@@ -27,8 +29,7 @@ def demo(
     try:
         result = run_demo(out, seed=seed, target=target, model=model)
     except (ValueError, OSError) as err:
-        Console(stderr=True).print(f"[red]error:[/red] {err}", highlight=False)
-        raise typer.Exit(1) from None
+        raise fail(str(err)) from None
     console.print(
         f"scene (seed {result.seed}): [bold]{result.target}[/bold] + {', '.join(result.others)} over an ambience",
         highlight=False,

@@ -10,6 +10,8 @@ from typing import Any
 
 import typer
 
+from tse_cli.commands.models import fail
+
 
 def register(app: typer.Typer) -> None:
     """Add `tse eval` to the app."""
@@ -34,11 +36,9 @@ def evaluate(
 
     console = Console(stderr=True)
     if (model is None) == (checkpoint is None):
-        console.print("[red]error:[/red] give exactly one of --model NAME or --checkpoint DIR", highlight=False)
-        raise typer.Exit(2)
+        raise fail("give exactly one of --model NAME or --checkpoint DIR", code=2)
     if out is not None and out.suffix not in (".json", ".csv"):
-        console.print(f"[red]error:[/red] {out}: --out must end in .json or .csv", highlight=False)
-        raise typer.Exit(2)
+        raise fail(f"{out}: --out must end in .json or .csv", code=2)
     try:
         summary, records, name = _measure(
             data,
@@ -52,9 +52,8 @@ def evaluate(
             quiet,
             console,
         )
-    except (ValueError, OSError) as err:
-        console.print(f"[red]error:[/red] {err}", highlight=False)
-        raise typer.Exit(1) from None
+    except (ValueError, OSError) as err:  # one line, never wrapped or read as rich markup
+        raise fail(str(err)) from None
     Console().print(_table(summary, f"{name} on {data} ({split})"))
     if out is not None:
         _write_atomic(out, _render(out.suffix, summary, records, name, data, split))

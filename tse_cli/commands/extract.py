@@ -15,11 +15,14 @@ import string
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from tse_cli.commands.models import fail
+
+if TYPE_CHECKING:
+    from tse_cli.weights import Entry
 
 TEMPLATE_FIELDS = ("stem", "target", "model", "ext")
 DEFAULT_TEMPLATE = "{stem}_{target}.{ext}"
@@ -221,20 +224,29 @@ def pair_visual(planned: list[Planned], visual: Path | None) -> None:
 # the model -----------------------------------------------------------------------------------------------------
 
 
-def registry_max_classes(spec: str) -> int | None:
-    """`max_classes` of a registry model's architecture, known before its weights are downloaded (None for
-    directories, Hub repos and architectures without a limit)."""
+def load_net(spec: str, device: str, indices: list[int]) -> Any:
+    """The model `spec` (a checkpoint directory, registry name or Hub repo) loaded on `device`. A registry
+    model's class limit is checked against `indices` before its weights are downloaded; the registry is read
+    once for both (and not at all for a local path). Errors are one line (exit 1; 2 for too many classes)."""
+    from tse_cli.weights import UnknownModelError, WeightsError, load_model, load_registry
+
+    try:
+        registry = None if Path(spec).expanduser().exists() else load_registry()
+        check_class_count(spec, registry_max_classes(registry.get(spec) if registry else None), indices)
+        return load_model(spec, device=device, registry=registry)
+    except UnknownModelError as err:  # already names the model and suggests registry names
+        raise fail(str(err)) from None
+    except (WeightsError, OSError, ValueError) as err:
+        raise fail(f"cannot load model {spec!r}: {err}") from None
+
+
+def registry_max_classes(entry: Entry | None) -> int | None:
+    """`max_classes` of a registry entry's architecture, known before its weights are downloaded (None without an
+    entry, for an architecture tse does not know, or one without a limit)."""
     from importlib import import_module
 
     from tse_cli.models import ARCHITECTURES
-    from tse_cli.weights import WeightsError, load_registry
 
-    if Path(spec).expanduser().exists():
-        return None
-    try:
-        entry = load_registry().get(spec)
-    except WeightsError:
-        return None  # loading the model reports it
     if entry is None or entry.architecture not in ARCHITECTURES:
         return None
     module, cls, _ = ARCHITECTURES[entry.architecture]
@@ -435,13 +447,7 @@ def extract(
 
     # the model
     spec = checkpoint or model or DEFAULT_MODEL
-    from tse_cli.weights import WeightsError, load_model
-
-    check_class_count(spec, registry_max_classes(spec), indices)  # before any download
-    try:
-        net = load_model(spec, device=str(torch_device))
-    except (WeightsError, OSError, ValueError) as err:
-        raise fail(f"cannot load model {spec!r}: {err}") from None
+    net = load_net(spec, str(torch_device), indices)
     is_visual = getattr(net, "clue_kind", "class") == "visual"
     if is_visual and indices:
         raise fail(f"model {spec!r} takes a visual clue (--visual), not --class", code=2)

@@ -94,12 +94,11 @@ def describe(name: str) -> dict[str, Any]:
 
     Weights are never downloaded: the model is built from its architecture and config on the meta device.
     """
-    import difflib
     from pathlib import Path
 
     from tse_cli.checkpoint import read_config
     from tse_cli.models import ARCHITECTURES
-    from tse_cli.weights import WeightsError, cache_state, load_registry
+    from tse_cli.weights import cache_state, load_registry, unknown_model
 
     registry = load_registry()
     info: dict[str, Any] = {"name": name}
@@ -116,9 +115,7 @@ def describe(name: str) -> dict[str, Any]:
         arch, config = saved["arch"], saved.get("config", {})
         info["source"] = str(Path(name).resolve())
     else:
-        close = difflib.get_close_matches(name, [*registry, *ARCHITECTURES], n=3, cutoff=0.5)
-        hint = f"; did you mean {', '.join(close)}?" if close else f"; registry: {', '.join(registry)}"
-        raise WeightsError(f"unknown model {name!r} (not a registry name, architecture or checkpoint directory){hint}")
+        raise unknown_model(name, registry, ARCHITECTURES)
     return info | {"architecture": arch, "config": config} | model_stats(arch, config)
 
 

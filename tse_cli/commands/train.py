@@ -7,6 +7,8 @@ from typing import Any
 
 import typer
 
+from tse_cli.commands.models import fail
+
 
 def register(app: typer.Typer) -> None:
     """Add `tse train` to the app."""
@@ -70,8 +72,7 @@ def train(
             set_ or [],
         )
     except ValueError as err:
-        console.print(f"[red]error:[/red] {err}", highlight=False)
-        raise typer.Exit(2) from None
+        raise fail(str(err), code=2) from None
     _run(config, resume, resume and lr is not None, quiet, console)
 
 
@@ -121,6 +122,7 @@ def _run(config: Any, resume: bool, reset_lr: bool, quiet: bool, console: Any) -
     """Train with a rich progress display on rank 0; errors become one line and exit code 1."""
     import os
 
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from tse_cli.train.loop import TrainingError, train
@@ -144,7 +146,7 @@ def _run(config: Any, resume: bool, reset_lr: bool, quiet: bool, console: Any) -
         try:
             result = train(config, resume=resume, progress=progress, reset_lr=reset_lr)
         except (TrainingError, ValueError) as err:
-            console.print(f"[red]error:[/red] {err}", highlight=False)
+            console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)  # under the bar
             raise typer.Exit(1) from None
     if show:
         console.print(
