@@ -5,20 +5,19 @@ random in-memory batches, so data loading is not measured. CPU rows use a short 
 6 s x 16 batch takes minutes per step on a laptop CPU); the CUDA rows use the paper's batch 16 x 6 s in
 bfloat16 autocast, as `tse train` runs there.
 
-    python bench/train.py [--arch wavemamba-small --arch waveformer-small] [--threads 2] [--json out.json]
+    python bench/train.py [--arch wavemamba-small --arch waveformer-small] [--threads 2]
+
+Prints a table and writes bench/results/train.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
-import platform
 import time
 
 import torch
-from rich.console import Console
-from rich.table import Table
+from common import machine, print_table, write_results
 
 from tse_cli.models import create
 from tse_cli.train.loop import train_step
@@ -67,7 +66,6 @@ def main() -> None:
     parser.add_argument("--cpu-batch", type=int, default=2)
     parser.add_argument("--cpu-seconds", type=float, default=1.0)
     parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     archs = args.arch or ["wavemamba-small", "waveformer-small"]
@@ -76,19 +74,17 @@ def main() -> None:
         rows += [measure(arch, "cuda", 16, 6.0, 10 * args.steps, 3) for arch in archs]
     else:
         rows += [{"arch": arch, "device": "cuda", "note": "not measured (no CUDA GPU)"} for arch in archs]
-    table = Table(title=f"tse train step speed ({platform.processor() or platform.machine()}, {args.threads} threads)")
-    for column in ("arch", "device", "batch x seconds", "steps/s", "audio s/s"):
-        table.add_column(column)
-    for row in rows:
-        if "note" in row:
-            table.add_row(row["arch"], row["device"], "", row["note"], "")
-        else:
-            shape = f"{row['batch']} x {row['seconds']:g}"
-            table.add_row(row["arch"], row["device"], shape, f"{row['steps_per_s']:.3f}", f"{row['audio_s_per_s']:.2f}")
-    Console().print(table)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"threads": args.threads, "torch": torch.__version__, "rows": rows}, f, indent=2)
+    meta = machine()
+    print_table(
+        f"tse train step speed ({meta['cpu']}, {args.threads} threads)",
+        ["arch", "device", "batch x seconds", "steps/s", "audio s/s", "status"],
+        [
+            [row["arch"], row["device"], f"{row['batch']} x {row['seconds']:g}" if "batch" in row else None]
+            + [row.get("steps_per_s"), row.get("audio_s_per_s"), row.get("note", "measured")]
+            for row in rows
+        ],
+    )
+    write_results("train", meta, rows)
 
 
 if __name__ == "__main__":
