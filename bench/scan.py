@@ -1,5 +1,5 @@
 """Selective-scan speed: the chunked reference scan against the naive per-step loop (CPU), and the reference
-against mamba_ssm's kernel (CUDA, when a GPU is present).
+against each fused kernel, mamba_ssm's and tse's Triton kernels (CUDA, when a GPU is present).
 
     .venv/bin/python bench/scan.py                      # default grid, 1 thread
     .venv/bin/python bench/scan.py --threads 2 --batch 1 4 --length 1000 20000
@@ -18,7 +18,7 @@ from collections.abc import Callable
 import torch
 from common import machine, print_table, write_results
 
-from tse_cli.models.scan import mamba_ssm_available, selective_scan
+from tse_cli.models.scan import mamba_ssm_available, selective_scan, triton_available
 
 
 def make_inputs(batch: int, d_inner: int, d_state: int, length: int, device: str, dtype: torch.dtype) -> dict:
@@ -101,17 +101,19 @@ def main() -> None:
                 t = timed({b: runner(inputs, b, grad) for b in backends}, args.repeats, "cpu")
                 rows.append(_row("cpu", "float32", grad, batch, length, "naive", "reference", t))
 
-    if torch.cuda.is_available() and mamba_ssm_available():
+    kernels = [k for k, ok in (("cuda", mamba_ssm_available()), ("triton", triton_available())) if ok]
+    if torch.cuda.is_available() and kernels:
         for dtype in (torch.float32, torch.bfloat16):
             for grad in [p == "fwd+bwd" for p in args.passes]:
                 for batch in args.batch:
                     for length in args.length:
                         inputs = make_inputs(batch, args.d_inner, args.d_state, length, "cuda", dtype)
-                        t = timed({b: runner(inputs, b, grad) for b in ("reference", "cuda")}, args.repeats, "cuda")
+                        backends = ["reference", *kernels]
+                        t = timed({b: runner(inputs, b, grad) for b in backends}, args.repeats, "cuda")
                         name = str(dtype).removeprefix("torch.")
-                        rows.append(_row("cuda", name, grad, batch, length, "reference", "cuda", t))
+                        rows += [_row("cuda", name, grad, batch, length, "reference", k, t) for k in kernels]
     else:
-        why = "no CUDA GPU" if not torch.cuda.is_available() else "mamba_ssm not installed"
+        why = "no CUDA GPU" if not torch.cuda.is_available() else "neither mamba_ssm nor Triton imports"
         rows.append({"device": "cuda", "note": f"not measured ({why})"})
 
     columns = ["device", "dtype", "pass", "batch", "length", "baseline", "baseline s", "backend", "backend s"]
