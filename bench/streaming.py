@@ -10,12 +10,16 @@ samples, 9.4 ms), WaveMamba also in 32-sample chunks (0.7 ms, one frame), and th
 depend on the values). The published rows are skipped, with a note, when $TSE_BENCH_WAVEFORMER_REPO is unset.
 Each round streams the same audio through every row in turn; the median over rounds is reported. Before
 timing, every streamed output is checked against our offline forward (and the published stream against ours).
+Allocations per chunk: tensor allocations (count and KiB, with `tse_cli.models.streaming.count_allocations`)
+per streamed chunk in steady state, averaged over 26 chunks after 30 warm-up chunks (Waveformer at 32-sample
+chunks decodes one group every 13 chunks, hence the fractions).
 Prints a table and writes bench/results/streaming.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable
 
 import torch
@@ -23,9 +27,11 @@ import torch.nn.functional as F
 from common import median_times, published_anchor_args, published_waveformer, report
 
 from tse_cli.models import create
+from tse_cli.models.streaming import count_allocations
 
 MODELS = ["waveformer-large", "waveformer-small", "wavemamba-large", "wavemamba-small"]
 SAMPLE_RATE = 44100
+WARM_UP, COUNTED = 30, 26  # chunks before counting allocations, chunks counted
 
 
 def ours(model: torch.nn.Module, x: torch.Tensor, query: torch.Tensor, chunk: int) -> Callable[[], torch.Tensor]:
@@ -37,6 +43,29 @@ def ours(model: torch.nn.Module, x: torch.Tensor, query: torch.Tensor, chunk: in
         return torch.cat([*outs, streamer.flush()], dim=-1)
 
     return run
+
+
+def steady_allocations(step: Callable[[torch.Tensor], object], chunk: int) -> tuple[float, float]:
+    """Allocations and KiB per call of `step(piece)` on COUNTED `chunk`-sample pieces, after WARM_UP of them."""
+    pieces = (torch.randn(1, 1, chunk * (WARM_UP + COUNTED)) * 0.3).split(chunk, dim=-1)
+    for piece in pieces[:WARM_UP]:
+        step(piece)
+    counted = count_allocations(lambda: [step(piece) for piece in pieces[WARM_UP:]])
+    return counted.count / COUNTED, counted.bytes / 1024 / COUNTED
+
+
+def published_step(net: torch.nn.Module, query: torch.Tensor, L: int) -> Callable[[torch.Tensor], object]:
+    """The published Net's streaming step as `published` runs it: each chunk with its 2L samples of context."""
+    buffers, window = net.init_buffers(1, query.device), torch.zeros(1, 1, 2 * L)
+
+    @torch.inference_mode()
+    def step(piece: torch.Tensor) -> torch.Tensor:
+        nonlocal buffers, window
+        window = torch.cat((window[..., -2 * L :], piece), dim=-1)
+        out, *buffers = net(window, query, *buffers, pad=False)
+        return out
+
+    return step
 
 
 def published(
@@ -59,6 +88,7 @@ def published(
 
 
 def main() -> None:
+    os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # the profiler's "gpuGetDeviceCount failed" line without a GPU
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=MODELS, choices=MODELS)
     parser.add_argument("--seconds", type=float, default=4.0, help="audio streamed per round (416-sample rows)")
@@ -83,6 +113,7 @@ def main() -> None:
             runs[key] = ours(model, x, query, chunk)
             row = {"model": name, "implementation": "tse", "chunk": chunk, "seconds": x.shape[-1] / SAMPLE_RATE}
             row["max_abs_diff_vs_offline"] = (runs[key]() - offline).abs().max().item()
+            row["allocations_per_chunk"], row["kib_per_chunk"] = steady_allocations(model.streamer(query).feed, chunk)
             rows.append(row)
             if name.startswith("waveformer") and net_class is not None:
                 net = published_waveformer(model, net_class)
@@ -93,6 +124,8 @@ def main() -> None:
                 row = {"model": name, "implementation": "published", "chunk": chunk, "seconds": row["seconds"]}
                 row["max_abs_diff_vs_offline"] = (runs[key]() - offline).abs().max().item()
                 row["published_offline_vs_tse_offline"] = (theirs_offline - offline).abs().max().item()
+                counts = steady_allocations(published_step(net, query, model.L), chunk)
+                row["allocations_per_chunk"], row["kib_per_chunk"] = counts
                 rows.append(row)
     times = median_times(runs, args.repeats)
 
@@ -110,10 +143,11 @@ def main() -> None:
         row["vs_published"] = rtf[key] / rtf[anchor] if row["implementation"] == "tse" and anchor in rtf else None
 
     columns = ["model", "impl", "chunk", "latency ms", "RTF", "CPU RTF", "vs our Waveformer", "vs published"]
-    columns.append("max |stream - tse offline|")
+    columns += ["max |stream - tse offline|", "allocs/chunk", "KiB/chunk"]
     table = [
         [r["model"], r["implementation"], r["chunk"], r["latency_ms"], r["rtf"], r["cpu_rtf"]]
         + [r["vs_tse_waveformer"], r["vs_published"], f"{r['max_abs_diff_vs_offline']:.1e}"]
+        + [f"{r['allocations_per_chunk']:.1f}", f"{r['kib_per_chunk']:.1f}"]
         for r in rows
     ]
     title = (

@@ -110,8 +110,8 @@ def test_latency_is_exact(name: str) -> None:
 
 
 def _state_elements(streamer) -> int:
-    tensors = [streamer.samples, streamer.pending]
-    tensors += [b.buffer for b in (*streamer.encoder_state, *streamer.out_state)]
+    tensors = [streamer.partial, streamer.pending]
+    tensors += [b.buffer for b in (streamer.samples, *streamer.encoder_state, *streamer.out_state)]
     decoder = streamer.decoder_state
     tensors += [b.buffer for b in decoder] if isinstance(decoder, list) else list(decoder)
     return sum(t.numel() for t in tensors if t is not None)

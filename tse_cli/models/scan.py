@@ -209,15 +209,36 @@ def selective_scan_step(
     delta_softplus: bool = False,
     *,
     backend: str = "auto",
+    in_place: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """Streaming update: from `state` (batch, d_inner, d_state), scan a chunk of any length >= 1.
 
     Returns (y (batch, d_inner, length), new state). Feeding a sequence chunk by chunk gives the same outputs and
     final state as one `selective_scan` over the whole sequence (up to float rounding).
+    `in_place`: the new state is written into `state` (and returned). Short chunks on the reference backend
+    without autograd then run without allocating inside a streamer's `Scratch.active()` (y is a scratch tensor,
+    valid until the streamer's next chunk): `selective_scan`'s steps, with the intermediates in scratch memory.
     """
-    return selective_scan(
-        u, delta, A, B, C, D, z, delta_bias, delta_softplus, state, return_last_state=True, backend=backend
-    )
+    compute = torch.float64 if u.dtype == torch.float64 else torch.float32
+    fast = in_place and u.shape[-1] <= STREAM_LENGTH and state.dtype == u.dtype == compute
+    fast = fast and resolve_backend(backend, u) == "reference" and not _tracks_grad(u, delta, A, B, C, D, z, state)
+    if not fast:
+        y, last = selective_scan(
+            u, delta, A, B, C, D, z, delta_bias, delta_softplus, state, return_last_state=True, backend=backend
+        )
+        return (y, state.copy_(last)) if in_place else (y, last)
+    from tse_cli.models.streaming import scratch
+
+    if delta_bias is not None:
+        delta = torch.add(delta, delta_bias.to(compute)[:, None], out=scratch(delta))
+    if delta_softplus:  # F.softplus has no out= argument; this is the function it calls
+        delta = torch._C._nn.softplus(delta, out=scratch(delta))
+    y, _ = _short_core(u, delta, A.to(compute), B, C, state, last=state)
+    if D is not None:
+        y.addcmul_(u, D.to(compute)[:, None])
+    if z is not None:
+        y.mul_(torch._C._nn.silu(z, out=scratch(z)))
+    return y, state
 
 
 # ---------------------------------------------------------------- shared pieces
@@ -264,23 +285,35 @@ def _tracks_grad(*tensors: Tensor | None) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
-def _short_core(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, h0: Tensor | None) -> tuple[Tensor, Tensor]:
+def _short_core(
+    u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, h0: Tensor | None, last: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
     """The recurrence for a short chunk, in place: y (batch, d_inner, length) without D/z, and the last state.
 
     Per-step states are laid out (batch, length, d_state, d_inner), d_inner innermost, so every element-wise
     operation runs over long contiguous rows (2x faster than d_state innermost). They start as the inputs
     delta * B * u and become the states one step at a time; the outputs are one batched product with C.
+    `last`: where the last state goes (it may be h0); given, the intermediates and y are scratch tensors
+    (`tse_cli.models.streaming.scratch`) when a streamer runs a chunk, which is why the state must be copied out.
     """
+    from tse_cli.models.streaming import scratch, transposed
+
+    def work(shape: tuple[int, ...]) -> Tensor | None:
+        return None if last is None else scratch(u, shape)
+
+    (batch, d_inner, length), d_state = u.shape, A.shape[1]
     delta_t = delta.transpose(1, 2)[:, :, None, :]  # (batch, length, 1, d_inner)
-    decay = torch.exp(delta_t * A.t().contiguous())
-    states = (delta_t * u.transpose(1, 2)[:, :, None, :]) * B.transpose(1, 2)[..., None]
+    decay = torch.mul(delta_t, transposed(A), out=work((batch, length, d_state, d_inner))).exp_()
+    states = torch.mul(delta_t, u.transpose(1, 2)[:, :, None, :], out=work((batch, length, 1, d_inner)))
+    states = torch.mul(states, B.transpose(1, 2)[..., None], out=work((batch, length, d_state, d_inner)))
     steps, decays = states.unbind(1), decay.unbind(1)  # views, one per time step
     if h0 is not None:
         steps[0].addcmul_(decays[0], h0.transpose(1, 2))
     for t in range(1, len(steps)):
         steps[t].addcmul_(decays[t], steps[t - 1])
-    y = torch.matmul(C.transpose(1, 2)[:, :, None, :], states).squeeze(-2)  # (batch, length, d_inner)
-    return y.transpose(1, 2), steps[-1].transpose(1, 2)
+    y = torch.matmul(C.transpose(1, 2)[:, :, None, :], states, out=work((batch, length, 1, d_inner)))
+    y = y.squeeze(-2).transpose(1, 2)  # (batch, d_inner, length)
+    return y, steps[-1].transpose(1, 2) if last is None else last.copy_(steps[-1].transpose(1, 2))
 
 
 # ---------------------------------------------------------------- reference: chunked, segmented

@@ -7,12 +7,21 @@ O(n) time and O(context) memory, however long the stream runs and whatever the c
 
 Streamed chunks are short (13 frames for a 416-sample chunk), so per-operation costs dominate: `linear` runs the
 products of a chunk against cached transposed weights, which is markedly faster for few rows on CPU.
+
+Working memory: while a streamer runs a chunk inside `Scratch.active()`, `scratch(...)` hands out tensors that
+are reused from chunk to chunk (the layers pass them as `out=`); outside it returns None and the same calls
+allocate as usual, which is what the offline forward and training do. `count_allocations` measures the rest.
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
+import threading
+import warnings
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -35,21 +44,119 @@ class ContextBuffer:
         self.buffer = torch.zeros(batch, 2 * context + spare, channels, device=device, dtype=dtype)
         self.end = context  # steps [end - context, end) are the current context
 
-    def extend(self, x: Tensor) -> Tensor:
-        """Append `x` (batch, n, channels); return (batch, context + n, channels): the old context then `x`."""
-        n, context, capacity = x.shape[1], self.context, self.buffer.shape[1]
+    def extend(self, x: Tensor, *more: Tensor) -> Tensor:
+        """Append `x` (batch, n, channels), then any `more` pieces; return (batch, context + all new, channels):
+        the old context, then the new steps."""
+        n = x.shape[1] + sum(t.shape[1] for t in more) if more else x.shape[1]
+        context, capacity = self.context, self.buffer.shape[1]
         if self.end + n > capacity:
             if context + n > capacity:  # a big chunk: concatenate once, keep only its tail
-                out = torch.cat((self.buffer[:, self.end - context : self.end], x), dim=1)
+                out = torch.cat((self.buffer[:, self.end - context : self.end], x, *more), dim=1)
                 self.buffer[:, :context] = out[:, out.shape[1] - context :]
                 self.end = context
                 return out
             tail = self.buffer[:, self.end - context : self.end]
             self.buffer[:, :context] = tail.clone() if self.end < 2 * context else tail
             self.end = context
-        self.buffer[:, self.end : self.end + n] = x
-        self.end += n
-        return self.buffer[:, self.end - context - n : self.end]
+        start = self.end
+        for piece in (x, *more):
+            self.buffer[:, self.end : self.end + piece.shape[1]] = piece
+            self.end += piece.shape[1]
+        return self.buffer[:, start - context : self.end]
+
+
+# working memory reused from chunk to chunk
+
+
+class Scratch:
+    """The working memory of one streamer (on one device): while `active()`, `scratch` hands out its tensors.
+
+    Slot i is the i-th tensor asked for since the chunk started; it keeps its storage from chunk to chunk and
+    grows to the largest size asked of it, so a stream of equal chunks allocates nothing after its first chunk.
+    Nothing handed out may outlive the chunk (state is copied into its own buffers, results returned to the
+    caller are allocated). Memory: one chunk's intermediates, which is why streamers use it for short chunks only.
+    """
+
+    def __init__(self) -> None:
+        self.flat: list[Tensor] = []  # slot i's storage, one dimension (never handed out itself)
+        self.slots: list[Tensor] = []  # the view of it that slot i handed out last
+        self.next = 0
+
+    def resize(
+        self, index: int, shape: Sequence[int], device: torch.device, dtype: torch.dtype, swap: bool = False
+    ) -> Tensor:
+        """Slot `index` (the next one, or an existing one) as a tensor of `shape`, growing its storage if needed;
+        `swap`: laid out with the last two dimensions swapped (a transposed view of a contiguous tensor)."""
+        shape = tuple(shape)
+        stored = (*shape[:-2], shape[-1], shape[-2]) if swap else shape
+        numel = math.prod(shape)
+        if index == len(self.flat):
+            self.flat.append(torch.empty(0, device=device, dtype=dtype))
+            self.slots.append(self.flat[index])
+        flat = self.flat[index]
+        if flat.dtype != dtype or flat.device != device or flat.numel() < numel:
+            flat = self.flat[index] = torch.empty(numel, device=device, dtype=dtype)
+        tensor = flat[:numel].view(stored)
+        self.slots[index] = tensor.transpose(-1, -2) if swap else tensor
+        return self.slots[index]
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        """Hand out this scratch's tensors from the first slot on (one chunk), in this thread."""
+        previous, _ACTIVE.scratch = getattr(_ACTIVE, "scratch", None), self
+        self.next = 0
+        try:
+            yield
+        finally:
+            _ACTIVE.scratch = previous
+
+
+_ACTIVE = threading.local()
+
+
+def scratch(like: Tensor, shape: Sequence[int] | None = None, dtype: torch.dtype | None = None) -> Tensor | None:
+    """A reusable tensor of `shape` for an `out=` argument inside `Scratch.active()`, else None.
+
+    Device from `like`, dtype `dtype` or `like`'s. Without `shape`, `like`'s shape, and its layout when `like` is
+    a transposed view (so that element-wise operations keep running over contiguous rows). With None as `out=`,
+    operations allocate their result as usual. Called for most operations of a streamed chunk, so the common case
+    (the slot fits) is kept short.
+    """
+    active = getattr(_ACTIVE, "scratch", None)
+    if active is None:
+        return None
+    as_like, shape = shape is None, like.shape if shape is None else shape
+    dtype = like.dtype if dtype is None else dtype
+    index = active.next
+    active.next = index + 1
+    if index < len(active.slots):
+        last = active.slots[index]
+        if last.shape == shape and last.dtype == dtype:
+            return last
+    swap = as_like and like.dim() >= 2 and not like.is_contiguous() and like.mT.is_contiguous()
+    return active.resize(index, shape, like.device, dtype, swap)
+
+
+class reused_scratch:  # noqa: N801 (used like a function: `with reused_scratch():`)
+    """Inside, scratch tensors are handed out as usual; after it, the same ones are handed out again. For a block
+    (an encoder layer) whose result is not one of them: consecutive blocks then share their working memory,
+    which stays in the CPU cache."""
+
+    def __enter__(self) -> None:
+        self.active = getattr(_ACTIVE, "scratch", None)
+        self.mark = None if self.active is None else self.active.next
+
+    def __exit__(self, *exc: object) -> None:
+        if self.active is not None:
+            self.active.next = self.mark
+
+
+def contiguous(x: Tensor) -> Tensor:
+    """`x.contiguous()`, copied into a scratch tensor when one is available."""
+    if x.is_contiguous():
+        return x
+    out = scratch(x)
+    return x.contiguous() if out is None else out.copy_(x)
 
 
 # tensors derived from parameters, cached while the parameters do not change
@@ -65,16 +172,19 @@ def derived(tensor: Tensor, kind: str, compute: Callable[[Tensor], Tensor]) -> T
     as an optimizer step or `load_state_dict`, or its storage) and dropped with the tensor. Under autograd, or
     for inference tensors (which have no version counter), `compute` runs every time.
     """
-    if torch.is_grad_enabled() and tensor.requires_grad or tensor.is_inference():
+    if torch.is_grad_enabled() and tensor.requires_grad:
         return compute(tensor)
-    key, stamp = (id(tensor), kind), (tensor._version, tensor.data_ptr())
-    cached = _DERIVED.get(key)
-    if cached is None or cached[0]() is not tensor or cached[1] != stamp:
-        with torch.inference_mode(False), torch.no_grad():
-            result = compute(tensor.detach())
-        ref = weakref.ref(tensor, lambda _, key=key: _DERIVED.pop(key, None))
-        cached = _DERIVED[key] = (ref, stamp, result)
-    return cached[2]
+    key = (id(tensor), kind)
+    cached = _DERIVED.get(key)  # never an inference tensor's (their _version cannot be read): checked below
+    if cached is not None and cached[1] == (tensor._version, tensor.data_ptr()) and cached[0]() is tensor:
+        return cached[2]
+    if tensor.is_inference():
+        return compute(tensor)
+    with torch.inference_mode(False), torch.no_grad():
+        result = compute(tensor.detach())
+    ref = weakref.ref(tensor, lambda _, key=key: _DERIVED.pop(key, None))
+    _DERIVED[key] = (ref, (tensor._version, tensor.data_ptr()), result)
+    return result
 
 
 def _transpose(weight: Tensor) -> Tensor:
@@ -100,5 +210,54 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """
     rows = x.reshape(-1, x.shape[-1])
     weight_t = transposed(weight)
-    out = torch.mm(rows, weight_t) if bias is None else torch.addmm(bias, rows, weight_t)
+    out = scratch(rows, (rows.shape[0], weight_t.shape[1]))
+    out = torch.mm(rows, weight_t, out=out) if bias is None else torch.addmm(bias, rows, weight_t, out=out)
     return out.view(*x.shape[:-1], out.shape[-1])
+
+
+# measuring allocations
+
+
+class Allocations(NamedTuple):
+    """Tensor-memory allocations seen while a function ran: how many, their bytes, and how many per operator
+    (the outermost profiled operator running when each was made: the one called from Python)."""
+
+    count: int
+    bytes: int
+    by_op: dict[str, int]
+
+
+def count_allocations(fn: Callable[[], object]) -> Allocations:
+    """Run `fn()` under the PyTorch profiler and count the allocations made by PyTorch's CPU allocator.
+
+    That includes everything an operator allocates inside its kernel (LayerNorm's mean and rstd, the 0-dim
+    tensor a Python scalar is wrapped in), not just the tensors it returns; memory that third-party libraries
+    (BLAS, oneDNN) manage themselves is not counted. For measurement only: the profiler slows `fn` down.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    with warnings.catch_warnings():  # "memory block allocated before profiling started" notes
+        warnings.simplefilter("ignore")
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            fn()
+    events = prof.profiler.kineto_results.events()
+    # a sweep over time: operators nest, so the open ones form a stack (at equal starts: outer operators first,
+    # then inner ones, then memory events)
+    timeline = sorted(
+        (e.start_ns(), e.name() == "[memory]", -e.end_ns(), e.name(), e.nbytes())
+        for e in events
+        if e.name() != "[memory]" or e.nbytes() > 0
+    )
+    by_op: dict[str, int] = {}
+    count = total = 0
+    stack: list[tuple[int, str]] = []  # (end, name) of the operators running
+    for start, is_memory, minus_end, name, nbytes in timeline:
+        while stack and stack[-1][0] < start:
+            stack.pop()
+        if not is_memory:
+            stack.append((-minus_end, name))
+            continue
+        count, total = count + 1, total + nbytes
+        op = stack[0][1] if stack else "(no operator)"
+        by_op[op] = by_op.get(op, 0) + 1
+    return Allocations(count, total, dict(sorted(by_op.items(), key=lambda item: -item[1])))

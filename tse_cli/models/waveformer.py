@@ -17,6 +17,7 @@ multiply-adds, which keeps the per-chunk cost of streaming low. The weights keep
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import math
@@ -29,7 +30,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tse_cli.checkpoint import CheckpointError
-from tse_cli.models.streaming import ContextBuffer, linear, transposed
+from tse_cli.models.streaming import (
+    ContextBuffer,
+    Scratch,
+    contiguous,
+    linear,
+    reused_scratch,
+    scratch,
+    transposed,
+)
 
 # helpers
 
@@ -48,21 +57,21 @@ def context_buffers(
 
 def pointwise(x: Tensor, conv: nn.Conv1d) -> Tensor:
     """A kernel-1 (grouped) `nn.Conv1d` applied to x (batch, frames, in) -> (batch, frames, out)."""
-    groups, (out_dim, per_group, _) = conv.groups, conv.weight.shape
-    if groups == 1:
+    if conv.groups == 1:
         return linear(x, conv.weight, conv.bias)
+    groups, (out_dim, per_group, _) = conv.groups, conv.weight.shape
     if out_dim == groups:  # one output per group: a sum of per_group strided products
         taps = transposed(conv.weight)  # (per_group, out_dim)
-        y = torch.addcmul(conv.bias, x[..., 0::per_group], taps[0])
+        y = torch.addcmul(conv.bias, x[..., 0::per_group], taps[0], out=scratch(x, (*x.shape[:-1], out_dim)))
         for i in range(1, per_group):
             y.addcmul_(x[..., i::per_group], taps[i])
         return y
     weight = conv.weight.view(groups, out_dim // groups, per_group)
     if per_group == 1:  # every output channel scales one input channel
-        y = x[..., None] * weight[..., 0]
+        y = torch.mul(x[..., None], weight[..., 0], out=scratch(x, (*x.shape, out_dim // groups)))
     else:
         y = torch.einsum("btgi,goi->btgo", x.unflatten(-1, (groups, per_group)), weight)
-    return y.flatten(-2) + conv.bias
+    return y.flatten(-2).add_(conv.bias)
 
 
 class GroupedProjection(nn.Sequential):
@@ -73,7 +82,7 @@ class GroupedProjection(nn.Sequential):
 
     def forward(self, x: Tensor) -> Tensor:
         """(batch, frames, in_dim) -> (batch, frames, out_dim)."""
-        return F.relu(pointwise(x, self[0]))
+        return pointwise(x, self[0]).relu_()
 
     def uncounted_macs(self, args: tuple[Tensor, ...], output: Tensor) -> int:
         """MACs of the element-wise paths of `pointwise` (for `tse_cli.models.complexity`): one output per group
@@ -112,9 +121,9 @@ class DepthwiseSeparableConv(nn.Module):
         depthwise, norm1, conv, norm2 = self.layers.values()
         n = x.shape[1] - (self.kernel_size - 1) * self.dilation
         taps = transposed(depthwise.weight)  # (kernel_size, channels): contiguous rows are faster
-        y = torch.addcmul(depthwise.bias, x[:, :n], taps[0])
+        y = torch.addcmul(depthwise.bias, x[:, :n], taps[0], out=scratch(x, (x.shape[0], n, x.shape[2])))
         for k in range(1, self.kernel_size):
-            y = y.addcmul_(x[:, k * self.dilation : k * self.dilation + n], taps[k])
+            y.addcmul_(x[:, k * self.dilation : k * self.dilation + n], taps[k])
         y = F.layer_norm(y, norm1.normalized_shape, norm1.weight, norm1.bias, norm1.eps).relu_()
         y = pointwise(y, conv)
         return F.layer_norm(y, norm2.normalized_shape, norm2.weight, norm2.bias, norm2.eps).relu_()
@@ -141,7 +150,9 @@ class DilatedCausalEncoder(nn.Module):
     def forward(self, x: Tensor, state: list[ContextBuffer] | None = None) -> Tensor:
         """(batch, frames, channels) -> same shape; `state` (from `init_state`) carries the past frames."""
         for i, layer in enumerate(self.dcc_layers):
-            x = x + layer(extend(state, i, x, self.contexts[i]))
+            with reused_scratch():  # the layer's working memory is free again once y is added below
+                y = layer(extend(state, i, x, self.contexts[i]))
+            x = torch.add(x, y, out=scratch(x)) if i == 0 else x.add_(y)  # the input x is not ours to change
         return x
 
 
@@ -221,7 +232,8 @@ class CausalTransformerDecoder(nn.Module):
         """
         batch, frames, _ = query.shape
         pad = -frames % self.chunk_size
-        query, memory = F.pad(query, (0, 0, 0, pad)), F.pad(memory, (0, 0, 0, pad))
+        if pad:
+            query, memory = F.pad(query, (0, 0, 0, pad)), F.pad(memory, (0, 0, 0, pad))
         memory = self._windows(extend(state, 0, memory, self.ctx_len), self.use_pos_enc)
         for i, layer in enumerate(self.tf_dec_layers):
             # positions are added to the query windows of the first layer only
@@ -247,12 +259,12 @@ class MaskGenerator(nn.Module):
     def encode(self, x: Tensor, label: Tensor, state: list[ContextBuffer] | None = None) -> tuple[Tensor, ...]:
         """x (batch, frames, enc_dim), label (batch, enc_dim) -> (l, decoder query, decoder memory)."""
         e = self.encoder(x, state)
-        l = label[:, None] * e  # noqa: E741 (the published name)
+        l = torch.mul(label[:, None], e, out=scratch(e))  # noqa: E741 (the published name)
         return l, self.proj_e2d_l(l), self.proj_e2d_e(e)
 
     def mask(self, l: Tensor, decoded: Tensor) -> Tensor:  # noqa: E741
         """Skip connection: l + projected decoder output, (batch, frames, enc_dim)."""
-        return l + self.proj_d2e(decoded)
+        return torch.add(l, self.proj_d2e(decoded), out=scratch(l))
 
 
 # the extractor
@@ -316,8 +328,8 @@ class DCCExtractor(nn.Module):
 
     def analyze(self, samples: Tensor) -> Tensor:
         """in_conv: samples (batch, L*(n+2)) -> frames (batch, n, enc_dim), window 3L, hop L."""
-        windows = samples.unfold(-1, 3 * self.L, self.L)
-        return F.relu(linear(windows, self.in_conv[0].weight))
+        windows = contiguous(samples.unfold(-1, 3 * self.L, self.L))
+        return linear(windows, self.in_conv[0].weight).relu_()
 
     def synthesize(self, masked: Tensor, state: list[ContextBuffer] | None = None) -> Tensor:
         """out_conv: masked frames (batch, n, enc_dim) -> (batch, 1, n*L) samples.
@@ -327,12 +339,16 @@ class DCCExtractor(nn.Module):
         """
         b, L = self.out_buf_len, self.L
         frames = extend(state, 0, masked, b)
+        rows = frames.reshape(-1, frames.shape[-1])
         weight = self.out_conv[0].weight[:, 0]  # (enc_dim, (b+1)L)
-        segments = F.linear(frames, weight.t()).unflatten(-1, (b + 1, L))  # (batch, n + b, b+1, L)
+        segments = torch.mm(rows, weight, out=scratch(rows, (rows.shape[0], weight.shape[1])))
+        segments = segments.view(frames.shape[0], -1, b + 1, L)  # (batch, n + b, b+1, L)
         n = masked.shape[1]
         out = segments[:, :n, b]
-        for k in range(1, b + 1):
-            out = out + segments[:, k : k + n, b - k]
+        if b:
+            out = torch.add(out, segments[:, 1 : n + 1, b - 1], out=scratch(out))
+        for k in range(2, b + 1):
+            out.add_(segments[:, k : k + n, b - k])
         return torch.tanh(out.reshape(out.shape[0], 1, n * L))
 
     def forward(self, mixture: Tensor, query: Tensor) -> Tensor:
@@ -355,14 +371,20 @@ class CausalStreamer:
     """Chunk-by-chunk inference equal to `forward` on the concatenated input, in bounded memory.
 
     `feed(chunk (batch, 1, n))` returns the next finished output samples (batch, 1, m) for any n >= 0; `flush()`
-    returns the rest, so that cat(all feeds, flush) == forward(cat(all chunks)). State: fewer than 3L pending input
-    samples, the encoder's dilated-conv context (2*(2^layers - 1) frames), the decoder state, fewer than
-    `granularity` frames awaiting the decoder, and `out_buf_len` frames for the transposed conv.
-    Runs without autograd (`torch.inference_mode`). Chunks longer than `BLOCK` samples are processed in blocks
-    of that size, so working memory does not grow with the chunk either.
+    returns the rest, so that cat(all feeds, flush) == forward(cat(all chunks)). State: the last 2L input samples
+    of whole frames and fewer than L of the next one, the encoder's dilated-conv context (2*(2^layers - 1)
+    frames), the decoder state, fewer than `granularity` frames awaiting the decoder, and `out_buf_len` frames
+    for the transposed conv. Runs without autograd (`torch.inference_mode`). Chunks longer than `BLOCK` samples
+    are processed in blocks of that size, so working memory does not grow with the chunk either.
+
+    Chunks of up to `SCRATCH` samples (all batch rows together) keep their intermediates in a `Scratch` reused
+    from chunk to chunk, and the state is updated in place: a stream of equal chunks then allocates only the
+    output it returns and what some kernels allocate inside (LayerNorm; Waveformer's attention), see
+    docs/performance.md. `SCRATCH = 0` (set before creating the streamer) allocates as usual instead, 1-2% faster.
     """
 
     BLOCK = 1 << 16  # samples (1.5 s at 44.1 kHz)
+    SCRATCH = 1 << 11  # samples per chunk, batch rows together (46 ms at batch 1: 64 frames, the scan's STREAM_LENGTH)
 
     @torch.inference_mode()
     def __init__(self, model: DCCExtractor, query: Tensor):
@@ -372,12 +394,20 @@ class CausalStreamer:
         if query.dim() != 2 or query.shape[1] != model.label_len:
             raise ValueError(f"query must be (batch, {model.label_len}), got {tuple(query.shape)}")
         batch = self.batch = query.shape[0]
+        factory = {"device": self.device, "dtype": self.dtype}
         self.label = model.label_embedding(query.to(self.device, self.dtype))
-        self.samples = torch.zeros(batch, model.L, device=self.device, dtype=self.dtype)  # left padding
+        # in_conv windows are 3L samples, hop L: each new frame of L samples comes with the 2L before it
+        self.samples = ContextBuffer(batch, 1, 2 * model.L, **factory, spare=self.SCRATCH)
+        self.partial = torch.zeros(batch, model.L, **factory)  # the first `partial_len` samples of the next frame
+        self.partial_len = 0
+        self.skip = 1  # the stream starts L samples before the input (left padding): the first window is unused
         self.encoder_state = model.mask_gen.encoder.init_state(batch, self.device, self.dtype)
         self.decoder_state = model.mask_gen.decoder.init_state(batch, self.device, self.dtype)
         self.out_state = context_buffers([model.out_buf_len], batch, model.enc_dim, self.device, self.dtype)
-        self.pending: Tensor | None = None  # (batch, k < granularity, 2*enc_dim + 2*dec_dim) awaiting the decoder
+        # frames awaiting the decoder, (batch, frames, 2*enc_dim + 2*dec_dim): `waiting` of them from `waiting_start`
+        self.pending = torch.zeros(batch, 0, 2 * (model.enc_dim + model.dec_dim), **factory)
+        self.waiting = self.waiting_start = 0
+        self.scratch = Scratch()
         self.received = self.emitted = 0
         self.finished = False
 
@@ -408,22 +438,36 @@ class CausalStreamer:
 
     def _process(self, chunk: Tensor, final: bool) -> Tensor:
         """chunk (batch, n) samples -> (batch, 1, m) finished output samples."""
-        model, L = self.model, self.model.L
-        samples = torch.cat((self.samples, chunk), dim=-1)
-        frames = max(0, (samples.shape[-1] - 2 * L) // L)  # whole in_conv windows (3L samples, hop L)
-        self.samples = samples[:, frames * L :].clone()
-        stages = None
-        if frames:
-            x = model.analyze(samples[:, : (frames + 2) * L])
-            stages = (x, *model.mask_gen.encode(x, self.label, self.encoder_state))
-        stages = self._group(stages, final)
-        if stages is None:
-            return chunk.new_zeros(self.batch, 1, 0)
-        x, l, q, memory = stages  # noqa: E741
-        decoded, self.decoder_state = model.mask_gen.decoder.decode(q, memory, self.decoder_state)
-        out = model.synthesize(x * model.mask_gen.mask(l, decoded), self.out_state)
+        small = chunk.numel() <= self.SCRATCH
+        with self.scratch.active() if small else contextlib.nullcontext():
+            stages = self._group(self._encode(chunk), final)
+            if stages is None:
+                return chunk.new_zeros(self.batch, 1, 0)
+            model = self.model
+            x, l, q, memory = stages  # noqa: E741
+            decoded, self.decoder_state = model.mask_gen.decoder.decode(q, memory, self.decoder_state)
+            masked = torch.mul(x, model.mask_gen.mask(l, decoded), out=scratch(x))
+            out = model.synthesize(masked, self.out_state)
         self.emitted += out.shape[-1]
         return out
+
+    def _encode(self, chunk: Tensor) -> tuple[Tensor, ...] | None:
+        """chunk (batch, n) samples -> (in_conv output, l, decoder query, decoder memory) for the frames it
+        completes, or None if it completes none."""
+        L, have, n = self.model.L, self.partial_len, chunk.shape[-1]
+        if have + n < L:  # no frame completed
+            self.partial[:, have : have + n] = chunk
+            self.partial_len += n
+            return None
+        whole = (have + n) // L * L - have  # samples of the chunk that complete frames
+        stream = self.samples.extend(self.partial[:, :have, None], chunk[:, :whole, None])[..., 0]
+        self.partial_len = n - whole
+        self.partial[:, : self.partial_len] = chunk[:, whole:]
+        skip, self.skip = self.skip, 0
+        if stream.shape[-1] - skip * L < 3 * L:
+            return None
+        x = self.model.analyze(stream[:, skip * L :])
+        return (x, *self.model.mask_gen.encode(x, self.label, self.encoder_state))
 
     def _group(self, stages: tuple[Tensor, ...] | None, final: bool) -> tuple[Tensor, ...] | None:
         """Hold frames back until the decoder has a whole group of them (all that are left when `final`).
@@ -431,20 +475,27 @@ class CausalStreamer:
         `stages` (in_conv output, l, decoder query, decoder memory) for the new frames, or None if there are none.
         """
         granularity = self.model.mask_gen.decoder.granularity
-        if granularity == 1:
-            return stages
-        stacked = self.pending
-        if stages is not None:
-            new = torch.cat(stages, dim=-1)
-            stacked = new if stacked is None else torch.cat((stacked, new), dim=1)
-        if stacked is None:
-            return None
-        ready = stacked.shape[1] if final else stacked.shape[1] - stacked.shape[1] % granularity
-        self.pending = stacked[:, ready:].clone() if ready < stacked.shape[1] else None
+        new = 0 if stages is None else stages[0].shape[1]
+        if self.waiting == 0 and (final or new % granularity == 0):
+            return stages  # whole groups (or the end of the stream): nothing to hold back
+        # the frames left waiting after the last group handed out (consumed by now) move to the front
+        waiting, start, total = self.waiting, self.waiting_start, self.waiting + new
+        if self.pending.shape[1] < total:
+            grown = self.pending.new_empty(self.batch, total, self.pending.shape[2])
+            grown[:, :waiting] = self.pending[:, start : start + waiting]
+            self.pending = grown
+        elif start:  # no overlap: start is a whole number of groups, more than the frames waiting
+            self.pending[:, :waiting] = self.pending[:, start : start + waiting]
+        column = 0
+        for stage in stages or ():
+            self.pending[:, waiting:total, column : column + stage.shape[-1]] = stage
+            column += stage.shape[-1]
+        ready = total if final else total - total % granularity
+        self.waiting, self.waiting_start = total - ready, ready
         if ready == 0:
             return None
         enc, dec = self.model.enc_dim, self.model.dec_dim
-        return stacked[:, :ready].split([enc, enc, dec, dec], dim=-1)
+        return self.pending[:, :ready].split([enc, enc, dec, dec], dim=-1)
 
 
 # Waveformer
