@@ -13,7 +13,7 @@ u from the mixture (`value`); plain Mamba takes all of them from one sequence.
   chunks of any length equals `block(query, value)` on the concatenation (the state is updated in place).
 
 All sequences are (batch, length, d_model). The scan runs through `tse_cli.models.scan` (`scan_backend`:
-"auto", "reference", "naive" or "cuda"; see `set_scan_backend`).
+"auto", "reference", "naive", "cuda" or "triton"; see `set_scan_backend`).
 """
 
 from __future__ import annotations
@@ -304,7 +304,7 @@ class BiCrossMamba(_Bidirectional):
 
 
 def set_scan_backend(module: nn.Module, backend: str) -> None:
-    """Use scan backend `backend` ("auto", "reference", "naive", "cuda") in every Mamba mixer inside `module`."""
+    """Use scan backend `backend` (one of `tse_cli.models.scan.BACKENDS`) in every Mamba mixer inside `module`."""
     for m in module.modules():
         if isinstance(m, _Mixer):
             m.scan_backend = backend

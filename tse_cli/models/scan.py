@@ -39,6 +39,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
+from tse_cli.models.streaming import scratch, transposed
+
 BACKENDS = ("auto", "reference", "naive", "cuda", "triton")
 ENV_VAR = "TSE_SCAN_BACKEND"  # overrides backend="auto" (e.g. TSE_SCAN_BACKEND=naive)
 
@@ -227,8 +229,6 @@ def selective_scan_step(
             u, delta, A, B, C, D, z, delta_bias, delta_softplus, state, return_last_state=True, backend=backend
         )
         return (y, state.copy_(last)) if in_place else (y, last)
-    from tse_cli.models.streaming import scratch
-
     if delta_bias is not None:
         delta = torch.add(delta, delta_bias.to(compute)[:, None], out=scratch(delta))
     if delta_softplus:  # F.softplus has no out= argument; this is the function it calls
@@ -296,7 +296,6 @@ def _short_core(
     `last`: where the last state goes (it may be h0); given, the intermediates and y are scratch tensors
     (`tse_cli.models.streaming.scratch`) when a streamer runs a chunk, which is why the state must be copied out.
     """
-    from tse_cli.models.streaming import scratch, transposed
 
     def work(shape: tuple[int, ...]) -> Tensor | None:
         return None if last is None else scratch(u, shape)
