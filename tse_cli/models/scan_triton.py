@@ -34,7 +34,7 @@ from torch import Tensor
 BLOCK_D = 16  # channels per program
 BLOCK_T = 16  # time steps per chunk (one associative scan of BLOCK_D * d_state * BLOCK_T values)
 # warps per program: with d_state 16, ptxas (sm_90) fits both kernels in registers without spills
-# (at most 250 registers per thread, 0 spill bytes, for float32 and bfloat16 inputs; see compile_report)
+# (at most 249 registers per thread, 0 spill bytes, for float32 and bfloat16 inputs; see compile_report)
 FORWARD_WARPS, BACKWARD_WARPS = 4, 8
 
 
@@ -75,6 +75,29 @@ def _tile(ptr, stride_row, stride_t, offs_row, offs_t, mask):
 
 
 @triton.jit
+def _optional(ptr, offs, mask, PRESENT: tl.constexpr, SHAPE: tl.constexpr):
+    """`ptr[offs]` as float32 (0 where masked), or zeros of SHAPE when that input is absent."""
+    values = tl.zeros(SHAPE, dtype=tl.float32)
+    if PRESENT:
+        values = tl.load(ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    return values
+
+
+@triton.jit
+def _program_tile(A_ptr, sA_d, sA_n, bias_ptr, d_inner, d_state, HAS_BIAS: tl.constexpr, BLOCK_D: tl.constexpr,
+                  BLOCK_N: tl.constexpr):  # fmt: skip
+    """This program's channels and states: offsets and masks over channels (BLOCK_D,) and states (BLOCK_N,), their
+    (BLOCK_D, BLOCK_N) mask and offsets into a contiguous (d_inner, d_state) state, and A and delta_bias in float32."""
+    offs_d = tl.program_id(0) * BLOCK_D + tl.arange(0, BLOCK_D)
+    offs_n = tl.arange(0, BLOCK_N)
+    mask_d, mask_n = offs_d < d_inner, offs_n < d_state
+    mask_dn = mask_d[:, None] & mask_n[None, :]
+    A = tl.load(A_ptr + offs_d[:, None] * sA_d + offs_n[None, :] * sA_n, mask=mask_dn, other=0.0).to(tl.float32)
+    bias = _optional(bias_ptr, offs_d, mask_d, HAS_BIAS, (BLOCK_D,))
+    return offs_d, offs_n, mask_d, mask_n, mask_dn, offs_d[:, None] * d_state + offs_n[None, :], A, bias
+
+
+@triton.jit
 def _chunk_states(
     u_ptr, su_d, su_t, delta_ptr, sdl_d, sdl_t, B_ptr, sB_n, sB_t,
     A, bias, h_in, offs_d, offs_n, offs_t, mask_dt, mask_nt, SOFTPLUS: tl.constexpr,
@@ -103,21 +126,11 @@ def _forward_kernel(
 ):  # fmt: skip
     """y (batch, d_inner, length) and the state at the end of every chunk into `states` (batch, chunks, d_inner,
     d_state), or with chunk stride ss_c = 0 only the last state (batch, 1, d_inner, d_state)."""
-    block, b = tl.program_id(0), tl.program_id(1).to(tl.int64)  # 64-bit offsets for large batches
-    offs_d = block * BLOCK_D + tl.arange(0, BLOCK_D)
-    offs_n = tl.arange(0, BLOCK_N)
-    mask_d, mask_n = offs_d < d_inner, offs_n < d_state
-    mask_dn = mask_d[:, None] & mask_n[None, :]
-    A = tl.load(A_ptr + offs_d[:, None] * sA_d + offs_n[None, :] * sA_n, mask=mask_dn, other=0.0).to(tl.float32)
-    bias = (
-        tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-        if HAS_BIAS
-        else tl.zeros((BLOCK_D,), dtype=tl.float32)
+    b = tl.program_id(1).to(tl.int64)  # 64-bit offsets for large batches
+    offs_d, offs_n, mask_d, mask_n, mask_dn, state_offs, A, bias = _program_tile(
+        A_ptr, sA_d, sA_n, bias_ptr, d_inner, d_state, HAS_BIAS, BLOCK_D, BLOCK_N
     )
-    state_offs = offs_d[:, None] * d_state + offs_n[None, :]
-    h = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)
-    if HAS_H0:
-        h = tl.load(h0_ptr + b * d_inner * d_state + state_offs, mask=mask_dn, other=0.0).to(tl.float32)
+    h = _optional(h0_ptr + b * d_inner * d_state, state_offs, mask_dn, HAS_H0, (BLOCK_D, BLOCK_N))
     u_ptr, delta_ptr, y_ptr = u_ptr + b * su_b, delta_ptr + b * sdl_b, y_ptr + b * sy_b
     B_ptr, C_ptr, z_ptr = B_ptr + b * sB_b, C_ptr + b * sC_b, z_ptr + b * sz_b
     last_step = tl.arange(0, BLOCK_T) == BLOCK_T - 1
@@ -163,26 +176,12 @@ def _backward_kernel(
     """
     block, b = tl.program_id(0), tl.program_id(1).to(tl.int64)  # 64-bit offsets for large batches
     blocks = tl.num_programs(0)
-    offs_d = block * BLOCK_D + tl.arange(0, BLOCK_D)
-    offs_n = tl.arange(0, BLOCK_N)
-    mask_d, mask_n = offs_d < d_inner, offs_n < d_state
-    mask_dn = mask_d[:, None] & mask_n[None, :]
-    A = tl.load(A_ptr + offs_d[:, None] * sA_d + offs_n[None, :] * sA_n, mask=mask_dn, other=0.0).to(tl.float32)
-    bias = (
-        tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-        if HAS_BIAS
-        else tl.zeros((BLOCK_D,), dtype=tl.float32)
+    offs_d, offs_n, mask_d, mask_n, mask_dn, state_offs, A, bias = _program_tile(
+        A_ptr, sA_d, sA_n, bias_ptr, d_inner, d_state, HAS_BIAS, BLOCK_D, BLOCK_N
     )
-    Dv = (
-        tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-        if HAS_D
-        else tl.zeros((BLOCK_D,), dtype=tl.float32)
-    )
-    state_offs = offs_d[:, None] * d_state + offs_n[None, :]
+    Dv = _optional(D_ptr, offs_d, mask_d, HAS_D, (BLOCK_D,))
     # G: the adjoint of the state at the first step after the current chunk (dL/d last state at the end)
-    G = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)
-    if HAS_DLAST:
-        G = tl.load(dlast_ptr + b * d_inner * d_state + state_offs, mask=mask_dn, other=0.0).to(tl.float32)
+    G = _optional(dlast_ptr + b * d_inner * d_state, state_offs, mask_dn, HAS_DLAST, (BLOCK_D, BLOCK_N))
     dA = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)
     dD = tl.zeros((BLOCK_D,), dtype=tl.float32)
     dbias = tl.zeros((BLOCK_D,), dtype=tl.float32)
