@@ -135,6 +135,21 @@ def test_crossmamba_block_on_triton_equals_reference():
         _assert_relative(g1[name], g0[name], 1e-4, f"gradient of {name}")
 
 
+@torch.no_grad()
+def test_crossmamba_block_streams_on_triton():
+    """`step` on chunks (the state carried by the kernel's initial state, updated in place) equals the forward."""
+    torch.manual_seed(1)
+    block = CrossMambaBlock(d_model=8, d_state=4).to(DEVICE).eval()
+    set_scan_backend(block, "triton")
+    query, value = torch.randn(2, 1, 20, 8, device=DEVICE).unbind(0)
+    whole = block(query, value)
+    state, parts = block.init_state(1), []
+    for piece in torch.arange(20, device=DEVICE).split([3, 16, 1]):
+        out, state = block.step(query[:, piece], value[:, piece], state)
+        parts.append(out.clone())
+    torch.testing.assert_close(torch.cat(parts, 1), whole, rtol=1e-5, atol=1e-5)
+
+
 def test_backend_selection(monkeypatch):
     monkeypatch.delenv(scan.ENV_VAR, raising=False)
     cuda32 = types.SimpleNamespace(is_cuda=True, dtype=torch.float32)  # resolve_backend reads only these two
