@@ -77,6 +77,18 @@ def _outputs_and_grads(x, **kwargs):
     return y.detach(), last.detach(), {k: v.grad for k, v in leaves.items()}
 
 
+@torch.no_grad()
+@pytest.mark.parametrize("length", [0, 1, 150])
+def test_wide_layer_inference_in_pieces_equals_naive(length):
+    """Without autograd a layer with batch * d_inner * d_state >= LOOP_ELEMENTS runs the short-chunk loop piece by
+    piece (150 steps: pieces of 64, 64 and 22), the state carried across pieces; an empty sequence returns h0."""
+    x = _inputs(batch=2, d_inner=256, d_state=16, length=length, dtype=torch.float32, seed=3)
+    assert scan.LOOP_ELEMENTS <= 2 * 256 * 16
+    got = selective_scan(**x, delta_softplus=True, return_last_state=True, backend="reference")
+    expected = selective_scan(**x, delta_softplus=True, return_last_state=True, backend="naive")
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("chunk_size", [None, 1, 3, 16, 64])
 def test_chunkings_match_naive_outputs_and_gradients(chunk_size):
     x = _inputs(length=37)  # 37 is not a multiple of any chunk above
