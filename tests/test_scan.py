@@ -79,14 +79,24 @@ def _outputs_and_grads(x, **kwargs):
 
 @torch.no_grad()
 @pytest.mark.parametrize("length", [0, 1, 150])
-def test_wide_layer_inference_in_pieces_equals_naive(length):
-    """Without autograd a layer with batch * d_inner * d_state >= LOOP_ELEMENTS runs the short-chunk loop piece by
-    piece (150 steps: pieces of 64, 64 and 22), the state carried across pieces; an empty sequence returns h0."""
+def test_wide_layer_inference_in_pieces_equals_naive(length, monkeypatch):
+    """Without autograd a wide layer (batch * d_inner * d_state >= LOOP_ELEMENTS) with time-major inputs runs the
+    short-chunk loop piece by piece (150 steps: pieces of 64, 64 and 22), the state carried across pieces; an empty
+    sequence returns h0. (batch, d_inner, length)-contiguous inputs keep the chunked path."""
     x = _inputs(batch=2, d_inner=256, d_state=16, length=length, dtype=torch.float32, seed=3)
     assert scan.LOOP_ELEMENTS <= 2 * 256 * 16
-    got = selective_scan(**x, delta_softplus=True, return_last_state=True, backend="reference")
     expected = selective_scan(**x, delta_softplus=True, return_last_state=True, backend="naive")
-    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    calls = []
+    monkeypatch.setattr(scan, "_pieces_core", lambda *a, run=scan._pieces_core: calls.append(1) or run(*a))
+    for time_major in (True, False):
+        fed = {
+            k: v.transpose(1, 2).contiguous().transpose(1, 2) if time_major and v.dim() == 3 else v
+            for k, v in x.items()
+        }
+        calls.clear()
+        got = selective_scan(**fed, delta_softplus=True, return_last_state=True, backend="reference")
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+        assert len(calls) == (time_major and length > 1 or length == 1), (time_major, length)
 
 
 @pytest.mark.parametrize("chunk_size", [None, 1, 3, 16, 64])
