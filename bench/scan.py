@@ -21,12 +21,16 @@ from common import machine, print_table, write_results
 from tse_cli.models.scan import mamba_ssm_available, selective_scan, triton_available
 
 
-def make_inputs(batch: int, d_inner: int, d_state: int, length: int, device: str, dtype: torch.dtype) -> dict:
-    """Random inputs like a trained Mamba layer's (softplus delta around 0.01-0.1, S4D-real A)."""
+def make_inputs(
+    batch: int, d_inner: int, d_state: int, length: int, device: str, dtype: torch.dtype, time_major: bool = False
+) -> dict:
+    """Random inputs like a trained Mamba layer's (softplus delta around 0.01-0.1, S4D-real A). `time_major`: the
+    sequences are transposed views of (batch, length, channels) tensors, the layout the Mamba mixer passes."""
     g = torch.Generator().manual_seed(0)
 
     def rand(*shape: int) -> torch.Tensor:
-        return torch.randn(*shape, generator=g).to(device, dtype)
+        t = torch.randn(shape[0], shape[2], shape[1], generator=g) if time_major else torch.randn(*shape, generator=g)
+        return (t.transpose(1, 2) if time_major else t).to(device, dtype)
 
     return {
         "u": rand(batch, d_inner, length),
@@ -81,6 +85,9 @@ def main() -> None:
     parser.add_argument("--d-state", type=int, default=16)
     parser.add_argument("--passes", nargs="+", choices=["fwd", "fwd+bwd"], default=["fwd", "fwd+bwd"])
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--time-major", action="store_true", help="sequences in the Mamba mixer's layout (d_inner innermost in memory)"
+    )
     parser.add_argument("--repeats", type=int, default=1, help="timed rounds after the warm-up round (best kept)")
     parser.add_argument("--max-steps", type=int, default=80000, help="batch*length cap, CPU forward rows")
     parser.add_argument("--max-grad-steps", type=int, default=20000, help="batch*length cap, CPU fwd+bwd rows")
@@ -94,7 +101,7 @@ def main() -> None:
             for length in args.length:
                 if batch * length > (args.max_grad_steps if grad else args.max_steps):
                     continue
-                inputs = make_inputs(batch, args.d_inner, args.d_state, length, "cpu", torch.float32)
+                inputs = make_inputs(batch, args.d_inner, args.d_state, length, "cpu", torch.float32, args.time_major)
                 backends = ["reference"]
                 if not grad or batch * length <= args.max_naive_grad_steps:
                     backends.append("naive")
@@ -107,7 +114,7 @@ def main() -> None:
             for grad in [p == "fwd+bwd" for p in args.passes]:
                 for batch in args.batch:
                     for length in args.length:
-                        inputs = make_inputs(batch, args.d_inner, args.d_state, length, "cuda", dtype)
+                        inputs = make_inputs(batch, args.d_inner, args.d_state, length, "cuda", dtype, args.time_major)
                         backends = ["reference", *kernels]
                         t = timed({b: runner(inputs, b, grad) for b in backends}, args.repeats, "cuda")
                         name = str(dtype).removeprefix("torch.")
@@ -119,12 +126,13 @@ def main() -> None:
     columns = ["device", "dtype", "pass", "batch", "length", "baseline", "baseline s", "backend", "backend s"]
     keys = ["device", "dtype", "pass", "batch", "length", "baseline", "baseline_s", "backend", "backend_s"]
     table = [[row.get(k) for k in [*keys, "speedup", "note"]] for row in rows]
+    layout = "time-major" if args.time_major else "(batch, channels, length) contiguous"
     title = (
-        f"Selective scan, d_inner {args.d_inner}, d_state {args.d_state}, {args.threads} CPU thread(s), "
+        f"Selective scan, d_inner {args.d_inner}, d_state {args.d_state}, {layout}, {args.threads} CPU thread(s), "
         f"best of {args.repeats} round(s) (speed-up: baseline s / backend s)"
     )
     print_table(title, [*columns, "speed-up", "note"], table)
-    meta = machine() | {"d_inner": args.d_inner, "d_state": args.d_state, "repeats": args.repeats}
+    meta = machine() | {"d_inner": args.d_inner, "d_state": args.d_state, "repeats": args.repeats, "layout": layout}
     write_results("scan", meta, rows)
 
 

@@ -18,8 +18,8 @@ Shapes: u, delta, z (batch, d_inner, length); A (d_inner, d_state); B, C (batch,
   Without autograd, short chunks (streaming) and, for time-major inputs (d_inner innermost in memory, as the
   Mamba mixer passes them), layers wide enough that the chunked loop would run a single chunk anyway
   (batch * d_inner * d_state >= LOOP_ELEMENTS) skip all that: one in-place loop over time-major per-step states,
-  piece by piece of STREAM_LENGTH steps (2048 steps at d_inner 512: 1.2x faster than the chunked path on one
-  thread, 1.4-2.1x on two; for (batch, d_inner, length)-contiguous inputs it would be 5x slower).
+  piece by piece of up to STREAM_LENGTH steps (2048 steps at d_inner 512: 1.2x faster than the chunked path on
+  one thread, 1.4-2.1x on two; for (batch, d_inner, length)-contiguous inputs it would be 5x slower).
 - `naive`: the plain sequential loop, one step per time step: the test oracle and the benchmark baseline.
 - `cuda`: `mamba_ssm`'s fused kernel (`selective_scan_fn`), for CUDA tensors when `mamba_ssm` imports.
 - `triton`: the project's own fused forward/backward kernels (`tse_cli.models.scan_triton`), for CUDA tensors
@@ -60,6 +60,9 @@ SHORT_LENGTH = 4
 # loop over a time-major state tensor, with no segments, chunks or copies: fastest for short chunks and wide
 # layers (measured 16-128 at d_inner 512, d_state 16, batch 1 and 4: 64 best).
 STREAM_LENGTH = 64
+# Longer inputs run that loop piece by piece: pieces of about this many values per intermediate (per-step states,
+# decays), at least 8 and at most STREAM_LENGTH steps (measured at d_inner 512, d_state 16, batch 1-16, 1-2 threads).
+PIECE_ELEMENTS = 1 << 19
 
 # ---------------------------------------------------------------- backend selection
 
@@ -323,9 +326,11 @@ def _short_core(
 
 
 def _pieces_core(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, h0: Tensor | None) -> tuple[Tensor, Tensor]:
-    """`_short_core` over consecutive pieces of STREAM_LENGTH steps, the state carried from piece to piece."""
+    """`_short_core` over consecutive pieces of up to STREAM_LENGTH steps (fewer for large batches, so that a piece's
+    intermediates stay about PIECE_ELEMENTS values), the state carried from piece to piece."""
+    piece = max(8, min(STREAM_LENGTH, PIECE_ELEMENTS // (u.shape[0] * u.shape[1] * A.shape[1])))
     h, ys = h0, []
-    for u_p, delta_p, B_p, C_p in zip(*(t.split(STREAM_LENGTH, dim=-1) for t in (u, delta, B, C)), strict=True):
+    for u_p, delta_p, B_p, C_p in zip(*(t.split(piece, dim=-1) for t in (u, delta, B, C)), strict=True):
         y, h = _short_core(u_p, delta_p, A, B_p, C_p, h)
         ys.append(y)
     return (ys[0] if len(ys) == 1 else torch.cat(ys, dim=-1)), h
