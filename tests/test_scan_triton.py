@@ -191,3 +191,30 @@ def test_kernels_compile_for_h100_without_spills():
     for row in rows:
         assert row["spill_bytes"] == 0, row
         assert 0 < row["registers"] <= 255, row
+
+
+def test_auto_falls_back_once_when_the_kernels_fail_here(monkeypatch):
+    """`auto` picked Triton (as on a CUDA machine without mamba_ssm) and its kernels fail to build: one warning, the
+    reference result, and `auto` stays on the reference; an explicit 'triton' still raises the error."""
+    monkeypatch.delenv(scan.ENV_VAR, raising=False)
+    monkeypatch.setattr(scan, "_TRITON_FAILURE", [])
+    monkeypatch.setattr(scan, "mamba_ssm_available", lambda: False)
+    cuda32 = types.SimpleNamespace(is_cuda=True, dtype=torch.float32)
+
+    def broken(*args):
+        raise RuntimeError("PTX .version 9.9 does not support .target sm_90")
+
+    monkeypatch.setattr(scan, "_triton_module", lambda: types.SimpleNamespace(triton_scan=broken))
+    real_resolve = scan.resolve_backend
+    monkeypatch.setattr(scan, "resolve_backend", lambda backend, tensor: real_resolve(backend, cuda32))
+    x = {k: v.cpu() for k, v in _inputs(batch=1, length=5).items()}
+    expected = selective_scan(**x, delta_softplus=True, backend="naive")
+    with pytest.warns(RuntimeWarning, match="Triton scan kernels failed on this machine.*PTX"):
+        got = selective_scan(**x, delta_softplus=True)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    assert real_resolve("auto", cuda32) == "reference"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # said once
+        selective_scan(**x, delta_softplus=True)
+    with pytest.raises(RuntimeError, match="PTX"):
+        selective_scan(**x, delta_softplus=True, backend="triton")

@@ -97,6 +97,22 @@ def triton_available() -> bool:
     return _triton_module() is not None
 
 
+# The error of the Triton kernels when `auto` picked them and they failed to compile or launch on this machine
+# (then `auto` uses the reference scan for the rest of the process); empty while they work.
+_TRITON_FAILURE: list[Exception] = []
+
+
+def _fall_back_from_triton(err: Exception) -> None:
+    """Remember that the auto-selected Triton kernels failed here, and say so once."""
+    _TRITON_FAILURE.append(err)
+    warnings.warn(
+        f"tse: the Triton scan kernels failed on this machine ({type(err).__name__}: {str(err)[:200]}); using the "
+        "pure-PyTorch reference scan instead (TSE_SCAN_BACKEND=triton shows the full error)",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+
+
 @functools.cache
 def _notice_no_fused_scan() -> None:
     warnings.warn(
@@ -111,9 +127,9 @@ def resolve_backend(backend: str = "auto", tensor: Tensor | None = None) -> str:
     """The concrete backend (`reference`, `naive`, `cuda` or `triton`) for a scan over `tensor`'s device and dtype.
 
     `auto` reads the environment variable TSE_SCAN_BACKEND first; then, for CUDA tensors in float32/float16/
-    bfloat16, picks `cuda` when mamba_ssm imports, else `triton` when Triton does (a one-time notice when
-    neither does); `reference` otherwise. An explicit `cuda` or `triton` that cannot run (CPU tensors, float64,
-    missing package) is an error, never a silent fallback.
+    bfloat16, picks `cuda` when mamba_ssm imports, else `triton` when Triton does and its kernels have not failed
+    here (a one-time notice when neither imports); `reference` otherwise. An explicit `cuda` or `triton` that
+    cannot run (CPU tensors, float64, missing package, a kernel error) is an error, never a silent fallback.
     """
     source = "backend"
     if backend == "auto" and os.environ.get(ENV_VAR):
@@ -127,7 +143,7 @@ def resolve_backend(backend: str = "auto", tensor: Tensor | None = None) -> str:
         if mamba_ssm_available():
             return "cuda"
         if triton_available():
-            return "triton"
+            return "reference" if _TRITON_FAILURE else "triton"
         _notice_no_fused_scan()
         return "reference"
     if backend == "cuda":
@@ -187,8 +203,14 @@ def selective_scan(
     name = resolve_backend(backend, u)
     if name in ("cuda", "triton"):
         fused = _cuda_scan if name == "cuda" else _triton_module().triton_scan
-        y, last = fused(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state)
-        return (y, last) if return_last_state else y
+        try:
+            y, last = fused(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state)
+            return (y, last) if return_last_state else y
+        except Exception as err:  # re-raised unless it is the auto-selected Triton failing on this machine
+            chosen = backend == "auto" and not os.environ.get(ENV_VAR)
+            if name != "triton" or not chosen or isinstance(err, torch.OutOfMemoryError):
+                raise
+            _fall_back_from_triton(err)  # then the reference scan below
 
     compute = torch.float64 if u.dtype == torch.float64 else torch.float32
     u_c = u.to(compute)
