@@ -210,7 +210,8 @@ def selective_scan(
             chosen = backend == "auto" and not os.environ.get(ENV_VAR)
             if name != "triton" or not chosen or isinstance(err, torch.OutOfMemoryError):
                 raise
-            _fall_back_from_triton(err)  # then the reference scan below
+            _fall_back_from_triton(err)
+            name = "reference"
 
     compute = torch.float64 if u.dtype == torch.float64 else torch.float32
     u_c = u.to(compute)
@@ -222,7 +223,7 @@ def selective_scan(
     in_pieces = chunk_size is None and length > 0 and (length <= STREAM_LENGTH or (wide and time_major))
     if name == "reference" and in_pieces and not _tracks_grad(*args):
         y, last = _pieces_core(*args)
-    elif name == "naive" or (chunk_size is None and u.shape[-1] <= SHORT_LENGTH):
+    elif name == "naive" or (chunk_size is None and length <= SHORT_LENGTH):
         y, last = _naive_core(*args)
     else:
         y, last = _reference_core(*args, chunk_size=chunk_size)
@@ -261,35 +262,33 @@ def selective_scan_step(
             u, delta, A, B, C, D, z, delta_bias, delta_softplus, state, return_last_state=True, backend=backend
         )
         return (y, state.copy_(last)) if in_place else (y, last)
-    if delta_bias is not None:
-        delta = torch.add(delta, delta_bias.to(compute)[:, None], out=scratch(delta))
-    if delta_softplus:  # F.softplus has no out= argument; this is the function it calls
-        delta = torch._C._nn.softplus(delta, out=scratch(delta))
+    delta = _effective_delta(delta, delta_bias, delta_softplus, compute)
     y, _ = _short_core(u, delta, A.to(compute), B, C, state, last=state)
-    if D is not None:
-        y.addcmul_(u, D.to(compute)[:, None])
-    if z is not None:
-        y.mul_(torch._C._nn.silu(z, out=scratch(z)))
-    return y, state
+    return _skip_and_gate(y, u, D, z), state
 
 
 # ---------------------------------------------------------------- shared pieces
+
+
+# Inside a streamer's `Scratch.active()` these write into scratch tensors (`scratch` gives None elsewhere, and the
+# operations allocate as usual). F.softplus and F.silu have no out= argument: torch._C._nn's are the functions
+# they call.
 
 
 def _effective_delta(delta: Tensor, bias: Tensor | None, softplus: bool, dtype: torch.dtype) -> Tensor:
     """delta + bias, through softplus when asked, in `dtype`: (batch, d_inner, length)."""
     delta = delta.to(dtype)
     if bias is not None:
-        delta = delta + bias.to(dtype)[:, None]
-    return F.softplus(delta) if softplus else delta
+        delta = torch.add(delta, bias.to(dtype)[:, None], out=scratch(delta))
+    return torch._C._nn.softplus(delta, out=scratch(delta)) if softplus else delta
 
 
 def _skip_and_gate(y: Tensor, u: Tensor, D: Tensor | None, z: Tensor | None) -> Tensor:
     """y + D * u, then times silu(z): (batch, d_inner, length) in y's dtype."""
     if D is not None:
-        y = y + D.to(y.dtype)[:, None] * u
+        y = torch.addcmul(y, u, D.to(y.dtype)[:, None], out=scratch(y))
     if z is not None:
-        y = y * F.silu(z.to(y.dtype))
+        y = torch.mul(y, torch._C._nn.silu(z.to(y.dtype), out=scratch(z)), out=scratch(y))
     return y
 
 
