@@ -8,15 +8,14 @@ the model saw). Nothing is downloaded.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 import torch
 
 from tse_cli.classes import FSD_CLASSES, NUM_CLASSES, class_index, multi_hot
+from tse_cli.data.wavio import write_wav
 from tse_cli.train.metrics import separation_metrics
 from tse_cli.train.png import spectrogram_png
 
@@ -71,12 +70,6 @@ def make_scene(seed: int, target: str | None = None) -> tuple[np.ndarray, np.nda
     )
 
 
-def _write_wav(path: Path, audio: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp.wav")
-    sf.write(str(tmp), audio, RATE, subtype="FLOAT")
-    os.replace(tmp, path)
-
-
 def run_demo(out: str | Path, seed: int | None = None, target: str | None = None, model: str = "demo") -> DemoResult:
     """Make a scene, extract its target with `model` (a registry name or checkpoint directory), write the files.
 
@@ -96,7 +89,7 @@ def run_demo(out: str | Path, seed: int | None = None, target: str | None = None
     out.mkdir(parents=True, exist_ok=True)
     files = {name: out / f"{name}.wav" for name in ("mixture", "reference", "estimate")}
     for name, audio in zip(files, (mixture, reference, estimate), strict=True):
-        _write_wav(files[name], audio)
+        write_wav(files[name], audio, RATE, subtype="FLOAT")
     panels = [(f"mixture: {label} + {' + '.join(others)}", mixture), (f"reference: {label}", reference)]
     panels.append((f"estimate: SI-SNRi {metrics['si_snri'].item():.1f} dB", estimate))
     files["spectrograms"] = spectrogram_png(out / "spectrograms.png", panels)
