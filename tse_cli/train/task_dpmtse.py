@@ -50,7 +50,7 @@ class DpmTrainSet(EpochSet):
     def __init__(self, root: Path, split: str, options: dict[str, Any], train: bool, seed: int) -> None:
         from tse_cli.data.sets import open_set
 
-        super().__init__(open_set(root, split, validate=False), seed)
+        super().__init__(open_set(root, split, validate=False, with_reference=False), seed)
         self.crop = float(options["crop_seconds"]) if train else 0.0
 
     def __getitem__(self, index: int) -> dict[str, Any]:
