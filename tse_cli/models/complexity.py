@@ -27,6 +27,9 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from tse_cli.classes import NUM_CLASSES
+from tse_cli.models.avsepformer import VISUAL_DIM
+
 Inputs = tuple[Any, ...] | Callable[[nn.Module, float], tuple[Any, ...]]
 
 
@@ -43,11 +46,11 @@ def example_inputs(model: nn.Module, seconds: float = 1.0) -> tuple[Any, ...]:
     device, dtype = parameter.device, parameter.dtype
     mixture = torch.randn(1, 1, round(seconds * model.sample_rate), device=device, dtype=dtype)
     if model.clue_kind == "class":
-        query = torch.zeros(1, getattr(model, "label_len", 41), device=device, dtype=dtype)
+        query = torch.zeros(1, getattr(model, "label_len", NUM_CLASSES), device=device, dtype=dtype)
         return mixture, query.index_fill_(1, torch.tensor([0], device=device), 1.0)
     if model.clue_kind == "visual":
         frames = round(seconds * model.clue_rate)
-        return mixture, torch.randn(1, frames, 512, device=device, dtype=dtype)
+        return mixture, torch.randn(1, frames, VISUAL_DIM, device=device, dtype=dtype)
     raise ValueError(f"{type(model).__name__}: unknown clue_kind {model.clue_kind!r}; pass `inputs`")
 
 

@@ -44,9 +44,10 @@ def class_labels(clue: Tensor) -> Tensor:
     """The (batch,) int64 class labels of a (batch, 41) multi-hot query; DPM-TSE takes exactly one class each."""
     if clue.ndim != 2 or clue.shape[-1] != NUM_CLASSES:
         raise ValueError(f"DPM-TSE expects a (batch, {NUM_CLASSES}) class query, got shape {tuple(clue.shape)}")
-    for row in [] if clue.is_meta else clue:  # no values to check on the meta device (shape-only counting)
-        active = row.nonzero().flatten().tolist()
-        if len(active) != 1:
+    if not clue.is_meta:  # no values to check on the meta device (shape-only counting)
+        wrong = (clue.ne(0).sum(-1) != 1).nonzero()  # one device-to-host read per batch, not one per row
+        if wrong.numel():
+            active = clue[wrong[0, 0]].nonzero().flatten().tolist()
             names = ", ".join(FSD_CLASSES[i] for i in active) or "none"
             raise ValueError(f"DPM-TSE extracts exactly one class per query, got {len(active)} ({names})")
     return clue.argmax(-1)

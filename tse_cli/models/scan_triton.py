@@ -31,6 +31,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from tse_cli.models.scan import _effective_delta
+
 BLOCK_D = 16  # channels per program
 BLOCK_T = 16  # time steps per chunk (one associative scan of BLOCK_D * d_state * BLOCK_T values)
 # warps per program: with d_state 16, ptxas (sm_90) fits both kernels in registers without spills
@@ -326,9 +328,8 @@ class _SelectiveScan(torch.autograd.Function):
         )  # fmt: skip
         dh0 = None
         if h0 is not None:  # h_0 = a_0 h0 + x_0
-            delta0 = delta[:, :, 0].float() + (0 if delta_bias is None else delta_bias.float())
-            delta0 = torch.nn.functional.softplus(delta0) if ctx.softplus else delta0
-            dh0 = (dfirst * torch.exp(delta0[..., None] * A.float())).to(ctx.h0_dtype)
+            delta0 = _effective_delta(delta[:, :, :1], delta_bias, ctx.softplus, torch.float32)  # (batch, d_inner, 1)
+            dh0 = (dfirst * torch.exp(delta0 * A.float())).to(ctx.h0_dtype)
         return (
             du.to(u.dtype),
             ddelta.to(delta.dtype),
