@@ -64,15 +64,12 @@ def _distributed() -> tuple[int, int, int]:
 
 
 def pick_device(name: str, local_rank: int = 0) -> torch.device:
-    """`auto` -> the local rank's GPU when CUDA is available, else the CPU; explicit CUDA devices are checked."""
-    if name == "auto":
-        name = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} asked for but CUDA is not available")
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", local_rank)
-    return device
+    """The device `name` checked as `tse extract` checks it (`tse_cli.engine.resolve_device`: a one-line
+    ValueError for a bad or absent one); `auto` and `cuda` mean the local rank's GPU when CUDA is available."""
+    from tse_cli.engine import resolve_device
+
+    device = resolve_device(name)
+    return torch.device("cuda", local_rank) if device.type == "cuda" and device.index is None else device
 
 
 # ---- data ----
