@@ -241,7 +241,9 @@ def _fetch_url(source: Source, sha256: str | None) -> Fetched:
         if sha256 and actual != sha256:
             raise _mismatch(source, sha256, actual, delete=[tmp])
         os.replace(tmp, path)
-        _write_atomic(sidecar, actual + "\n")
+        from tse_cli.data.wavio import write_text  # (it loads numpy and soundfile: only once something is written)
+
+        write_text(sidecar, actual + "\n")
     finally:
         tmp.unlink(missing_ok=True)
     return Fetched(path, f"sha256:{actual}")
@@ -267,12 +269,6 @@ def _http_download(source: Source, f) -> None:
         raise OfflineError(f"{source}: cannot download ({_one_line(err)})") from None
     finally:
         hub_log.setLevel(level)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 # ---- package files ----

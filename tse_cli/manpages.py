@@ -8,7 +8,6 @@ The output is deterministic (no dates), so a test can compare it with the commit
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 from pathlib import Path
@@ -222,6 +221,8 @@ def generate() -> dict[str, str]:
 
 def write(directory: str | Path) -> list[Path]:
     """Write every page into `directory` (each atomically) and remove stale `tse*.1` pages; returns the pages."""
+    from tse_cli.data.wavio import write_text
+
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     pages = generate()
@@ -231,9 +232,7 @@ def write(directory: str | Path) -> list[Path]:
     written = []
     for filename, text in pages.items():
         target = directory / filename
-        tmp = directory / f".{filename}.tmp"
-        tmp.write_text(text)
-        os.replace(tmp, target)
+        write_text(target, text)
         written.append(target)
     return written
 

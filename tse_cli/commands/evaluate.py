@@ -133,7 +133,7 @@ def _render(
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    from tse_cli.data.wavio import write_bytes
+    from tse_cli.data.wavio import write_text
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_bytes(path, text.encode())
+    write_text(path, text)
