@@ -142,7 +142,8 @@ def _label_file(folder: Path, label: str) -> Path:
 # ---- validation -------------------------------------------------------------------------------------------------
 
 
-def _sample_rate(root: Path, recipe: str) -> int:
+def sample_rate(root: Path, recipe: str) -> int:
+    """The sample rate of a rendered set of `recipe` (from its recipe.json, else the recipe's default)."""
     info = root / "recipe.json"
     if info.is_file():
         try:
@@ -161,7 +162,7 @@ def validate_set(root: str | Path, split: str) -> str:
     if split not in SPLITS:
         raise SetError(f"unknown split {split!r} (expected one of {', '.join(SPLITS)})")
     recipe = detect_recipe(root)
-    _sample_rate(root, recipe)
+    sample_rate(root, recipe)
     missing: list[Path] = []
     if recipe == "dpm-tse":
         rows = _dpm_rows(root, split)
@@ -294,7 +295,7 @@ def open_set(
     """
     root = Path(root)
     recipe = validate_set(root, split) if validate else detect_recipe(root)
-    rate = _sample_rate(root, recipe)
+    rate = sample_rate(root, recipe)
     if recipe == "dpm-tse":
         return DpmSet(root, split, rate, with_reference)
     return SceneSet(root, split, rate, max_targets, seed)

@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 
 from tse_cli.train.losses import neg_si_snr_loss
 from tse_cli.train.metrics import separation_metrics
-from tse_cli.train.tasks import DataError, EpochSet, Task, concat_metrics, pad_collate
+from tse_cli.train.tasks import EpochSet, Task, check_splits, concat_metrics, pad_collate
 from tse_cli.visual import align_frames, clue_frames
 
 
@@ -68,13 +68,7 @@ class AVTask(Task):
     def validate(self, root: Path, splits: tuple[str, ...]) -> None:
         from tse_cli.data.muse import MuseError, validate_split
 
-        if not root.is_dir():
-            raise DataError(f"{root}: data folder not found")
-        for split in splits:
-            try:
-                validate_split(root, split)
-            except MuseError as err:
-                raise DataError(str(err)) from None
+        check_splits(root, splits, validate_split, (MuseError,))
 
     def dataset(self, root: Path, split: str, options: dict[str, Any], train: bool, seed: int = 0) -> Dataset:
         return AVSet(root, split, options, train, seed)

@@ -28,7 +28,7 @@ from torch.utils.data import Dataset
 
 from tse_cli.classes import FSD_CLASSES
 from tse_cli.train.metrics import separation_metrics
-from tse_cli.train.tasks import DataError, EpochSet, Task, concat_metrics, uniform_groups, unwrap
+from tse_cli.train.tasks import DataError, EpochSet, Task, check_splits, concat_metrics, uniform_groups, unwrap
 
 
 def event_crop_start(total: int, length: int, onset: int, offset: int, rng: np.random.Generator) -> int:
@@ -93,21 +93,18 @@ class DpmTask(Task):
         self._vocoder_loaded = False
 
     def validate(self, root: Path, splits: tuple[str, ...]) -> None:
-        from tse_cli.data.sets import validate_set
+        from tse_cli.data.sets import sample_rate, validate_set
         from tse_cli.models.mel import SAMPLE_RATE
 
-        if not root.is_dir():
-            raise DataError(f"{root}: data folder not found")
-        for split in splits:
-            try:
-                recipe = validate_set(root, split)
-                rate = _set_rate(root, split)
-            except (ValueError, FileNotFoundError) as err:
-                raise DataError(str(err)) from None
+        def check(root: Path, split: str) -> None:
+            recipe = validate_set(root, split)
+            rate = sample_rate(root, recipe)
             if recipe != "dpm-tse" or rate != SAMPLE_RATE:
                 raise DataError(
                     f"{root}: a {recipe} set at {rate} Hz; DPM-TSE trains on `tse mix --recipe dpm-tse` sets (16 kHz)"
                 )
+
+        check_splits(root, splits, check, (ValueError, FileNotFoundError))
 
     def dataset(self, root: Path, split: str, options: dict[str, Any], train: bool, seed: int = 0) -> Dataset:
         return DpmTrainSet(root, split, options, train, seed)
@@ -137,12 +134,6 @@ class DpmTask(Task):
             )
             parts.append(separation_metrics(estimate, mixture, target))
         return concat_metrics(parts)
-
-
-def _set_rate(root: Path, split: str) -> int:
-    from tse_cli.data.sets import open_set
-
-    return int(open_set(root, split, validate=False).sample_rate)
 
 
 def task(arch: str) -> Task:

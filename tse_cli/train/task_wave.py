@@ -30,7 +30,7 @@ from torch.utils.data import Dataset
 from tse_cli.classes import FSD_CLASSES
 from tse_cli.train.losses import snr_sisnr_loss
 from tse_cli.train.metrics import separation_metrics
-from tse_cli.train.tasks import DataError, EpochSet, Task, concat_metrics, uniform_groups, unwrap
+from tse_cli.train.tasks import EpochSet, Task, check_splits, concat_metrics, uniform_groups, unwrap
 
 
 class WaveSet(EpochSet):
@@ -98,13 +98,7 @@ class WaveTask(Task):
     def validate(self, root: Path, splits: tuple[str, ...]) -> None:
         from tse_cli.data.sets import validate_set
 
-        if not root.is_dir():
-            raise DataError(f"{root}: data folder not found")
-        for split in splits:
-            try:
-                validate_set(root, split)
-            except (ValueError, FileNotFoundError) as err:
-                raise DataError(str(err)) from None
+        check_splits(root, splits, validate_set, (ValueError, FileNotFoundError))
 
     def dataset(self, root: Path, split: str, options: dict[str, Any], train: bool, seed: int = 0) -> Dataset:
         return WaveSet(root, split, options, train, seed)

@@ -35,6 +35,7 @@ defaults (`--task-arg name=value` on the command line, `task.<name>` in a config
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from importlib import import_module
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,20 @@ FAMILIES: dict[str, str] = {
 
 class DataError(ValueError):
     """A data folder that cannot be used: the message names the file or folder and what is wrong with it."""
+
+
+def check_splits(
+    root: Path, splits: tuple[str, ...], check: Callable[[Path, str], object], errors: tuple[type[Exception], ...]
+) -> None:
+    """Raise `DataError` unless `root` is a folder and `check(root, split)` passes for every split; the `errors`
+    it raises become `DataError`s with the same message."""
+    if not root.is_dir():
+        raise DataError(f"{root}: data folder not found")
+    for split in splits:
+        try:
+            check(root, split)
+        except errors as err:
+            raise DataError(str(err)) from None
 
 
 def example_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
