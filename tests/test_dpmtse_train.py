@@ -120,3 +120,12 @@ def test_rejects_sets_it_cannot_train_on(tmp_path: Path, recipe: str, rate: int,
     (root / "recipe.json").write_text(json.dumps({"recipe": recipe, "sample_rate": rate}))
     with pytest.raises(DataError, match=message):
         DpmTask().validate(root, ("train",))
+
+
+def test_validate_rejects_sets_at_another_rate(tmp_path: Path) -> None:
+    """DPM-TSE trains on 16 kHz dpm-tse sets only: a dpm-tse set written at 44.1 kHz is refused by name."""
+    root = write_dpm_set(tmp_path / "set", {"train": 1}, seconds=0.1, rate=44100)
+    with pytest.raises(DataError, match=r"a dpm-tse set at 44100 Hz; DPM-TSE trains on `tse mix --recipe dpm-tse`"):
+        DpmTask().validate(root, ("train",))
+    with pytest.raises(DataError, match="data folder not found"):
+        DpmTask().validate(tmp_path / "nothing", ("train",))
