@@ -39,13 +39,9 @@ def replace_dir(staging: Path, directory: Path) -> None:
         os.replace(staging, directory)
 
 
-def save_checkpoint(model: nn.Module, directory: str | Path, extra: dict[str, Any] | None = None) -> Path:
-    """Write `model` (built by `tse_cli.models.create`) as a checkpoint directory, atomically.
-
-    The directory is assembled beside its destination and renamed into place, so a reader never sees half
-    of it; an existing directory at `directory` is replaced.
-    """
-    directory = Path(directory)
+def write_checkpoint(model: nn.Module, directory: Path, extra: dict[str, Any] | None = None) -> None:
+    """Write `model`'s config.json and model.safetensors into the existing folder `directory` (not atomic: for a
+    folder that is itself renamed into place afterwards, as `save_checkpoint` and the training loop do)."""
     config = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -56,11 +52,21 @@ def save_checkpoint(model: nn.Module, directory: str | Path, extra: dict[str, An
         **({"classes": list(FSD_CLASSES)} if model.clue_kind == "class" else {}),
         **(extra or {}),
     }
+    (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    save_model(model, str(directory / "model.safetensors"))
+
+
+def save_checkpoint(model: nn.Module, directory: str | Path, extra: dict[str, Any] | None = None) -> Path:
+    """Write `model` (built by `tse_cli.models.create`) as a checkpoint directory, atomically.
+
+    The directory is assembled beside its destination and renamed into place, so a reader never sees half
+    of it; an existing directory at `directory` is replaced.
+    """
+    directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
-        (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-        save_model(model, str(tmp / "model.safetensors"))
+        write_checkpoint(model, tmp, extra)
         replace_dir(tmp, directory)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

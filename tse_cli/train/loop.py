@@ -34,7 +34,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from tse_cli.checkpoint import replace_dir, save_checkpoint
+from tse_cli.checkpoint import replace_dir, write_checkpoint
 from tse_cli.data.wavio import write_bytes
 from tse_cli.models import create
 from tse_cli.train.config import TrainConfig
@@ -133,8 +133,9 @@ class _Run:
     def save(self, name: str, extra: dict[str, Any] | None = None, with_state: bool = True) -> Path:
         staging = self.out / f".{name}.staging"
         shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
         training = {"step": self.step, "epoch": self.epoch, **(extra or {})}
-        save_checkpoint(self.model, staging, extra={"training": training})
+        write_checkpoint(self.model, staging, extra={"training": training})
         if with_state:
             save_state(self.state(), staging)
         replace_dir(staging, self.out / name)
