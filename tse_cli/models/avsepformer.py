@@ -141,7 +141,7 @@ class TransformerLayer(nn.Module):
 
 
 class TransformerStack(nn.Module):
-    """`layers` applied in turn (published: `nn.TransformerEncoder`)."""
+    """`layers` applied in turn (published: `nn.TransformerEncoder`; AV-SepMamba stacks its BiMamba blocks with it)."""
 
     def __init__(self, layers: list[nn.Module]) -> None:
         super().__init__()

@@ -16,21 +16,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from tse_cli.models.avsepformer import AVDualPath
+from tse_cli.models.avsepformer import AVDualPath, TransformerStack
 from tse_cli.models.crossmamba import BiCrossMamba, BiMamba
-
-
-class IntraMamba(nn.Module):
-    """Within-chunk model: `layers` BiMamba blocks, (batch', chunk, d_model) -> same."""
-
-    def __init__(self, d_model: int, layers: int, **mamba: int) -> None:
-        super().__init__()
-        self.layers = nn.ModuleList(BiMamba(d_model, **mamba) for _ in range(layers))
-
-    def forward(self, x: Tensor) -> Tensor:
-        for layer in self.layers:
-            x = layer(x)
-        return x
 
 
 class InterMamba(nn.Module):
@@ -70,7 +57,7 @@ class AVSepMamba(AVDualPath):
         mamba = {"d_state": d_state, "d_conv": d_conv, "expand": expand}
         super().__init__(
             d_model,
-            intra=lambda: IntraMamba(d_model, intra_layers, **mamba),
+            intra=lambda: TransformerStack([BiMamba(d_model, **mamba) for _ in range(intra_layers)]),  # within chunks
             inter=lambda: InterMamba(d_model, inter_layers, **mamba),
             blocks=blocks,
             chunk=chunk,
