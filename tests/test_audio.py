@@ -20,6 +20,7 @@ from tse_cli.audio import (
     check_subtype,
     default_subtype,
     probe,
+    resample_transform,
     resampled_length,
 )
 
@@ -166,3 +167,20 @@ def test_stream_resampler_equals_offline(orig: int, new: int) -> None:
         y = np.concatenate([*feeds, r.flush()], axis=1)
         assert y.shape == expected.shape == (2, resampled_length(x.shape[1], orig, new))
         np.testing.assert_array_equal(y, expected)
+
+
+def test_stream_resamplers_share_one_kernel_across_threads() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    assert resample_transform(44100, 16000) is resample_transform(44100, 16000)
+    assert resample_transform(16000, 44100) is not resample_transform(44100, 16000)
+    signals = [noise(2, 9001, seed=i) for i in range(6)]
+
+    def stream(x: np.ndarray) -> np.ndarray:
+        r = StreamResampler(44100, 16000, 2)
+        return np.concatenate([*(r.feed(x[:, i : i + 257]) for i in range(0, x.shape[1], 257)), r.flush()], axis=1)
+
+    with ThreadPoolExecutor(3) as pool:
+        outputs = list(pool.map(stream, signals))
+    for x, y in zip(signals, outputs, strict=True):
+        np.testing.assert_array_equal(y, AF.resample(torch.from_numpy(x), 44100, 16000).numpy())

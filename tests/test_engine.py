@@ -329,3 +329,70 @@ def test_visual_windows_never_ask_for_frames_past_the_end(tmp_path: Path) -> Non
     assert result.status == "done", result.error
     assert model.frames == [5] * 6 + [3]  # windows of 5 frames hopping 3; the last starts at frame 18 of 21
     np.testing.assert_allclose(read(task.output), x * np.repeat(gains, 320)[None, :6560], atol=1e-6)
+
+
+def _count_live(monkeypatch: pytest.MonkeyPatch, name: str) -> list[int]:
+    """Wrap `tse_cli.engine.<name>` so that each call records how many of its results are still alive."""
+    import weakref
+
+    import tse_cli.engine as engine
+
+    build, alive, counts = getattr(engine, name), [], []
+
+    def counted(*args, **kwargs):
+        made = build(*args, **kwargs)
+        alive.append(weakref.ref(made))
+        counts.append(sum(ref() is not None for ref in alive))
+        return made
+
+    monkeypatch.setattr(engine, name, counted)
+    return counts
+
+
+def test_per_file_state_is_bounded_by_the_batch_not_the_file_count(tmp_path: Path, monkeypatch) -> None:
+    counts = _count_live(monkeypatch, "StreamResampler")
+    inputs = [noise(1, 441 + 44 * (i % 2), seed=i) for i in range(12)]
+    tasks = [
+        Task(write(tmp_path / f"in{i}.wav", x, 44100), tmp_path / f"out{i}.wav", clue=CLUE)
+        for i, x in enumerate(inputs)
+    ]
+    results = Engine(CausalFir(), block_frames=64, batch_size=3, jobs=2).run(tasks)
+    assert [r.status for r in results] == ["done"] * len(tasks)
+    assert len(counts) == 2 * len(tasks)  # to the model's rate and back, per file
+    assert max(counts) <= 2 * 3  # only the running batch holds resamplers
+    for task, x in zip(tasks, inputs, strict=True):
+        np.testing.assert_allclose(read(task.output), offline(CausalFir(), x, 44100), atol=1e-5)
+
+
+def test_visual_clues_are_loaded_per_batch(tmp_path: Path, monkeypatch) -> None:
+    counts = _count_live(monkeypatch, "read_visual_clue")
+    per_frame, tasks, gains = RATE // 25, [], []
+    for i in range(8):
+        gains.append(np.linspace(0.1, 1.0, 4 + i % 2, dtype=np.float32) * (i + 1))  # one window
+        np.save(tmp_path / f"lips{i}.npy", np.repeat(gains[-1][:, None], 512, axis=1))
+        x = np.full((1, len(gains[-1]) * per_frame), 0.5, dtype=np.float32)
+        tasks.append(
+            Task(write(tmp_path / f"in{i}.wav", x), tmp_path / f"out{i}.wav", visual=tmp_path / f"lips{i}.npy")
+        )
+    results = Engine(VisualWindow(), batch_size=2).run(tasks)
+    assert [r.status for r in results] == ["done"] * len(tasks)
+    assert len(counts) == len(tasks) and max(counts) <= 2
+    for task, g in zip(tasks, gains, strict=True):
+        np.testing.assert_allclose(read(task.output), 0.5 * np.repeat(g, per_frame)[None], atol=1e-5)
+
+
+def test_clue_failures_are_reported_before_any_work(tmp_path: Path) -> None:
+    x = np.full((1, 5 * (RATE // 25)), 0.5, dtype=np.float32)
+    bad = np.ones((5, 512), np.float32)
+    bad[3, 3] = np.nan
+    np.save(tmp_path / "bad.npy", bad)
+    np.save(tmp_path / "good.npy", np.ones((5, 512), np.float32))
+    tasks = [
+        Task(write(tmp_path / "a.wav", x), tmp_path / "a_out.wav", visual=tmp_path / "good.npy"),
+        Task(write(tmp_path / "b.wav", x), tmp_path / "b_out.wav", visual=tmp_path / "bad.npy"),
+    ]
+    order = []
+    results = Engine(VisualWindow()).run(tasks, on_result=lambda r: order.append(r.task.input.name))
+    assert [r.status for r in results] == ["done", "failed"]
+    assert results[1].error == f"{tmp_path / 'bad.npy'}: contains NaN or infinite values"
+    assert order == ["b.wav", "a.wav"]

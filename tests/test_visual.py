@@ -5,7 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tse_cli.visual import VisualClueError, align_frames, check_visual_clue, clue_frames, load_visual_clue
+from tse_cli.visual import (
+    VALUE_CHUNK,
+    VisualClueError,
+    align_frames,
+    check_visual_clue,
+    clue_frames,
+    frames_before,
+    frames_covering,
+    load_visual_clue,
+    read_visual_clue,
+)
 
 RATE = 16000
 
@@ -121,3 +131,37 @@ def test_unreadable_files(tmp_path):
         load_visual_clue(archive)
     with pytest.raises(VisualClueError, match="audio is empty"):
         load_visual_clue(save(tmp_path, frames(100)), 0, RATE)
+
+
+def test_frames_before_and_covering_a_sample():
+    assert frames_before(640, RATE) == frames_covering(640, RATE) == 1  # exactly one 40 ms frame
+    assert (frames_before(641, RATE), frames_covering(641, RATE)) == (1, 2)
+    assert (frames_before(639, RATE), frames_covering(639, RATE)) == (0, 1)
+    assert frames_before(0, RATE) == frames_covering(0, RATE) == 0
+    assert (frames_before(44100, 44100, rate=30.0), frames_covering(44101, 44100, rate=30.0)) == (30, 31)
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast")
+def test_value_check_without_loading(tmp_path):
+    array = frames(VALUE_CHUNK + 10)
+    seconds = len(array) / 25
+    path = save(tmp_path, array)
+    assert check_visual_clue(path, round(seconds * RATE), RATE, values=True) == len(array)
+    array[VALUE_CHUNK + 3, 1] = 1e300  # finite in float64, infinite as float32 (what the models see)
+    path = save(tmp_path, array)
+    assert check_visual_clue(path, round(seconds * RATE), RATE) == len(array)  # the header alone
+    with pytest.raises(VisualClueError, match="lips.npy: contains NaN or infinite values"):
+        check_visual_clue(path, round(seconds * RATE), RATE, values=True)
+    with pytest.raises(VisualClueError, match="NaN or infinite"):
+        load_visual_clue(path)
+
+
+def test_read_takes_the_first_frames_and_pads(tmp_path):
+    path = save(tmp_path, frames(10))
+    head = read_visual_clue(path, 4)
+    assert head.dtype == np.float32 and head.shape == (4, 512)
+    np.testing.assert_array_equal(head[:, 0], [0, 1, 2, 3])
+    padded = read_visual_clue(path, 13)
+    np.testing.assert_array_equal(padded[:, 5], [*range(10), 9, 9, 9])
+    with pytest.raises(VisualClueError, match="no such file"):
+        read_visual_clue(tmp_path / "gone.npy", 4)

@@ -15,15 +15,20 @@ concatenated output equals the offline call on the whole signal up to float roun
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import soundfile as sf
+
+if TYPE_CHECKING:
+    from torchaudio.transforms import Resample
 
 SUBTYPES = ("PCM_U8", "PCM_S8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE")
 FORMATS = {"wav": "WAV", "flac": "FLAC"}  # user-facing name / extension -> libsndfile major format
@@ -220,24 +225,34 @@ class AtomicWriter:
             self._file = None
 
 
+@functools.lru_cache(maxsize=64)
+def resample_transform(orig_rate: int, new_rate: int) -> Resample:
+    """The filter of `torchaudio.functional.resample` from `orig_rate` to `new_rate` Hz, its kernel (float32,
+    about 0.3 MB for 44.1 -> 16 kHz) computed once per rate pair and shared by every `StreamResampler`.
+
+    Sharing is safe across threads: the transform holds no state but the kernel, which is only read.
+    """
+    import torch
+    from torchaudio.transforms import Resample
+
+    return Resample(
+        orig_rate, new_rate, lowpass_filter_width=LOWPASS_FILTER_WIDTH, rolloff=ROLLOFF, dtype=torch.float32
+    )
+
+
 class StreamResampler:
     """Block-wise `torchaudio.functional.resample` from `orig_rate` to `new_rate` Hz with exact continuity.
 
     `feed(x (channels, n))` returns the output samples that are final so far, `flush()` the rest; their
     concatenation has `ceil(total * new / orig)` samples and equals the offline call (see the module docstring).
-    Memory is bounded by one block plus `width + orig` samples of context.
+    Memory is bounded by one block plus `width + orig` samples of context; the kernel is shared
+    (`resample_transform`).
     """
 
     def __init__(self, orig_rate: int, new_rate: int, channels: int) -> None:
-        import torch
-        from torchaudio.transforms import Resample
-
         gcd = math.gcd(int(orig_rate), int(new_rate))
         self.orig, self.new = orig_rate // gcd, new_rate // gcd
-        # the filter of torchaudio.functional.resample, its kernel computed once
-        self._resampler = Resample(
-            orig_rate, new_rate, lowpass_filter_width=LOWPASS_FILTER_WIDTH, rolloff=ROLLOFF, dtype=torch.float32
-        )
+        self._resampler = resample_transform(int(orig_rate), int(new_rate))
         self.width = self._resampler.width  # input taps either side of a group
         self._buf = np.zeros((channels, 0), dtype=np.float32)
         self._buf_start = 0  # absolute input index of _buf[:, 0], always a multiple of orig

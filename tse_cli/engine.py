@@ -16,7 +16,9 @@ atomic writer, so neither a file nor its output is ever held whole on the device
 
 Files of a group run in lockstep and have one model-rate length (and one clue length), so each file's result
 equals running it alone; failures (a NaN mid-file, a truncated file) drop only their own file. `jobs > 1` reads
-the next blocks and writes the previous ones in a thread pool while the model runs.
+the next blocks and writes the previous ones in a thread pool while the model runs. Planning reads headers only
+(and checks visual clues chunk by chunk); a file's reader, resamplers and clue exist only while its group runs,
+and resampling kernels are shared per rate pair, so memory does not grow with the number of files.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import inspect
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +48,7 @@ from tse_cli.audio import (
     probe,
     resampled_length,
 )
+from tse_cli.visual import check_visual_clue, clue_frames, frames_before, frames_covering, read_visual_clue
 
 WINDOW_OVERLAP = 0.25  # fraction of a window shared with the next one
 READ_FRAMES = 1 << 15  # smallest read from disk, whatever the model's block size
@@ -169,33 +172,43 @@ class _Fifo:
 
 
 class _File:
-    """One task in flight: reads model-rate input (`take`) and writes the estimate (`put`, `finish`)."""
+    """One task: planned from headers alone, then opened for work (`open`: reader, resamplers, visual clue,
+    writers), read at the model's rate (`take`), written (`put`, `finish`) and released when it finishes, so that
+    only the files of the running group hold buffers, whatever the number of inputs.
 
-    def __init__(self, task: Task, info: AudioInfo, model_rate: int, keep_rate: bool, block_frames: int) -> None:
+    `clue_frames`: visual clue frames the file gets (aligned as `_visual_frames` says), 0 for class clues.
+    """
+
+    def __init__(self, task: Task, info: AudioInfo, model_rate: int, keep_rate: bool, clue_frames: int = 0) -> None:
         self.task, self.info = task, info
         self.channels = info.channels
+        self.model_rate = model_rate
         self.model_total = resampled_length(info.frames, info.sample_rate, model_rate)
+        self.keep_rate = keep_rate  # the residual is then taken at the input (= output) rate
         self.out_rate = info.sample_rate if keep_rate else model_rate
         self.out_total = info.frames if keep_rate else self.model_total
+        self.clue_frames = clue_frames
         self.error: str | None = None
         self.frames_read = 0
         self.visual: np.ndarray | None = None
-        convert = info.sample_rate != model_rate
-        self._blocks: Iterator[np.ndarray] = iter(BlockReader(info, max(block_frames, READ_FRAMES)))
-        self._to_model = StreamResampler(info.sample_rate, model_rate, self.channels) if convert else None
-        self._from_model = (
-            StreamResampler(model_rate, info.sample_rate, self.channels) if convert and keep_rate else None
-        )
+        self._blocks: Generator[np.ndarray, None, None] | None = None
+        self._to_model: StreamResampler | None = None
+        self._from_model: StreamResampler | None = None
+        self._mixture: _Fifo | None = None
         self._pending = np.zeros((self.channels, 0), np.float32)
         self._eof = False
         self._estimate_fed = 0  # model-rate estimate samples accepted so far (beyond model_total is padding)
-        self._mixture = _Fifo(self.channels) if task.residual else None
-        self._mixture_at_input = keep_rate  # the residual is taken at the output rate
         self._stack = contextlib.ExitStack()
         self._writers: list[AtomicWriter] = []
 
-    def open(self) -> None:
-        """Open the atomic writers (temporary files in the destination folders)."""
+    def open(self, block_frames: int) -> None:
+        """Set up the reader and resamplers, then open the atomic writers (temporary files in the destination
+        folders); the visual clue is loaded by the engine, which knows its frame rate."""
+        rate, convert = self.info.sample_rate, self.info.sample_rate != self.model_rate
+        self._blocks = iter(BlockReader(self.info, max(block_frames, READ_FRAMES)))
+        self._to_model = StreamResampler(rate, self.model_rate, self.channels) if convert else None
+        self._from_model = StreamResampler(self.model_rate, rate, self.channels) if convert and self.keep_rate else None
+        self._mixture = _Fifo(self.channels) if self.task.residual else None
         subtype = self.task.subtype or default_subtype(self.info.subtype, self.task.format)
         for path in (self.task.output, self.task.residual):
             if path is not None:
@@ -211,11 +224,11 @@ class _File:
             tail = self._to_model.flush() if self._to_model else None
         else:
             self.frames_read += block.shape[1]
-            if self._mixture is not None and self._mixture_at_input:
+            if self._mixture is not None and self.keep_rate:
                 self._mixture.push(block)
             tail = self._to_model.feed(block) if self._to_model else block
         if tail is not None and tail.shape[1]:
-            if self._mixture is not None and not self._mixture_at_input:
+            if self._mixture is not None and not self.keep_rate:
                 self._mixture.push(tail)
             self._pending = np.concatenate([self._pending, tail], axis=1)
 
@@ -269,6 +282,7 @@ class _File:
             self.fail(f"{self.task.input}: model produced {self._writers[0].frames} of {self.out_total} samples")
         if self.error is None:
             self._stack.close()
+            self._release()
         else:
             self.abort()
 
@@ -283,6 +297,14 @@ class _File:
     def abort(self) -> None:
         """Delete the temporary outputs (a failure, or Ctrl-C); a no-op once they were renamed into place."""
         self._stack.__exit__(RuntimeError, RuntimeError("aborted"), None)
+        self._release()
+
+    def _release(self) -> None:
+        """Close the input and drop the buffers, resamplers and visual clue (no read or write may be running)."""
+        if self._blocks is not None:
+            self._blocks.close()  # closes the input file of a reader stopped mid-file
+        self._blocks = self._to_model = self._from_model = self._mixture = self.visual = None
+        self._pending = np.zeros((self.channels, 0), np.float32)
 
     @property
     def clipped(self) -> int:
@@ -346,12 +368,13 @@ class Engine:
     # planning --------------------------------------------------------------------------------------------------
 
     def _prepare(self, task: Task) -> _File:
+        """Plan a task from headers (and its visual clue, checked whole in constant memory); nothing stays open."""
         info = probe(task.input)
-        file = _File(task, info, self.rate, self.keep_rate, self.block_frames)
+        file = _File(task, info, self.rate, self.keep_rate)
         if self.model.clue_kind == "visual":
             if task.visual is None:
                 raise AudioError(f"{task.input}: this model needs a visual clue (--visual)")
-            file.visual = _load_visual(task.visual, file.model_total, self.rate, float(self.model.clue_rate))
+            file.clue_frames = _visual_frames(task.visual, file.model_total, self.rate, float(self.model.clue_rate))
         elif task.clue is None:
             raise AudioError(f"{task.input}: no class clue given")
         return file
@@ -366,11 +389,11 @@ class Engine:
         start = time.perf_counter()
         results: dict[int, Result] = {}
         ready: list[tuple[int, _File]] = []
-        state = {"files": 0, "seconds_done": 0.0}
+        running: list[_File] = []  # the files of the group in flight
+        seconds_done = 0.0  # audio seconds of the groups finished
 
         def report(index: int, result: Result) -> None:
             results[index] = result
-            state["files"] += 1
             if on_result:
                 on_result(result)
 
@@ -383,9 +406,9 @@ class Engine:
 
         def progress(step: int = 0, steps: int = 0) -> None:
             if on_progress:
-                done = state["seconds_done"] + sum(f.frames_read / f.info.sample_rate for _, f in group)
+                done = seconds_done + sum(f.frames_read / f.info.sample_rate for f in running)
                 elapsed = time.perf_counter() - start
-                on_progress(Progress(state["files"], len(tasks), done, total_seconds, elapsed, step, steps))
+                on_progress(Progress(len(results), len(tasks), done, total_seconds, elapsed, step, steps))
 
         pool = ThreadPoolExecutor(self.jobs) if self.jobs > 1 else _Inline()
         try:
@@ -393,13 +416,14 @@ class Engine:
                 group_start = time.perf_counter()
                 if self.seed is not None:
                     self.options["generator"].manual_seed(int(self.seed))
-                self._run_group([f for _, f in group], pool, progress)
+                running = [f for _, f in group]
+                self._run_group(running, pool, progress)
                 for i, f in group:
                     status = "failed" if f.error else "done"
                     elapsed = time.perf_counter() - group_start
                     report(i, Result(f.task, status, f.info.seconds, elapsed, f.error, f.clipped))
-                state["seconds_done"] += sum(f.info.seconds for _, f in group)
-                group = []
+                seconds_done += sum(f.info.seconds for f in running)
+                running = []
                 progress()
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
@@ -414,8 +438,7 @@ class Engine:
             return
 
         def shape(item: tuple[int, _File]) -> tuple[int, int]:
-            f = item[1]
-            return f.model_total, len(f.visual) if f.visual is not None else 0
+            return item[1].model_total, item[1].clue_frames
 
         group: list[tuple[int, _File]] = []
         for item in sorted(ready, key=shape):
@@ -431,10 +454,7 @@ class Engine:
     def _run_group(self, files: list[_File], pool: Any, progress: Callable[..., None]) -> None:
         try:
             for f in files:
-                try:
-                    f.open()
-                except (OSError, RuntimeError) as err:
-                    f.fail(f"{f.task.output}: cannot create ({err})")
+                self._open(f)
             live = [f for f in files if f.error is None]
             self._inflight = []
             if live:
@@ -448,13 +468,26 @@ class Engine:
                     reason = str(err).strip().splitlines()[0] if str(err).strip() else ""
                     for f in live:
                         f.fail(f"{f.task.input}: extraction failed ({type(err).__name__}: {reason})")
-            for f in live:
+            for f in files:  # the failed ones too: their temporary outputs go, and every file's buffers
                 f.finish()
         except BaseException:
             pool.shutdown(wait=True, cancel_futures=True)  # no thread may still write while files are deleted
             for f in files:
                 f.abort()
             raise
+
+    def _open(self, f: _File) -> None:
+        """Load the file's visual clue, then open it for work (`_File.open`); failures fail the file only."""
+        if f.clue_frames:
+            try:
+                f.visual = read_visual_clue(f.task.visual, f.clue_frames)
+            except (ValueError, OSError) as err:  # the clue changed since planning
+                f.fail(str(err))
+                return
+        try:
+            f.open(self.block_frames)
+        except (OSError, RuntimeError) as err:
+            f.fail(f"{f.task.output}: cannot create ({err})")
 
     def _batch(self, parts: list[np.ndarray]) -> torch.Tensor:
         """Stack per-file (channels, n) arrays as (rows, 1, n) on the device."""
@@ -474,8 +507,8 @@ class Engine:
     def _visual_clue(self, files: list[_File], start: int, length: int) -> torch.Tensor:
         """The (rows, frames, 512) clue frames covering model-rate samples [start, start + length), cut at the
         end of the file's clue (the model aligns a short clue itself); the files of a group have one clue length."""
-        first = _frames_before(start, self.rate, float(self.model.clue_rate))
-        stop = _frames_covering(start + length, self.rate, float(self.model.clue_rate))
+        first = frames_before(start, self.rate, float(self.model.clue_rate))
+        stop = frames_covering(start + length, self.rate, float(self.model.clue_rate))
         rows = [np.repeat(f.visual[first:stop][None], f.channels, axis=0) for f in files]
         return torch.from_numpy(np.concatenate(rows)).to(self.device, self.dtype)
 
@@ -560,26 +593,13 @@ def _numpy(y: torch.Tensor) -> np.ndarray:
     return y[:, 0].float().cpu().numpy()
 
 
-def _frames_before(samples: int, sample_rate: int, clue_rate: float) -> int:
-    """Clue frames that end at or before sample `samples` (frame f covers [f, f + 1) / clue_rate seconds)."""
-    return math.floor(samples * clue_rate / sample_rate + 1e-9)
-
-
-def _frames_covering(samples: int, sample_rate: int, clue_rate: float) -> int:
-    """Clue frames that start before sample `samples`, i.e. cover some of the first `samples` samples."""
-    return math.ceil(samples * clue_rate / sample_rate - 1e-9)
-
-
-def _load_visual(path: Path, samples: int, sample_rate: int, clue_rate: float) -> np.ndarray:
-    """The (frames, 512) float32 lip embeddings of a file of `samples` audio samples at `sample_rate` Hz.
+def _visual_frames(path: Path, samples: int, sample_rate: int, clue_rate: float) -> int:
+    """How many frames of the lip embeddings in `path` a file of `samples` audio samples at `sample_rate` Hz gets.
 
     Validated by `tse_cli.visual` (one-line `VisualClueError`s: values, shape, frame rate). The file's own frames
     are kept up to the last one that covers some audio; a clue shorter than the published alignment
-    (`clue_frames`, whole frames of audio) is replicate-padded to it, as the training data were.
+    (`clue_frames`, whole frames of audio) is replicate-padded to it (`read_visual_clue`), as the training data were.
     """
-    from tse_cli.visual import align_frames, check_visual_clue, clue_frames, load_visual_clue
-
-    check_visual_clue(path, samples, sample_rate)
-    clue = load_visual_clue(path)
-    covering = min(len(clue), _frames_covering(samples, sample_rate, clue_rate))
-    return align_frames(clue, max(covering, clue_frames(samples, sample_rate, clue_rate)))
+    frames = check_visual_clue(path, samples, sample_rate, values=True)
+    covering = min(frames, frames_covering(samples, sample_rate, clue_rate))
+    return max(covering, clue_frames(samples, sample_rate, clue_rate))

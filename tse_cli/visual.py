@@ -18,15 +18,27 @@ CLUE_RATE = 25.0  # video frames per second
 EMBED_DIM = 512  # values per frame
 TOLERANCE_FRAMES = 3  # frame-count slack allowed between clue and audio (trimming differences) ...
 TOLERANCE_FRACTION = 0.01  # ... or this fraction of the expected count, whichever is larger
+VALUE_CHUNK = 4096  # frames checked for NaN/inf at a time (8 MiB as float32)
 
 
 class VisualClueError(ValueError):
     """A lip-embedding file that cannot be used: the message is one line naming the file and the problem."""
 
 
+def frames_before(samples: int, sample_rate: int, rate: float = CLUE_RATE) -> int:
+    """Frames of a `rate` fps clue that end at or before audio sample `samples` at `sample_rate` Hz."""
+    return math.floor(samples * rate / sample_rate + 1e-9)
+
+
+def frames_covering(samples: int, sample_rate: int, rate: float = CLUE_RATE) -> int:
+    """Frames of a `rate` fps clue that start before audio sample `samples`, i.e. cover some of the first
+    `samples` samples at `sample_rate` Hz."""
+    return math.ceil(samples * rate / sample_rate - 1e-9)
+
+
 def clue_frames(samples: int, sample_rate: int, rate: float = CLUE_RATE) -> int:
     """Frames of a `rate` fps clue that cover `samples` audio samples at `sample_rate` Hz (at least 1)."""
-    return max(1, math.floor(samples * rate / sample_rate + 1e-9))
+    return max(1, frames_before(samples, sample_rate, rate))
 
 
 def align_frames(clue: np.ndarray, frames: int) -> np.ndarray:
@@ -37,13 +49,18 @@ def align_frames(clue: np.ndarray, frames: int) -> np.ndarray:
     return clue
 
 
-def check_visual_clue(path: str | Path, audio_samples: int | None = None, sample_rate: int | None = None) -> int:
+def check_visual_clue(
+    path: str | Path, audio_samples: int | None = None, sample_rate: int | None = None, *, values: bool = False
+) -> int:
     """Validate a lip-embedding `.npy` file from its header alone (cheap for whole data sets); return its frames.
 
-    Checks what `load_visual_clue` checks except the values (NaN/inf), without reading the array.
+    Checks what `load_visual_clue` checks except the values (NaN/inf), without reading the array; with `values`,
+    the values too, reading the memory-mapped array `VALUE_CHUNK` frames at a time (constant memory).
     """
     clue = _open(Path(path), mmap=True)
     _check_rate(Path(path), len(clue), audio_samples, sample_rate)
+    if values:
+        _check_values(Path(path), clue)
     return len(clue)
 
 
@@ -57,12 +74,24 @@ def load_visual_clue(path: str | Path, audio_samples: int | None = None, sample_
     """
     path = Path(path)
     clue = _open(path, mmap=False).astype(np.float32)
-    if not np.isfinite(clue).all():
-        raise VisualClueError(f"{path}: contains NaN or infinite values")
+    _check_values(path, clue)
     if audio_samples is None or sample_rate is None:
         return clue
     _check_rate(path, len(clue), audio_samples, sample_rate)
     return align_frames(clue, clue_frames(audio_samples, sample_rate))
+
+
+def read_visual_clue(path: str | Path, frames: int) -> np.ndarray:
+    """The first `frames` frames of a clue that `check_visual_clue` accepted, as float32 (frames, 512), the last
+    frame repeated when the file has fewer; only those frames are read (memory-mapped)."""
+    return align_frames(_open(Path(path), mmap=True)[:frames].astype(np.float32), frames)
+
+
+def _check_values(path: Path, clue: np.ndarray) -> None:
+    """Refuse NaN or infinite values (as float32, so float64 values beyond its range count), chunk by chunk."""
+    for start in range(0, len(clue), VALUE_CHUNK):
+        if not np.isfinite(clue[start : start + VALUE_CHUNK].astype(np.float32, copy=False)).all():
+            raise VisualClueError(f"{path}: contains NaN or infinite values")
 
 
 def _open(path: Path, mmap: bool) -> np.ndarray:

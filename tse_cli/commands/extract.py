@@ -165,6 +165,8 @@ def plan_outputs(
 ) -> None:
     """Fill `output`/`residual`/`format`/`subtype` of each todo entry and mark skips; raise ValueError for
     clashes (two inputs, one output; an output that is an input) and subtypes the format cannot store."""
+    import contextlib
+
     import soundfile as sf
 
     from tse_cli.audio import check_subtype
@@ -173,10 +175,10 @@ def plan_outputs(
     for item in planned:
         if item.status != "todo":
             continue
-        try:
-            input_format = sf.info(str(item.input)).format if item.input.is_file() else None
-        except sf.SoundFileError:
-            input_format = None  # not audio: the engine reports it
+        input_format = None  # only read when it decides the format (neither --format nor -o)
+        if not fmt and output is None and item.input.is_file():
+            with contextlib.suppress(sf.SoundFileError):  # not audio: the engine reports it
+                input_format = sf.info(str(item.input)).format
         item.format = choose_format(fmt, output, input_format)
         item.subtype = check_subtype(subtype, item.format) if subtype else None
         ext = item.format.lower()
