@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from tse_cli.commands.models import fail
+from tse_cli.commands import fail
 
 convert_app = typer.Typer(
     name="convert",

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from tse_cli.commands.models import fail
+from tse_cli.commands import fail
 
 
 def register(app: typer.Typer) -> None:

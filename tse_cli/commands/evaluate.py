@@ -10,7 +10,7 @@ from typing import Any
 
 import typer
 
-from tse_cli.commands.models import fail
+from tse_cli.commands import fail
 
 
 def register(app: typer.Typer) -> None:

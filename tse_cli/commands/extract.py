@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from tse_cli.commands.models import fail
+from tse_cli.commands import fail
 
 if TYPE_CHECKING:
     from tse_cli.weights import Entry

@@ -10,25 +10,40 @@ Only typer/rich are imported at module level; the data modules load inside the c
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Table
 
-console = Console(stderr=True)
+from tse_cli.commands import fail
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress
+
+
+@functools.cache
+def _console() -> Console:
+    """The stderr console of the mix commands (rich loads only when one runs, not with every `tse` command)."""
+    from rich.console import Console
+
+    return Console(stderr=True)
+
 
 SPLIT_CHOICES = ("train", "val", "test", "all")
 
 
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
-    return typer.Exit(code)
-
-
 def _progress() -> Progress:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -36,7 +51,7 @@ def _progress() -> Progress:
         TextColumn("{task.fields[rate]}"),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
-        console=console,
+        console=_console(),
         transient=False,
     )
 
@@ -73,6 +88,8 @@ def _run_with_progress(run) -> object:
 
 
 def _print_summary(summary, out: Path) -> None:
+    from rich.table import Table
+
     from tse_cli.classes import FSD_CLASSES
 
     table = Table(title=f"tse mix: {out}", show_edge=False)
@@ -81,7 +98,7 @@ def _print_summary(summary, out: Path) -> None:
     for split, n in summary.per_split.items():
         table.add_row(split, str(n))
     table.add_row("rendered now / already done", f"{summary.rendered} / {summary.resumed}")
-    console.print(table)
+    _console().print(table)
     counts = Table(title="per class (targets for dpm-tse, events for waveformer)", show_edge=False, show_header=False)
     for _ in range(3):
         counts.add_column()
@@ -90,29 +107,29 @@ def _print_summary(summary, out: Path) -> None:
     for i in range(0, len(cells), 3):
         row = [x for cell in cells[i : i + 3] for x in cell]
         counts.add_row(*row, *[""] * (6 - len(row)))
-    console.print(counts)
+    _console().print(counts)
     if summary.missing_sources:
         n = len(summary.missing_sources)
         head = ", ".join(p.name for p in summary.missing_sources[:5]) + (" ..." if n > 5 else "")
-        console.print(f"[yellow]missing sources[/yellow] (listed in metadata, not on disk): {n}: {head}")
+        _console().print(f"[yellow]missing sources[/yellow] (listed in metadata, not on disk): {n}: {head}")
     if summary.extra_sources:
-        console.print(f"unlisted audio files ignored: {summary.extra_sources}")
+        _console().print(f"unlisted audio files ignored: {summary.extra_sources}")
     if summary.skipped_sources:
-        console.print(f"[yellow]skipped sources:[/yellow] {len(summary.skipped_sources)}")
+        _console().print(f"[yellow]skipped sources:[/yellow] {len(summary.skipped_sources)}")
         for path, reason in summary.skipped_sources[:10]:
-            console.print(f"  {path}: {reason}", highlight=False)
+            _console().print(f"  {path}: {reason}", highlight=False)
         if len(summary.skipped_sources) > 10:
-            console.print(f"  ... and {len(summary.skipped_sources) - 10} more (see summary.json)")
+            _console().print(f"  ... and {len(summary.skipped_sources) - 10} more (see summary.json)")
     if summary.clipped:
         worst = sorted(summary.clipped, key=lambda r: -r.peak)[:5]
         listing = ", ".join(f"{r.split}/{r.name} (peak {r.peak:.2f}, {r.clipped} samples)" for r in worst)
-        console.print(f"[yellow]clipped mixtures:[/yellow] {len(summary.clipped)} (use --normalize): {listing}")
+        _console().print(f"[yellow]clipped mixtures:[/yellow] {len(summary.clipped)} (use --normalize): {listing}")
     else:
-        console.print("clipped mixtures: 0")
+        _console().print("clipped mixtures: 0")
     if summary.failed:
-        console.print(f"[red]failed mixtures: {len(summary.failed)}[/red]")
+        _console().print(f"[red]failed mixtures: {len(summary.failed)}[/red]")
         for r in summary.failed[:10]:
-            console.print(f"  {r.split}/{r.name}: {r.error}", highlight=False)
+            _console().print(f"  {r.split}/{r.name}: {r.error}", highlight=False)
 
 
 def _write_summary_json(summary, out: Path) -> None:
@@ -148,18 +165,18 @@ def _synthetic(out: Path, seed: int, train: int, test: int, dev: int, evaluation
 
     for name, value in (("--clips-per-class", train), ("--test-clips-per-class", test)):
         if value < 2:
-            raise _fail(f"{name} must be at least 2 (each class needs a same-class reference clip)")
+            raise fail(f"{name} must be at least 2 (each class needs a same-class reference clip)", 2)
     if dev < 1 or evaluation < 1 or seconds <= 0:
-        raise _fail("--backgrounds and --background-seconds must be positive")
+        raise fail("--backgrounds and --background-seconds must be positive", 2)
     size = SyntheticSize(train, test, dev, evaluation, seconds)
     with _progress() as progress:
         task = progress.add_task("writing synthetic corpus", total=corpus_files(size), rate="")
         counts = write_corpus(out, size, seed, progress=lambda n: progress.update(task, advance=n))
-    console.print(
+    _console().print(
         f"synthetic corpus in {out}: FSD {counts['fsd_train']} train + {counts['fsd_test']} test clips, "
         f"TAU {counts['tau_development']} development + {counts['tau_evaluation']} evaluation backgrounds"
     )
-    console.print(f"next: tse mix --fsd {out / 'fsd'} --tau {out / 'tau'} -o SET --recipe waveformer --count 200")
+    _console().print(f"next: tse mix --fsd {out / 'fsd'} --tau {out / 'tau'} -o SET --recipe waveformer --count 200")
 
 
 def register(app: typer.Typer) -> None:
@@ -203,16 +220,16 @@ def register(app: typer.Typer) -> None:
         if ctx.invoked_subcommand is not None:
             return
         if out is None:
-            raise _fail("missing -o/--out")
+            raise fail("missing -o/--out", 2)
         if synthetic:
             _synthetic(
                 out, seed, clips_per_class, test_clips_per_class, backgrounds, eval_backgrounds, background_seconds
             )
             return
         if fsd is None or tau is None:
-            raise _fail("--fsd and --tau are required (or --synthetic to make a corpus)")
+            raise fail("--fsd and --tau are required (or --synthetic to make a corpus)", 2)
         if split not in SPLIT_CHOICES:
-            raise _fail(f"--split must be one of {', '.join(SPLIT_CHOICES)}, got {split!r}")
+            raise fail(f"--split must be one of {', '.join(SPLIT_CHOICES)}, got {split!r}", 2)
         from tse_cli.data.build import SPLITS, Options, build, environment_jobs
         from tse_cli.data.sources import DataError
 
@@ -223,9 +240,9 @@ def register(app: typer.Typer) -> None:
             )  # fmt: skip
             summary = _run_with_progress(lambda s, r: build(opts, s, r))
         except DataError as err:
-            raise _fail(str(err)) from None
+            raise fail(str(err), 2) from None
         except KeyboardInterrupt:
-            raise _fail("interrupted: finished mixtures are kept, rerun the same command to resume", 130) from None
+            raise fail("interrupted: finished mixtures are kept, rerun the same command to resume", 130) from None
         _finish(summary, out)
 
     @mix_app.command("render")
@@ -246,25 +263,25 @@ def register(app: typer.Typer) -> None:
         from tse_cli.data.wavio import SourceError
 
         if (spec is None) == (jams is None):
-            raise _fail("give either one SPEC file or --jams DIR")
+            raise fail("give either one SPEC file or --jams DIR", 2)
         try:
             if spec is not None:
                 if not spec.is_file():
-                    raise _fail(f"{spec}: no such specification file")
+                    raise fail(f"{spec}: no such specification file", 2)
                 result, where = render_spec(spec, fsd, tau, out, normalize)
                 clip = f", clipped {result.clipped} samples (peak {result.peak:.2f})" if result.clipped else ""
-                console.print(f"rendered {result.split}/{result.name} into {where}{clip}")
+                _console().print(f"rendered {result.split}/{result.name} into {where}{clip}")
                 return
             if not jams.is_dir():
-                raise _fail(f"{jams}: no such folder")
+                raise fail(f"{jams}: no such folder", 2)
             target = out or default_jams_output(jams)
             summary = _run_with_progress(
                 lambda s, r: render_jams_tree(jams, target, fsd, tau, jobs or environment_jobs(), normalize, s, r)
             )
         except (DataError, SourceError, ValueError) as err:
-            raise _fail(str(err)) from None
+            raise fail(str(err), 2) from None
         except KeyboardInterrupt:
-            raise _fail("interrupted: finished scenes are kept, rerun the same command to resume", 130) from None
+            raise fail("interrupted: finished scenes are kept, rerun the same command to resume", 130) from None
         _finish(summary, target)
 
     app.add_typer(mix_app, name="mix")

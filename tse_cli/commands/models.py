@@ -7,17 +7,13 @@ from typing import Any
 
 import typer
 
+from tse_cli.commands import fail
+
 models_app = typer.Typer(
     name="models",
     help="List, download and describe pretrained models (the weights.toml registry).",
     no_args_is_help=True,
 )
-
-
-def fail(message: str, code: int = 1) -> typer.Exit:
-    """Print `error: message` on stderr and return the Exit to raise (one line, no traceback)."""
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code)
 
 
 @models_app.command("list")
