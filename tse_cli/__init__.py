@@ -8,7 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from tse_cli import versions as _versions
+
 __version__ = "0.1.0"
+
+# A torchaudio that cannot load beside the installed torch is refused here, in one line, before any module loads it.
+_versions.check()
 __all__ = ["__version__", "load_model"]
 
 

@@ -28,16 +28,16 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
-        from tse_cli import __version__
+        from tse_cli.versions import describe
 
-        typer.echo(f"tse {__version__}")
+        typer.echo(describe())
         raise typer.Exit()
 
 
 @app.callback()
 def _root(
     version: bool = typer.Option(
-        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        False, "--version", callback=_version, is_eager=True, help="Print the versions of tse, torch (and its CUDA), torchaudio and Python, and exit."
     ),
 ) -> None:
     """Target sound extraction: give a recording and a clue (a sound class or lip embeddings), get that sound."""
@@ -48,5 +48,14 @@ for _name in COMMANDS:
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point (a torchaudio that fails to load beside this torch is one line, not a traceback)."""
+    from tse_cli.versions import load_problem
+
+    try:
+        app()
+    except (OSError, RuntimeError, ImportError) as err:
+        problem = load_problem(err)
+        if problem is None:
+            raise
+        typer.echo(f"error: {problem}", err=True)
+        raise SystemExit(1) from None
