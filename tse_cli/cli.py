@@ -37,7 +37,11 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     version: bool = typer.Option(
-        False, "--version", callback=_version, is_eager=True, help="Print the versions of tse, torch (and its CUDA), torchaudio and Python, and exit."
+        False,
+        "--version",
+        callback=_version,
+        is_eager=True,
+        help="Print the tse, torch (and CUDA), torchaudio and Python versions.",
     ),
 ) -> None:
     """Target sound extraction: give a recording and a clue (a sound class or lip embeddings), get that sound."""

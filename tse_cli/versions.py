@@ -12,8 +12,8 @@ from __future__ import annotations
 import platform
 import re
 import sys
-from importlib import metadata
 from collections.abc import Callable
+from importlib import metadata
 from types import TracebackType
 
 # The pair the lock file and pyproject.toml pin (tests/test_lock.py keeps the three in step).
@@ -35,7 +35,9 @@ def installed(package: str) -> str | None:
 
 def _release(version: str) -> tuple[int, ...]:
     """`2.11.0+cu130` -> (2, 11, 0): the numeric release, local and pre-release tags dropped."""
-    return tuple(int(m.group()) if (m := re.match(r"\d+", part)) else 0 for part in version.split("+")[0].split(".")[:3])
+    return tuple(
+        int(m.group()) if (m := re.match(r"\d+", part)) else 0 for part in version.split("+")[0].split(".")[:3]
+    )
 
 
 def pair_problem(torch_version: str | None, torchaudio_version: str | None) -> str | None:
@@ -84,9 +86,7 @@ def load_problem(error: BaseException) -> str | None:
     if "libtorchaudio" not in text and "torchaudio" not in type(error).__module__:
         return None
     detail = text.strip().splitlines()[-1] if text.strip() else type(error).__name__
-    return (
-        f"torchaudio {installed('torchaudio')} does not load with torch {installed('torch')} ({detail[:160]}); {FIX}"
-    )
+    return f"torchaudio {installed('torchaudio')} does not load with torch {installed('torch')} ({detail[:160]}); {FIX}"
 
 
 def describe() -> str:
