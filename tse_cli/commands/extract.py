@@ -245,14 +245,11 @@ def load_net(spec: str, device: str, indices: list[int]) -> Any:
 def registry_max_classes(entry: Entry | None) -> int | None:
     """`max_classes` of a registry entry's architecture, known before its weights are downloaded (None without an
     entry, for an architecture tse does not know, or one without a limit)."""
-    from importlib import import_module
-
     from tse_cli.models import ARCHITECTURES
 
     if entry is None or entry.architecture not in ARCHITECTURES:
         return None
-    module, cls, _ = ARCHITECTURES[entry.architecture]
-    return getattr(getattr(import_module(module), cls), "max_classes", None)
+    return ARCHITECTURES[entry.architecture].max_classes
 
 
 def check_class_count(spec: str, max_classes: int | None, indices: list[int]) -> None:

@@ -1,18 +1,10 @@
-"""Architectures by name.
+"""Architectures by name: the registry `ARCHITECTURES` and `create`.
 
-Every model is a `torch.nn.Module` that declares what the extraction engine needs:
-
-- `sample_rate: int` (Hz) and `clue_kind: str`, `"class"` (a (batch, 41) multi-hot float query over
-  `tse_cli.classes.FSD_CLASSES`) or `"visual"` (lip embeddings, (batch, frames, 512) at 25 fps);
-- `forward(mixture (batch, 1, samples), clue) -> (batch, 1, samples)`: the offline estimate;
-- causal models (Waveformer, WaveMamba): `streamer(clue) -> Streamer` whose `feed(chunk (batch, 1, n))`
-  returns the next finished output samples (batch, 1, m) for chunks of any size, and `flush()` returns the
-  rest, so that the concatenation equals `forward` on the whole signal;
-- window models (DPM-TSE, AV models): `window_samples: int`, the native window the engine overlap-adds;
-  visual-clue models also declare `clue_rate` (clue frames per second, 25.0);
-- optional: `max_classes` (how many classes one query may name; DPM-TSE: 1, so a front end refuses unions
-  before any work), and extra keyword arguments of `forward` for inference options (DPM-TSE: `steps`, `eta`,
-  `generator`, and `progress(done, total)` called after each diffusion step).
+Every model follows the protocol of `tse_cli.models.protocol` (sample rate, clue kind, class limit, inference
+options; causal models stream, window models declare their window). Each registry entry is an `Architecture`:
+where the class lives, its published constructor arguments, and what callers need to know before building it
+(sample rate, clue kind and rate, class limit), so that the CLI can validate a request without importing a
+model module, or torch: this package imports neither until `create` runs.
 
 `create(name, **overrides)` builds one with its published defaults; the model remembers `arch` (its name)
 and `config` (the constructor arguments), which is all a checkpoint directory needs besides the weights.
@@ -20,24 +12,67 @@ and `config` (the constructor arguments), which is all a checkpoint directory ne
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from importlib import import_module
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from torch import nn
+from tse_cli.visual import CLUE_RATE
 
-# name -> (module, class, published constructor arguments)
-ARCHITECTURES: dict[str, tuple[str, str, dict[str, Any]]] = {
-    "av-sepformer-large": ("tse_cli.models.avsepformer", "AVSepFormer", {"d_model": 256}),
-    "av-sepformer-small": ("tse_cli.models.avsepformer", "AVSepFormer", {"d_model": 128}),
-    "av-sepmamba-large": ("tse_cli.models.avsepmamba", "AVSepMamba", {"d_model": 256}),
-    "av-sepmamba-small": ("tse_cli.models.avsepmamba", "AVSepMamba", {"d_model": 128}),
-    "dpm-tse": ("tse_cli.models.dpmtse", "DPMTSE", {"channels": [128, 256, 512, 512]}),
-    "dpm-tse-large": ("tse_cli.models.dpmtse", "DPMTSE", {"channels": [192, 384, 768, 768]}),
-    "waveformer": ("tse_cli.models.waveformer", "Waveformer", {}),  # any published config (load_published)
-    "waveformer-large": ("tse_cli.models.waveformer", "Waveformer", {"enc_dim": 512, "dec_dim": 256}),
-    "waveformer-small": ("tse_cli.models.waveformer", "Waveformer", {"enc_dim": 512, "dec_dim": 128}),
-    "wavemamba-large": ("tse_cli.models.wavemamba", "WaveMamba", {"enc_dim": 512, "dec_dim": 256}),
-    "wavemamba-small": ("tse_cli.models.wavemamba", "WaveMamba", {"enc_dim": 512, "dec_dim": 128}),
+if TYPE_CHECKING:
+    from torch import nn
+
+DCC_RATE = 44100  # Waveformer and WaveMamba (Hz)
+SPEECH_RATE = 16000  # the AV models and DPM-TSE (Hz)
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """One registry entry: class `cls` of module `module`, built with `defaults` (the published constructor
+    arguments), and the protocol attributes its instances declare (`tse_cli.models.protocol`): `sample_rate`
+    (Hz), `clue_kind` ("class" or "visual"), `clue_rate` (visual frames per second, None for class queries) and
+    `max_classes` (None for no limit)."""
+
+    module: str
+    cls: str
+    sample_rate: int
+    clue_kind: str
+    defaults: dict[str, Any] = field(default_factory=dict)
+    clue_rate: float | None = None
+    max_classes: int | None = None
+
+    def load_class(self) -> type[nn.Module]:
+        """The model class (imports its module, and torch)."""
+        return getattr(import_module(self.module), self.cls)
+
+
+def _waveformer(**defaults: Any) -> Architecture:
+    return Architecture("tse_cli.models.waveformer", "Waveformer", DCC_RATE, "class", defaults)
+
+
+def _wavemamba(**defaults: Any) -> Architecture:
+    return Architecture("tse_cli.models.wavemamba", "WaveMamba", DCC_RATE, "class", defaults)
+
+
+def _av(module: str, cls: str, d_model: int) -> Architecture:
+    return Architecture(module, cls, SPEECH_RATE, "visual", {"d_model": d_model}, clue_rate=CLUE_RATE)
+
+
+def _dpm_tse(channels: list[int]) -> Architecture:
+    return Architecture("tse_cli.models.dpmtse", "DPMTSE", SPEECH_RATE, "class", {"channels": channels}, max_classes=1)
+
+
+ARCHITECTURES: dict[str, Architecture] = {
+    "av-sepformer-large": _av("tse_cli.models.avsepformer", "AVSepFormer", 256),
+    "av-sepformer-small": _av("tse_cli.models.avsepformer", "AVSepFormer", 128),
+    "av-sepmamba-large": _av("tse_cli.models.avsepmamba", "AVSepMamba", 256),
+    "av-sepmamba-small": _av("tse_cli.models.avsepmamba", "AVSepMamba", 128),
+    "dpm-tse": _dpm_tse([128, 256, 512, 512]),
+    "dpm-tse-large": _dpm_tse([192, 384, 768, 768]),
+    "waveformer": _waveformer(),  # any published config (load_published)
+    "waveformer-large": _waveformer(enc_dim=512, dec_dim=256),
+    "waveformer-small": _waveformer(enc_dim=512, dec_dim=128),
+    "wavemamba-large": _wavemamba(enc_dim=512, dec_dim=256),
+    "wavemamba-small": _wavemamba(enc_dim=512, dec_dim=128),
 }
 
 
@@ -46,14 +81,19 @@ def architectures() -> list[str]:
     return sorted(ARCHITECTURES)
 
 
-def create(name: str, **overrides: Any) -> nn.Module:
-    """Build architecture `name` with its published arguments, replaced by `overrides` (tiny test configs)."""
+def architecture(name: str) -> Architecture:
+    """The registry entry `name`; ValueError naming the known ones when there is none."""
     try:
-        module, cls, defaults = ARCHITECTURES[name]
+        return ARCHITECTURES[name]
     except KeyError:
         raise ValueError(f"unknown architecture {name!r}; known: {', '.join(architectures())}") from None
-    config = {**defaults, **overrides}
-    model = getattr(import_module(module), cls)(**config)
+
+
+def create(name: str, **overrides: Any) -> nn.Module:
+    """Build architecture `name` with its published arguments, replaced by `overrides` (tiny test configs)."""
+    entry = architecture(name)
+    config = {**entry.defaults, **overrides}
+    model = entry.load_class()(**config)
     model.arch = name
     model.config = config
     return model

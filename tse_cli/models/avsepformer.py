@@ -313,9 +313,13 @@ class AVDualPath(nn.Module):
     per 40 ms chunk hop, as published.
     """
 
+    # the model protocol (tse_cli.models.protocol): a window model with a visual clue, no inference options
     sample_rate = SAMPLE_RATE
     clue_kind = "visual"
     clue_rate = CLUE_RATE
+    max_classes = None
+    inference_options = ()
+    takes_progress = False
     window_samples = int(WINDOW_SECONDS * SAMPLE_RATE)
 
     def __init__(

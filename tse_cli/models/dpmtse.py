@@ -67,9 +67,13 @@ class DPMTSE(nn.Module):
     frozen (no gradients); training fits the U-Net only.
     """
 
+    # the model protocol (tse_cli.models.protocol): a window model (`window_samples`, set from the config)
     sample_rate = SAMPLE_RATE
     clue_kind = "class"
+    clue_rate = None
     max_classes = 1  # one class label per query, as trained; a front end can refuse unions before running
+    inference_options = ("steps", "eta", "generator")  # keyword arguments of `forward`
+    takes_progress = True  # `forward(..., progress=)` reports every diffusion step
 
     def __init__(
         self,

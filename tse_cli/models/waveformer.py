@@ -278,8 +278,13 @@ class DCCExtractor(nn.Module):
     Internally frames are (batch, frames, channels).
     """
 
+    # the model protocol (tse_cli.models.protocol): a causal class-query model without inference options
     sample_rate = 44100
     clue_kind = "class"
+    clue_rate = None
+    max_classes = None  # any union of the 41 classes
+    inference_options = ()
+    takes_progress = False
 
     def __init__(
         self,
@@ -595,7 +600,7 @@ def _published_arch(kwargs: dict[str, Any]) -> str:
     defaults = inspect.signature(Waveformer).parameters
     base = {name: defaults[name].default for name in PUBLISHED_PARAMS}
     for arch in ("waveformer-large", "waveformer-small"):
-        if kwargs == {**base, **ARCHITECTURES[arch][2]}:
+        if kwargs == {**base, **ARCHITECTURES[arch].defaults}:
             return arch
     return "waveformer"
 
