@@ -250,3 +250,15 @@ def test_convert_cli_writes_a_checkpoint_holding_both_networks(published: dict[s
     )
     assert broken.exit_code == 1 and "expected a DPM-TSE checkpoint" in broken.output
     assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("steps", [2, 3, 5, 10, 50])
+def test_sampler_noise_never_exceeds_its_headroom(short_window: torch.nn.Module, steps: int) -> None:
+    # sqrt(1 - alpha_prev - sigma^2) must stay real at eta 1, the first step (alpha_t = 0) included: it rounded to
+    # -1e-8 on some CPUs and made every sample NaN.
+    scheduler = short_window.scheduler()
+    scheduler.set_timesteps(steps)
+    for t in scheduler.timesteps:
+        prev = int(t) - scheduler.config.num_train_timesteps // steps
+        alpha_prev = scheduler.alphas_cumprod[prev] if prev >= 0 else scheduler.final_alpha_cumprod
+        assert 1 - alpha_prev - (scheduler._get_variance(int(t), prev) ** 0.5) ** 2 >= 0

@@ -106,7 +106,7 @@ class DPMTSE(nn.Module):
 
     def scheduler(self) -> DDIMScheduler:
         """A fresh DDIM scheduler with the published settings (zero terminal SNR, trailing, v, clipped x0)."""
-        return DDIMScheduler(
+        return _BoundedVarianceDDIM(
             **self.schedule,
             beta_schedule="linear",
             rescale_betas_zero_snr=True,
@@ -211,6 +211,25 @@ class DPMTSE(nn.Module):
         mixture_mel = self.mixture_mel(mixture, self.frames_for(samples)).to(dtype)
         mel = self.sample(mixture_mel, labels, steps=steps, eta=eta, generator=generator, progress=progress)
         return self.vocode(mel, samples)
+
+
+class _BoundedVarianceDDIM(DDIMScheduler):
+    """diffusers' DDIM with sigma_t^2 kept within 1 - alpha_prev, so that sqrt(1 - alpha_prev - sigma_t^2) is real.
+
+    With zero terminal SNR the first step has alpha_t = 0, where sigma_t^2 equals 1 - alpha_prev exactly; in float32
+    it can round a few ulps above (it does on some CPUs: cumprod's rounding differs by instruction set), and the
+    step's square root of that -1e-8 made the whole sample NaN at eta > 0. Elsewhere sigma_t^2 < 1 - alpha_prev by
+    far and nothing changes.
+    """
+
+    def _get_variance(self, timestep: int, prev_timestep: int) -> Tensor:
+        variance = super()._get_variance(timestep, prev_timestep)
+        alpha_prev = self.alphas_cumprod[prev_timestep] if prev_timestep >= 0 else self.final_alpha_cumprod
+        headroom = 1 - alpha_prev
+        variance = torch.minimum(variance, headroom)
+        while not variance.is_meta and headroom - (variance**0.5) ** 2 < 0:  # at most a few ulps
+            variance = torch.nextafter(variance, torch.zeros_like(variance))
+        return variance
 
 
 # published files -> model
