@@ -13,7 +13,9 @@ import torchaudio.functional as AF
 from torch import nn
 
 from tse_cli.classes import multi_hot
-from tse_cli.engine import DeviceError, Engine, Task, check_options, model_kind, resolve_device
+from tse_cli.devices import DeviceError, resolve_device
+from tse_cli.engine import Engine, Task
+from tse_cli.engine.runner import check_options, model_kind
 
 RATE = 8000
 
@@ -332,10 +334,10 @@ def test_visual_windows_never_ask_for_frames_past_the_end(tmp_path: Path) -> Non
 
 
 def _count_live(monkeypatch: pytest.MonkeyPatch, name: str) -> list[int]:
-    """Wrap `tse_cli.engine.<name>` so that each call records how many of its results are still alive."""
+    """Wrap `tse_cli.engine.files.<name>` so that each call records how many of its results are still alive."""
     import weakref
 
-    import tse_cli.engine as engine
+    import tse_cli.engine.files as engine
 
     build, alive, counts = getattr(engine, name), [], []
 

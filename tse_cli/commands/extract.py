@@ -433,7 +433,8 @@ def extract(
     except AudioError as err:
         raise fail(str(err), code=2) from None
 
-    from tse_cli.engine import DeviceError, Engine, Task, resolve_device
+    from tse_cli.devices import DeviceError, resolve_device
+    from tse_cli.engine import Engine, Task
 
     try:
         torch_device = resolve_device(device)

@@ -64,9 +64,9 @@ def _distributed() -> tuple[int, int, int]:
 
 
 def pick_device(name: str, local_rank: int = 0) -> torch.device:
-    """The device `name` checked as `tse extract` checks it (`tse_cli.engine.resolve_device`: a one-line
+    """The device `name` checked as `tse extract` checks it (`tse_cli.devices.resolve_device`: a one-line
     ValueError for a bad or absent one); `auto` and `cuda` mean the local rank's GPU when CUDA is available."""
-    from tse_cli.engine import resolve_device
+    from tse_cli.devices import resolve_device
 
     device = resolve_device(name)
     return torch.device("cuda", local_rank) if device.type == "cuda" and device.index is None else device
