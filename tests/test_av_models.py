@@ -7,8 +7,9 @@ import torch
 
 from tse_cli.checkpoint import CheckpointError
 from tse_cli.models import create
-from tse_cli.models.avsepformer import AVSepFormer, align_visual, load_published, overlap_add, segment
+from tse_cli.models.avsepformer import AVSepFormer, load_published
 from tse_cli.models.avsepmamba import AVSepMamba
+from tse_cli.models.dualpath import align_visual, overlap_add, segment
 
 TINY_FORMER = {"d_model": 32, "n_heads": 4, "d_ffn": 64, "intra_layers": 2, "inter_layers": 2, "chunk": 16}
 TINY_MAMBA = {"d_model": 16, "d_state": 4, "intra_layers": 1, "inter_layers": 2, "chunk": 16}

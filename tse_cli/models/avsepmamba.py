@@ -1,7 +1,7 @@
 """AV-SepMamba (seed paper 000): AV-SepFormer with its transformer layers replaced by bidirectional Mamba.
 
-Same chassis as `tse_cli.models.avsepformer` (encoder, chunking with one 40 ms chunk hop per video frame,
-2 dual blocks, mask head, decoder). In each dual block:
+Same chassis as AV-SepFormer, `tse_cli.models.dualpath.AVDualPath` (encoder, chunking with one 40 ms chunk hop
+per video frame, 2 dual blocks, mask head, decoder). In each dual block:
 - intra-chunk: `intra_layers` bidirectional self-Mamba blocks (`BiMamba`, RMSNorm, no MLP);
 - inter-chunk: one bidirectional CrossMamba block (`BiCrossMamba`, query = visual, key/value = audio) in place
   of the cross-modal attention layer, then `inter_layers - 1` `BiMamba` blocks.
@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from tse_cli.models.avsepformer import AVDualPath, TransformerStack
 from tse_cli.models.crossmamba import BiCrossMamba, BiMamba
+from tse_cli.models.dualpath import AVDualPath, TransformerStack
 
 
 class InterMamba(nn.Module):

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from tse_cli.classes import NUM_CLASSES
-from tse_cli.models.avsepformer import VISUAL_DIM
+from tse_cli.visual import EMBED_DIM as VISUAL_DIM
 
 Inputs = tuple[Any, ...] | Callable[[nn.Module, float], tuple[Any, ...]]
 

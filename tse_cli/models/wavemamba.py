@@ -1,6 +1,6 @@
 """WaveMamba: Waveformer with its transformer decoder replaced by one causal CrossMamba block.
 
-Everything but the decoder is `tse_cli.models.waveformer.DCCExtractor` (same names, same streaming). The block
+Everything but the decoder is `tse_cli.models.dcc.DCCExtractor` (same names, same streaming). The block
 takes its query (C) from the label-weighted encoding, proj_e2d_l(l), and its key/value (B, delta, u) from the
 encoding, proj_e2d_e(e), with d_model = dec_dim. Being a recurrence, it emits every frame as soon as it arrives:
 latency 2L = 64 samples (1.45 ms), against Waveformer's 13-frame chunks.
@@ -12,7 +12,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from tse_cli.models.crossmamba import CrossMambaBlock, MambaState
-from tse_cli.models.waveformer import DCCExtractor
+from tse_cli.models.dcc import DCCExtractor
 
 
 class CrossMambaDecoder(CrossMambaBlock):

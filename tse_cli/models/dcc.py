@@ -1,0 +1,412 @@
+"""The dilated-causal-conv (DCC) chassis of Waveformer and WaveMamba, and the generic `CausalStreamer`.
+
+mixture (batch, 1, samples) -> in_conv (kernel 3L, stride L: one frame per L samples, L samples of lookahead)
+-> dilated causal conv encoder -> label embedding multiplied in -> a causal decoder (query from the
+label-weighted encoding, memory from the encoding) -> mask on the in_conv output -> transposed conv -> tanh.
+
+`DCCExtractor` is that pipeline with the decoder left open: `tse_cli.models.waveformer.Waveformer` plugs in the
+published chunked transformer, `tse_cli.models.wavemamba.WaveMamba` a CrossMamba block. Parameter and buffer
+names follow the published `src/training/dcc_tf.py`, so its `model_state_dict` loads with `strict=True`.
+
+Every stateful stage takes an optional streaming state; `None` means "start from silence", which is the
+offline forward. `CausalStreamer` feeds the same stages chunk by chunk, so the two agree to float rounding.
+Between in_conv and out_conv, frames are laid out (batch, frames, channels): LayerNorm, the 1x1 convs (as
+matmuls) and the decoders work on that layout directly, and the depthwise dilated convs run as shifted
+multiply-adds, which keeps the per-chunk cost of streaming low. The weights keep their published shapes.
+(About 410 lines: the streamer drives the chassis' stages one by one and is read with them.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import OrderedDict
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from tse_cli.models.streaming import (
+    ContextBuffer,
+    Scratch,
+    contiguous,
+    linear,
+    reused_scratch,
+    scratch,
+    transposed,
+)
+
+# helpers
+
+
+def extend(state: list[ContextBuffer] | None, index: int, x: Tensor, context: int) -> Tensor:
+    """`x` (batch, n, channels) preceded by its `context` past frames: zeros offline, the stream's past otherwise."""
+    return F.pad(x, (0, 0, context, 0)) if state is None else state[index].extend(x)
+
+
+def context_buffers(
+    contexts: list[int], batch: int, channels: int, device: torch.device, dtype: torch.dtype
+) -> list[ContextBuffer]:
+    """One zero-initialised `ContextBuffer` per context length."""
+    return [ContextBuffer(batch, channels, c, device=device, dtype=dtype) for c in contexts]
+
+
+def pointwise(x: Tensor, conv: nn.Conv1d) -> Tensor:
+    """A kernel-1 (grouped) `nn.Conv1d` applied to x (batch, frames, in) -> (batch, frames, out)."""
+    if conv.groups == 1:
+        return linear(x, conv.weight, conv.bias)
+    groups, (out_dim, per_group, _) = conv.groups, conv.weight.shape
+    if out_dim == groups:  # one output per group: a sum of per_group strided products
+        taps = transposed(conv.weight)  # (per_group, out_dim)
+        y = torch.addcmul(conv.bias, x[..., 0::per_group], taps[0], out=scratch(x, (*x.shape[:-1], out_dim)))
+        for i in range(1, per_group):
+            y.addcmul_(x[..., i::per_group], taps[i])
+        return y
+    weight = conv.weight.view(groups, out_dim // groups, per_group)
+    if per_group == 1:  # every output channel scales one input channel
+        y = torch.mul(x[..., None], weight[..., 0], out=scratch(x, (*x.shape, out_dim // groups)))
+    else:
+        y = torch.einsum("btgi,goi->btgo", x.unflatten(-1, (groups, per_group)), weight)
+    return y.flatten(-2).add_(conv.bias)
+
+
+class GroupedProjection(nn.Sequential):
+    """1x1 grouped conv + ReLU between encoder and decoder widths (published as Sequential(Conv1d, ReLU))."""
+
+    def __init__(self, in_dim: int, out_dim: int, groups: int):
+        super().__init__(nn.Conv1d(in_dim, out_dim, kernel_size=1, groups=groups), nn.ReLU())
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(batch, frames, in_dim) -> (batch, frames, out_dim)."""
+        return pointwise(x, self[0]).relu_()
+
+    def uncounted_macs(self, args: tuple[Tensor, ...], output: Tensor) -> int:
+        """MACs of the element-wise paths of `pointwise` (for `tse_cli.models.complexity`): one output per group
+        (per_group products each) or one input per group."""
+        conv = self[0]
+        out_dim, per_group = conv.weight.shape[:2]
+        if out_dim == conv.groups:
+            return output.numel() * per_group
+        return output.numel() if per_group == 1 else 0
+
+
+# encoder: dilated causal depthwise-separable convs
+
+
+class DepthwiseSeparableConv(nn.Module):
+    """Depthwise dilated conv (no padding) -> LN -> ReLU -> 1x1 conv -> LN -> ReLU (published `layers.{0,1,3,4}`).
+
+    Frames are (batch, frames, channels); the depthwise conv runs as `kernel_size` shifted multiply-adds, which
+    is much faster than a grouped conv for the short chunks of streaming.
+    """
+
+    def __init__(self, channels: int, dilation: int, kernel_size: int = 3):
+        super().__init__()
+        self.dilation, self.kernel_size = dilation, kernel_size
+        self.layers = nn.ModuleDict(
+            {
+                "0": nn.Conv1d(channels, channels, kernel_size, groups=channels, dilation=dilation),
+                "1": nn.LayerNorm(channels),
+                "3": nn.Conv1d(channels, channels, kernel_size=1),
+                "4": nn.LayerNorm(channels),
+            }
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x (batch, context + n, channels) with context = (kernel_size - 1) * dilation -> (batch, n, channels)."""
+        depthwise, norm1, conv, norm2 = self.layers.values()
+        n = x.shape[1] - (self.kernel_size - 1) * self.dilation
+        taps = transposed(depthwise.weight)  # (kernel_size, channels): contiguous rows are faster
+        y = torch.addcmul(depthwise.bias, x[:, :n], taps[0], out=scratch(x, (x.shape[0], n, x.shape[2])))
+        for k in range(1, self.kernel_size):
+            y.addcmul_(x[:, k * self.dilation : k * self.dilation + n], taps[k])
+        y = F.layer_norm(y, norm1.normalized_shape, norm1.weight, norm1.bias, norm1.eps).relu_()
+        y = pointwise(y, conv)
+        return F.layer_norm(y, norm2.normalized_shape, norm2.weight, norm2.bias, norm2.eps).relu_()
+
+    def uncounted_macs(self, args: tuple[Tensor, ...], output: Tensor) -> int:
+        """MACs of the depthwise taps, which run as element-wise ops (for `tse_cli.models.complexity`)."""
+        return output.numel() * self.kernel_size
+
+
+class DilatedCausalEncoder(nn.Module):
+    """Residual stack of `num_layers` causal convs with dilation 2^i, each seeing (kernel-1)*2^i past frames."""
+
+    def __init__(self, channels: int, num_layers: int, kernel_size: int = 3):
+        super().__init__()
+        self.channels = channels
+        self.contexts = [(kernel_size - 1) * 2**i for i in range(num_layers)]
+        self.dcc_layers = nn.Sequential(
+            OrderedDict((f"dcc_{i}", DepthwiseSeparableConv(channels, 2**i, kernel_size)) for i in range(num_layers))
+        )
+
+    def init_state(self, batch: int, device: torch.device, dtype: torch.dtype) -> list[ContextBuffer]:
+        return context_buffers(self.contexts, batch, self.channels, device, dtype)
+
+    def forward(self, x: Tensor, state: list[ContextBuffer] | None = None) -> Tensor:
+        """(batch, frames, channels) -> same shape; `state` (from `init_state`) carries the past frames."""
+        for i, layer in enumerate(self.dcc_layers):
+            with reused_scratch():  # the layer's working memory is free again once y is added below
+                y = layer(extend(state, i, x, self.contexts[i]))
+            x = torch.add(x, y, out=scratch(x)) if i == 0 else x.add_(y)  # the input x is not ours to change
+        return x
+
+
+# mask generator
+
+
+class MaskGenerator(nn.Module):
+    """Encoder, label integration, projections to/from the decoder width, and the decoder itself."""
+
+    def __init__(self, enc_dim: int, num_enc_layers: int, dec_dim: int, decoder: nn.Module):
+        super().__init__()
+        self.encoder = DilatedCausalEncoder(enc_dim, num_enc_layers)
+        self.proj_e2d_e = GroupedProjection(enc_dim, dec_dim, dec_dim)
+        self.proj_e2d_l = GroupedProjection(enc_dim, dec_dim, dec_dim)
+        self.proj_d2e = GroupedProjection(dec_dim, enc_dim, dec_dim)
+        self.decoder = decoder
+
+    def encode(self, x: Tensor, label: Tensor, state: list[ContextBuffer] | None = None) -> tuple[Tensor, ...]:
+        """x (batch, frames, enc_dim), label (batch, enc_dim) -> (l, decoder query, decoder memory)."""
+        e = self.encoder(x, state)
+        l = torch.mul(label[:, None], e, out=scratch(e))  # noqa: E741 (the published name)
+        return l, self.proj_e2d_l(l), self.proj_e2d_e(e)
+
+    def mask(self, l: Tensor, decoded: Tensor) -> Tensor:  # noqa: E741
+        """Skip connection: l + projected decoder output, (batch, frames, enc_dim)."""
+        return torch.add(l, self.proj_d2e(decoded), out=scratch(l))
+
+
+# the extractor
+
+
+class DCCExtractor(nn.Module):
+    """The Waveformer pipeline around a pluggable causal decoder (see the module docstring).
+
+    The decoder provides `granularity` (frames it needs before it can emit), `init_state(batch, device, dtype)`
+    and `decode(query, memory, state=None) -> (out, state)` on (batch, frames, dec_dim).
+    Internally frames are (batch, frames, channels).
+    """
+
+    # the model protocol (tse_cli.models.protocol): a causal class-query model without inference options
+    sample_rate = 44100
+    clue_kind = "class"
+    clue_rate = None
+    max_classes = None  # any union of the 41 classes
+    inference_options = ()
+    takes_progress = False
+
+    def __init__(
+        self,
+        label_len: int,
+        L: int,
+        enc_dim: int,
+        num_enc_layers: int,
+        dec_dim: int,
+        out_buf_len: int,
+        decoder: nn.Module,
+    ):
+        super().__init__()
+        if enc_dim % dec_dim:
+            raise ValueError(f"enc_dim ({enc_dim}) must be a multiple of dec_dim ({dec_dim})")
+        self.label_len, self.L, self.out_buf_len = label_len, L, out_buf_len
+        self.enc_dim, self.dec_dim = enc_dim, dec_dim
+        self.in_conv = nn.Sequential(nn.Conv1d(1, enc_dim, kernel_size=3 * L, stride=L, bias=False), nn.ReLU())
+        self.label_embedding = nn.Sequential(
+            nn.Linear(label_len, 512),
+            nn.LayerNorm(512),
+            nn.ReLU(),
+            nn.Linear(512, enc_dim),
+            nn.LayerNorm(enc_dim),
+            nn.ReLU(),
+        )
+        self.mask_gen = MaskGenerator(enc_dim, num_enc_layers, dec_dim, decoder)
+        self.out_conv = nn.Sequential(
+            nn.ConvTranspose1d(enc_dim, 1, (out_buf_len + 1) * L, stride=L, padding=out_buf_len * L, bias=False),
+            nn.Tanh(),
+        )
+
+    @property
+    def latency_samples(self) -> int:
+        """Algorithmic latency in samples: one decoder group of frames plus L samples of lookahead.
+
+        When fed sample by sample, the output for input sample s is returned at the latest by the `feed` that
+        delivers input sample s + latency_samples - 1 (Waveformer: 13*32 + 32 = 448, WaveMamba: 32 + 32 = 64).
+        """
+        return (self.mask_gen.decoder.granularity + 1) * self.L
+
+    def _check(self, mixture: Tensor, query: Tensor) -> None:
+        if mixture.dim() != 3 or mixture.shape[1] != 1:
+            raise ValueError(f"mixture must be (batch, 1, samples), got {tuple(mixture.shape)}")
+        if query.dim() != 2 or query.shape != (mixture.shape[0], self.label_len):
+            raise ValueError(f"query must be (batch, {self.label_len}) for the mixture batch, got {tuple(query.shape)}")
+
+    def analyze(self, samples: Tensor) -> Tensor:
+        """in_conv: samples (batch, L*(n+2)) -> frames (batch, n, enc_dim), window 3L, hop L."""
+        windows = contiguous(samples.unfold(-1, 3 * self.L, self.L))
+        return linear(windows, self.in_conv[0].weight).relu_()
+
+    def synthesize(self, masked: Tensor, state: list[ContextBuffer] | None = None) -> Tensor:
+        """out_conv: masked frames (batch, n, enc_dim) -> (batch, 1, n*L) samples.
+
+        The transposed conv (kernel (b+1)L, stride L, b = out_buf_len) as one matmul and an overlap-add: output
+        frame f sums segment b-k of the kernel response of frame f+k-b, k = 0..b, the first b from the past.
+        """
+        b, L = self.out_buf_len, self.L
+        frames = extend(state, 0, masked, b)
+        rows = frames.reshape(-1, frames.shape[-1])
+        weight = self.out_conv[0].weight[:, 0]  # (enc_dim, (b+1)L)
+        segments = torch.mm(rows, weight, out=scratch(rows, (rows.shape[0], weight.shape[1])))
+        segments = segments.view(frames.shape[0], -1, b + 1, L)  # (batch, n + b, b+1, L)
+        n = masked.shape[1]
+        out = segments[:, :n, b]
+        if b:
+            out = torch.add(out, segments[:, 1 : n + 1, b - 1], out=scratch(out))
+        for k in range(2, b + 1):
+            out.add_(segments[:, k : k + n, b - k])
+        return torch.tanh(out.reshape(out.shape[0], 1, n * L))
+
+    def forward(self, mixture: Tensor, query: Tensor) -> Tensor:
+        """mixture (batch, 1, samples) at 44.1 kHz, query (batch, 41) multi-hot -> estimate (batch, 1, samples)."""
+        self._check(mixture, query)
+        samples = mixture.shape[-1]
+        if samples == 0:
+            return mixture
+        x = self.analyze(F.pad(mixture[:, 0], (self.L, -samples % self.L + self.L)))
+        l, q, memory = self.mask_gen.encode(x, self.label_embedding(query))  # noqa: E741
+        decoded, _ = self.mask_gen.decoder.decode(q, memory)
+        return self.synthesize(x * self.mask_gen.mask(l, decoded))[..., :samples]
+
+    def streamer(self, query: Tensor) -> CausalStreamer:
+        """A `CausalStreamer` for this (batch, label_len) query; see its docstring."""
+        return CausalStreamer(self, query)
+
+
+class CausalStreamer:
+    """Chunk-by-chunk inference equal to `forward` on the concatenated input, in bounded memory.
+
+    `feed(chunk (batch, 1, n))` returns the next finished output samples (batch, 1, m) for any n >= 0; `flush()`
+    returns the rest, so that cat(all feeds, flush) == forward(cat(all chunks)). State: the last 2L input samples
+    of whole frames and fewer than L of the next one, the encoder's dilated-conv context (2*(2^layers - 1)
+    frames), the decoder state, fewer than `granularity` frames awaiting the decoder, and `out_buf_len` frames
+    for the transposed conv. Runs without autograd (`torch.inference_mode`). Chunks longer than `BLOCK` samples
+    are processed in blocks of that size, so working memory does not grow with the chunk either.
+
+    Chunks of up to `SCRATCH` samples (all batch rows together) keep their intermediates in a `Scratch` reused
+    from chunk to chunk, and the state is updated in place: a stream of equal chunks then allocates only the
+    output it returns and what some kernels allocate inside (LayerNorm; Waveformer's attention), see
+    docs/performance.md. `SCRATCH = 0` (set before creating the streamer) allocates as usual instead, 1-2% faster.
+    """
+
+    BLOCK = 1 << 16  # samples (1.5 s at 44.1 kHz)
+    SCRATCH = 1 << 11  # samples per chunk, batch rows together (46 ms at batch 1: 64 frames, the scan's STREAM_LENGTH)
+
+    @torch.inference_mode()
+    def __init__(self, model: DCCExtractor, query: Tensor):
+        self.model = model
+        weight = model.in_conv[0].weight
+        self.device, self.dtype = weight.device, weight.dtype
+        if query.dim() != 2 or query.shape[1] != model.label_len:
+            raise ValueError(f"query must be (batch, {model.label_len}), got {tuple(query.shape)}")
+        batch = self.batch = query.shape[0]
+        factory = {"device": self.device, "dtype": self.dtype}
+        self.label = model.label_embedding(query.to(self.device, self.dtype))
+        # in_conv windows are 3L samples, hop L: each new frame of L samples comes with the 2L before it
+        self.samples = ContextBuffer(batch, 1, 2 * model.L, **factory, spare=self.SCRATCH)
+        self.partial = torch.zeros(batch, model.L, **factory)  # the first `partial_len` samples of the next frame
+        self.partial_len = 0
+        self.skip = 1  # the stream starts L samples before the input (left padding): the first window is unused
+        self.encoder_state = model.mask_gen.encoder.init_state(batch, self.device, self.dtype)
+        self.decoder_state = model.mask_gen.decoder.init_state(batch, self.device, self.dtype)
+        self.out_state = context_buffers([model.out_buf_len], batch, model.enc_dim, self.device, self.dtype)
+        # frames awaiting the decoder, (batch, frames, 2*enc_dim + 2*dec_dim): `waiting` of them from `waiting_start`
+        self.pending = torch.zeros(batch, 0, 2 * (model.enc_dim + model.dec_dim), **factory)
+        self.waiting = self.waiting_start = 0
+        self.scratch = Scratch()
+        self.received = self.emitted = 0
+        self.finished = False
+
+    @torch.inference_mode()
+    def feed(self, chunk: Tensor) -> Tensor:
+        """Append input samples (batch, 1, n); return the output samples (batch, 1, m) that are now final."""
+        if self.finished:
+            raise RuntimeError("this streamer was flushed; start a new one with model.streamer(query)")
+        if chunk.dim() != 3 or chunk.shape[:2] != (self.batch, 1):
+            raise ValueError(f"chunk must be ({self.batch}, 1, samples), got {tuple(chunk.shape)}")
+        self.received += chunk.shape[-1]
+        chunk = chunk[:, 0].to(self.device, self.dtype)
+        if chunk.shape[-1] <= self.BLOCK:
+            return self._process(chunk, final=False)
+        # long chunks go through in blocks: peak memory stays bounded, the result is the same
+        return torch.cat([self._process(block, final=False) for block in chunk.split(self.BLOCK, dim=-1)], dim=-1)
+
+    @torch.inference_mode()
+    def flush(self) -> Tensor:
+        """End the stream: return the remaining output samples (batch, 1, rest)."""
+        if self.finished:
+            raise RuntimeError("this streamer was already flushed")
+        self.finished = True
+        L = self.model.L
+        padding = torch.zeros(self.batch, -self.received % L + L, device=self.device, dtype=self.dtype)
+        remaining = self.received - self.emitted
+        return self._process(padding, final=True)[..., :remaining]
+
+    def _process(self, chunk: Tensor, final: bool) -> Tensor:
+        """chunk (batch, n) samples -> (batch, 1, m) finished output samples."""
+        small = chunk.numel() <= self.SCRATCH
+        with self.scratch.active() if small else contextlib.nullcontext():
+            stages = self._group(self._encode(chunk), final)
+            if stages is None:
+                return chunk.new_zeros(self.batch, 1, 0)
+            model = self.model
+            x, l, q, memory = stages  # noqa: E741
+            decoded, self.decoder_state = model.mask_gen.decoder.decode(q, memory, self.decoder_state)
+            masked = torch.mul(x, model.mask_gen.mask(l, decoded), out=scratch(x))
+            out = model.synthesize(masked, self.out_state)
+        self.emitted += out.shape[-1]
+        return out
+
+    def _encode(self, chunk: Tensor) -> tuple[Tensor, ...] | None:
+        """chunk (batch, n) samples -> (in_conv output, l, decoder query, decoder memory) for the frames it
+        completes, or None if it completes none."""
+        L, have, n = self.model.L, self.partial_len, chunk.shape[-1]
+        if have + n < L:  # no frame completed
+            self.partial[:, have : have + n] = chunk
+            self.partial_len += n
+            return None
+        whole = (have + n) // L * L - have  # samples of the chunk that complete frames
+        stream = self.samples.extend(self.partial[:, :have, None], chunk[:, :whole, None])[..., 0]
+        self.partial_len = n - whole
+        self.partial[:, : self.partial_len] = chunk[:, whole:]
+        skip, self.skip = self.skip, 0
+        if stream.shape[-1] - skip * L < 3 * L:
+            return None
+        x = self.model.analyze(stream[:, skip * L :])
+        return (x, *self.model.mask_gen.encode(x, self.label, self.encoder_state))
+
+    def _group(self, stages: tuple[Tensor, ...] | None, final: bool) -> tuple[Tensor, ...] | None:
+        """Hold frames back until the decoder has a whole group of them (all that are left when `final`).
+
+        `stages` (in_conv output, l, decoder query, decoder memory) for the new frames, or None if there are none.
+        """
+        granularity = self.model.mask_gen.decoder.granularity
+        new = 0 if stages is None else stages[0].shape[1]
+        if self.waiting == 0 and (final or new % granularity == 0):
+            return stages  # whole groups (or the end of the stream): nothing to hold back
+        # the frames left waiting after the last group handed out (consumed by now) move to the front
+        waiting, start, total = self.waiting, self.waiting_start, self.waiting + new
+        if self.pending.shape[1] < total:
+            grown = self.pending.new_empty(self.batch, total, self.pending.shape[2])
+            grown[:, :waiting] = self.pending[:, start : start + waiting]
+            self.pending = grown
+        elif start:  # no overlap: start is a whole number of groups, more than the frames waiting
+            self.pending[:, :waiting] = self.pending[:, start : start + waiting]
+        column = 0
+        for stage in stages or ():
+            self.pending[:, waiting:total, column : column + stage.shape[-1]] = stage
+            column += stage.shape[-1]
+        ready = total if final else total - total % granularity
+        self.waiting, self.waiting_start = total - ready, ready
+        if ready == 0:
+            return None
+        enc, dec = self.model.enc_dim, self.model.dec_dim
+        return self.pending[:, :ready].split([enc, enc, dec, dec], dim=-1)
