@@ -3,7 +3,7 @@
     .venv/bin/python bench/gpu.py                       # everything, on cuda:0
     .venv/bin/python bench/gpu.py --files 100 --batch-size 32 --models wavemamba-large
 
-Fused kernels: `cuda` (mamba_ssm's, when installed) and `triton` (the project's, tse_cli/models/scan_triton.py,
+Fused kernels: `cuda` (mamba_ssm's, when installed) and `triton` (the project's, tse_cli/models/ssm/triton_kernels.py,
 when Triton imports); each one available is measured against the pure-PyTorch `reference` scan.
 
 1. Throughput: `tse extract` (the real CLI, one process per row) over --files six-second 44.1 kHz WAVs with
@@ -39,7 +39,7 @@ from scan import make_inputs, runner
 from tse_cli.checkpoint import save_checkpoint
 from tse_cli.classes import FSD_CLASSES
 from tse_cli.models import create
-from tse_cli.models.scan import mamba_ssm_available, selective_scan, triton_available
+from tse_cli.models.ssm import mamba_ssm_available, selective_scan, triton_available
 
 FILE_SECONDS = 6.0
 SAMPLE_RATE = 44100
@@ -109,7 +109,7 @@ def compile_rows() -> list[dict]:
     """The Triton kernels compiled for sm_90 (no GPU needed): registers and spill bytes per kernel and dtype."""
     if not triton_available():
         return [{"status": "not measured (Triton does not import)"}]
-    from tse_cli.models.scan_triton import compile_report
+    from tse_cli.models.ssm.triton_kernels import compile_report
 
     return [row | {"status": "measured"} for row in compile_report(90)]
 

@@ -18,7 +18,7 @@ from collections.abc import Callable
 import torch
 from common import machine, print_table, write_results
 
-from tse_cli.models.scan import mamba_ssm_available, selective_scan, triton_available
+from tse_cli.models.ssm import mamba_ssm_available, selective_scan, triton_available
 
 
 def make_inputs(

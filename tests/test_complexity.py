@@ -96,13 +96,13 @@ def test_meta_device_counts_without_computing(name: str) -> None:
 
 def test_scans_do_not_run_while_counting(monkeypatch: pytest.MonkeyPatch) -> None:
     """Scan work is analytic: counting never executes a scan (that took minutes for av-sepmamba-large)."""
-    from tse_cli.models import scan
+    from tse_cli.models.ssm import reference
 
     def fail(*args, **kwargs):
         raise AssertionError("a scan ran while counting")
 
-    monkeypatch.setattr(scan, "_reference_core", fail)
-    monkeypatch.setattr(scan, "_naive_core", fail)
+    monkeypatch.setattr(reference, "reference_core", fail)
+    monkeypatch.setattr(reference, "naive_core", fail)
     model = create("wavemamba-small", enc_dim=32, dec_dim=16, num_enc_layers=2)
     result = count(model, 0.05)
     assert result["scan_macs"] == scan_macs(1, math.ceil(round(0.05 * 44100) / 32), 32, 16)

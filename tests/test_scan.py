@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tse_cli.models import scan
-from tse_cli.models.scan import resolve_backend, selective_scan, selective_scan_step
+from tse_cli.models import ssm
+from tse_cli.models.ssm import mamba_adapter, reference, resolve_backend, selective_scan, selective_scan_step
 
 
 def _inputs(batch=2, d_inner=5, d_state=4, length=37, dtype=torch.float64, seed=0, device="cpu"):
@@ -84,10 +84,10 @@ def test_wide_layer_inference_in_pieces_equals_naive(length, monkeypatch):
     short-chunk loop piece by piece (150 steps: pieces of 64, 64 and 22), the state carried across pieces; an empty
     sequence returns h0. (batch, d_inner, length)-contiguous inputs keep the chunked path."""
     x = _inputs(batch=2, d_inner=256, d_state=16, length=length, dtype=torch.float32, seed=3)
-    assert scan.LOOP_ELEMENTS <= 2 * 256 * 16
+    assert reference.LOOP_ELEMENTS <= 2 * 256 * 16
     expected = selective_scan(**x, delta_softplus=True, return_last_state=True, backend="naive")
     calls = []
-    monkeypatch.setattr(scan, "_pieces_core", lambda *a, run=scan._pieces_core: calls.append(1) or run(*a))
+    monkeypatch.setattr(reference, "pieces_core", lambda *a, run=reference.pieces_core: calls.append(1) or run(*a))
     for time_major in (True, False):
         fed = {
             k: v.transpose(1, 2).contiguous().transpose(1, 2) if time_major and v.dim() == 3 else v
@@ -114,7 +114,7 @@ def test_segmented_reference_matches_naive(monkeypatch):
     """Inputs longer than one segment: the state is carried across segments, each recomputed in backward."""
     x = _inputs(length=53)
     y0, last0, grads0 = _outputs_and_grads(x, backend="naive")
-    monkeypatch.setattr(scan, "SEGMENT_ELEMENTS", 2 * 5 * 4 * 12)  # 12-step segments, 5 segments
+    monkeypatch.setattr(reference, "SEGMENT_ELEMENTS", 2 * 5 * 4 * 12)  # 12-step segments, 5 segments
     y, last, grads = _outputs_and_grads(x, backend="reference", chunk_size=5)
     torch.testing.assert_close(y, y0, rtol=0, atol=1e-12)
     torch.testing.assert_close(last, last0, rtol=0, atol=1e-12)
@@ -173,14 +173,14 @@ def test_half_precision_inputs_compute_in_float32():
 
 def test_resolve_backend(monkeypatch):
     cpu = torch.zeros(1)
-    monkeypatch.delenv(scan.ENV_VAR, raising=False)
+    monkeypatch.delenv(ssm.ENV_VAR, raising=False)
     assert resolve_backend("auto", cpu) == "reference"
     assert resolve_backend("naive", cpu) == "naive"
-    monkeypatch.setenv(scan.ENV_VAR, "naive")
+    monkeypatch.setenv(ssm.ENV_VAR, "naive")
     assert resolve_backend("auto", cpu) == "naive"
     assert resolve_backend("reference", cpu) == "reference"  # an explicit choice beats the environment
-    monkeypatch.setenv(scan.ENV_VAR, "fast")
-    with pytest.raises(ValueError, match=scan.ENV_VAR):
+    monkeypatch.setenv(ssm.ENV_VAR, "fast")
+    with pytest.raises(ValueError, match=ssm.ENV_VAR):
         resolve_backend("auto", cpu)
     with pytest.raises(ValueError, match="unknown scan backend 'quick'"):
         resolve_backend("quick", cpu)
@@ -192,8 +192,8 @@ def test_cpu_path_never_imports_mamba_ssm(monkeypatch):
     def forbidden():
         raise AssertionError("mamba_ssm looked up for CPU tensors")
 
-    monkeypatch.delenv(scan.ENV_VAR, raising=False)
-    monkeypatch.setattr(scan, "_mamba_selective_scan", forbidden)
+    monkeypatch.delenv(ssm.ENV_VAR, raising=False)
+    monkeypatch.setattr(mamba_adapter, "mamba_kernel", forbidden)
     selective_scan(**_inputs(length=5), delta_softplus=True)
 
 
@@ -205,7 +205,7 @@ def test_bad_shapes_are_rejected():
 
 
 needs_kernel = pytest.mark.skipif(
-    not torch.cuda.is_available() or not scan.mamba_ssm_available(), reason="needs a CUDA GPU and mamba_ssm"
+    not torch.cuda.is_available() or not ssm.mamba_ssm_available(), reason="needs a CUDA GPU and mamba_ssm"
 )
 
 

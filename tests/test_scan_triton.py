@@ -17,15 +17,14 @@ import warnings
 import pytest
 import torch
 
-from tse_cli.models import scan
 from tse_cli.models.crossmamba import CrossMambaBlock, set_scan_backend
-from tse_cli.models.scan import resolve_backend, selective_scan
+from tse_cli.models.ssm import dispatch, resolve_backend, selective_scan
 
 pytest.importorskip("triton", reason="Triton is not installed (torch's CPU-only wheels)")
-from tse_cli.models import scan_triton  # noqa: E402
+from tse_cli.models.ssm import triton_kernels  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-if DEVICE == "cpu" and not scan_triton.interpreting():
+if DEVICE == "cpu" and not triton_kernels.interpreting():
     pytest.skip("no CUDA and Triton's interpreter is off (TRITON_INTERPRET=1 was not set)", allow_module_level=True)
 
 
@@ -151,11 +150,11 @@ def test_crossmamba_block_streams_on_triton():
 
 
 def test_backend_selection(monkeypatch):
-    monkeypatch.delenv(scan.ENV_VAR, raising=False)
+    monkeypatch.delenv(dispatch.ENV_VAR, raising=False)
     cuda32 = types.SimpleNamespace(is_cuda=True, dtype=torch.float32)  # resolve_backend reads only these two
-    monkeypatch.setattr(scan, "mamba_ssm_available", lambda: True)
+    monkeypatch.setattr(dispatch, "mamba_ssm_available", lambda: True)
     assert resolve_backend("auto", cuda32) == "cuda"  # mamba_ssm stays the preferred kernel
-    monkeypatch.setattr(scan, "mamba_ssm_available", lambda: False)
+    monkeypatch.setattr(dispatch, "mamba_ssm_available", lambda: False)
     assert resolve_backend("auto", cuda32) == "triton"
     assert resolve_backend("auto", types.SimpleNamespace(is_cuda=True, dtype=torch.float64)) == "reference"
     assert resolve_backend("auto", torch.zeros(1)) == "reference"  # the interpreter is never picked by itself
@@ -163,16 +162,16 @@ def test_backend_selection(monkeypatch):
         resolve_backend("triton", torch.zeros(1, dtype=torch.float64, device=DEVICE))
 
     compiled = types.SimpleNamespace(interpreting=lambda: False)
-    monkeypatch.setattr(scan, "_triton_module", lambda: compiled)
+    monkeypatch.setattr(dispatch, "_triton_module", lambda: compiled)
     with pytest.raises(ValueError, match="'triton' .* needs CUDA tensors"):
         resolve_backend("triton", torch.zeros(1))
 
-    monkeypatch.setattr(scan, "_triton_module", lambda: None)
+    monkeypatch.setattr(dispatch, "_triton_module", lambda: None)
     with pytest.raises(RuntimeError, match="needs Triton"):
         resolve_backend("triton", cuda32)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        scan._notice_no_fused_scan.cache_clear()
+        dispatch._notice_no_fused_scan.cache_clear()
         assert resolve_backend("auto", cuda32) == "reference"
     assert any("neither mamba_ssm" in str(w.message) for w in caught)
 
@@ -181,7 +180,7 @@ def test_kernels_compile_for_h100_without_spills():
     """The real (not interpreted) compile for sm_90, on any machine: Triton lowers both kernels, ptxas accepts them
     and keeps every value in registers, for float32 and bfloat16 inputs."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    code = "import json; from tse_cli.models.scan_triton import compile_report; print(json.dumps(compile_report(90)))"
+    code = "import json; from tse_cli.models.ssm.triton_kernels import compile_report as r; print(json.dumps(r(90)))"
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     rows = json.loads(done.stdout.splitlines()[-1])
@@ -196,17 +195,17 @@ def test_kernels_compile_for_h100_without_spills():
 def test_auto_falls_back_once_when_the_kernels_fail_here(monkeypatch):
     """`auto` picked Triton (as on a CUDA machine without mamba_ssm) and its kernels fail to build: one warning, the
     reference result, and `auto` stays on the reference; an explicit 'triton' still raises the error."""
-    monkeypatch.delenv(scan.ENV_VAR, raising=False)
-    monkeypatch.setattr(scan, "_TRITON_FAILURE", [])
-    monkeypatch.setattr(scan, "mamba_ssm_available", lambda: False)
+    monkeypatch.delenv(dispatch.ENV_VAR, raising=False)
+    monkeypatch.setattr(dispatch, "_TRITON_FAILURE", [])
+    monkeypatch.setattr(dispatch, "mamba_ssm_available", lambda: False)
     cuda32 = types.SimpleNamespace(is_cuda=True, dtype=torch.float32)
 
     def broken(*args):
         raise RuntimeError("PTX .version 9.9 does not support .target sm_90")
 
-    monkeypatch.setattr(scan, "_triton_module", lambda: types.SimpleNamespace(triton_scan=broken))
-    real_resolve = scan.resolve_backend
-    monkeypatch.setattr(scan, "resolve_backend", lambda backend, tensor: real_resolve(backend, cuda32))
+    monkeypatch.setattr(dispatch, "_triton_module", lambda: types.SimpleNamespace(triton_scan=broken))
+    real_resolve = dispatch.resolve_backend
+    monkeypatch.setattr(dispatch, "resolve_backend", lambda backend, tensor: real_resolve(backend, cuda32))
     x = {k: v.cpu() for k, v in _inputs(batch=1, length=5).items()}
     expected = selective_scan(**x, delta_softplus=True, backend="naive")
     with pytest.warns(RuntimeWarning, match="Triton scan kernels failed on this machine.*PTX"):

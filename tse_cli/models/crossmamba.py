@@ -12,7 +12,7 @@ u from the mixture (`value`); plain Mamba takes all of them from one sequence.
 - Causal blocks stream: `state = block.init_state(batch)`, then `out, state = block.step(query, value, state)` on
   chunks of any length equals `block(query, value)` on the concatenation (the state is updated in place).
 
-All sequences are (batch, length, d_model). The scan runs through `tse_cli.models.scan` (`scan_backend`:
+All sequences are (batch, length, d_model). The scan runs through `tse_cli.models.ssm` (`scan_backend`:
 "auto", "reference", "naive", "cuda" or "triton"; see `set_scan_backend`).
 """
 
@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tse_cli.models.scan import selective_scan, selective_scan_step
+from tse_cli.models.ssm import selective_scan, selective_scan_step
 from tse_cli.models.streaming import derived, linear, scratch, transposed
 
 
@@ -304,7 +304,7 @@ class BiCrossMamba(_Bidirectional):
 
 
 def set_scan_backend(module: nn.Module, backend: str) -> None:
-    """Use scan backend `backend` (one of `tse_cli.models.scan.BACKENDS`) in every Mamba mixer inside `module`."""
+    """Use scan backend `backend` (one of `tse_cli.models.ssm.BACKENDS`) in every Mamba mixer inside `module`."""
     for m in module.modules():
         if isinstance(m, _Mixer):
             m.scan_backend = backend

@@ -1,6 +1,6 @@
 """The `triton` selective-scan backend: fused forward and backward kernels for CUDA tensors, written in Triton.
 
-Same contract as `tse_cli.models.scan.selective_scan` (mamba_ssm's layout, any strides): u, delta, z
+Same contract as `tse_cli.models.ssm.selective_scan` (mamba_ssm's layout, any strides): u, delta, z
 (batch, d_inner, length); A (d_inner, d_state); B, C (batch, d_state, length); D, delta_bias (d_inner,);
 initial and last state (batch, d_inner, d_state). Inputs may be float32, float16 or bfloat16; everything is
 computed in float32 and y comes back in u's dtype. Unlike mamba_ssm's kernel it takes an initial state and
@@ -21,7 +21,11 @@ and the chain rule through softplus(delta + delta_bias). Sums over channels (dB,
 (dA, dD, ddelta_bias) are written as per-program partials and added up here, so results are deterministic.
 
 On machines without CUDA the kernels run in Triton's interpreter when TRITON_INTERPRET=1 is set before this
-module is imported (slow: for tests only; `resolve_backend` never picks it by itself).
+module is imported (slow: for tests only; `resolve_backend` never picks it by itself). `compile_report` compiles
+both kernels for a GPU architecture on any machine and reports their register use and spills.
+
+(About 420 lines: the two kernels, their shared jit helpers, the autograd wrapper that launches them and the
+compile check that inspects them form one unit.)
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from tse_cli.models.scan import _effective_delta
+from tse_cli.models.ssm.common import effective_delta
 
 BLOCK_D = 16  # channels per program
 BLOCK_T = 16  # time steps per chunk (one associative scan of BLOCK_D * d_state * BLOCK_T values)
@@ -328,7 +332,7 @@ class _SelectiveScan(torch.autograd.Function):
         )  # fmt: skip
         dh0 = None
         if h0 is not None:  # h_0 = a_0 h0 + x_0
-            delta0 = _effective_delta(delta[:, :, :1], delta_bias, ctx.softplus, torch.float32)  # (batch, d_inner, 1)
+            delta0 = effective_delta(delta[:, :, :1], delta_bias, ctx.softplus, torch.float32)  # (batch, d_inner, 1)
             dh0 = (dfirst * torch.exp(delta0 * A.float())).to(ctx.h0_dtype)
         return (
             du.to(u.dtype),

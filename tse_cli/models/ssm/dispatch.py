@@ -1,0 +1,202 @@
+"""Backend selection and the public entry points of the selective scan (see `tse_cli.models.ssm`).
+
+`resolve_backend` turns `auto` (or TSE_SCAN_BACKEND) into a concrete backend for the tensors at hand;
+`selective_scan` checks the shapes, runs the fused backends on the raw inputs (falling back from Triton kernels
+that fail on this machine, once, when `auto` chose them) and the pure-PyTorch ones on compute-dtype inputs;
+`selective_scan_step` is the streaming form, allocation-free for short chunks on the reference backend.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import warnings
+
+import torch
+from torch import Tensor
+
+from tse_cli.models.ssm.common import compute_dtype, effective_delta, skip_and_gate, tracks_grad
+from tse_cli.models.ssm.mamba_adapter import mamba_scan, mamba_ssm_available
+from tse_cli.models.ssm.reference import STREAM_LENGTH, naive_core, reference_scan, short_core
+
+BACKENDS = ("auto", "reference", "naive", "cuda", "triton")
+ENV_VAR = "TSE_SCAN_BACKEND"  # overrides backend="auto" (e.g. TSE_SCAN_BACKEND=naive)
+
+# ---------------------------------------------------------------- backend selection
+
+
+@functools.cache
+def _triton_module():
+    """`tse_cli.models.ssm.triton_kernels`, or None when Triton does not import (e.g. torch's CPU-only wheels)."""
+    try:
+        from tse_cli.models.ssm import triton_kernels
+    except Exception:  # ImportError, or a broken Triton install failing in its own import
+        return None
+    return triton_kernels
+
+
+def triton_available() -> bool:
+    """True when the project's Triton kernels import (CUDA tensors; any tensors under TRITON_INTERPRET=1)."""
+    return _triton_module() is not None
+
+
+# The error of the Triton kernels when `auto` picked them and they failed to compile or launch on this machine
+# (then `auto` uses the reference scan for the rest of the process); empty while they work.
+_TRITON_FAILURE: list[Exception] = []
+
+
+def _fall_back_from_triton(err: Exception) -> None:
+    """Remember that the auto-selected Triton kernels failed here, and say so once."""
+    _TRITON_FAILURE.append(err)
+    warnings.warn(
+        f"tse: the Triton scan kernels failed on this machine ({type(err).__name__}: {str(err)[:200]}); using the "
+        "pure-PyTorch reference scan instead (TSE_SCAN_BACKEND=triton shows the full error)",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+
+
+@functools.cache
+def _notice_no_fused_scan() -> None:
+    warnings.warn(
+        "tse: CUDA tensors but neither mamba_ssm (pip install 'tse-cli[cuda]') nor Triton imports; "
+        "using the slower pure-PyTorch reference scan",
+        RuntimeWarning,
+        stacklevel=4,
+    )
+
+
+def resolve_backend(backend: str = "auto", tensor: Tensor | None = None) -> str:
+    """The concrete backend (`reference`, `naive`, `cuda` or `triton`) for a scan over `tensor`'s device and dtype.
+
+    `auto` reads the environment variable TSE_SCAN_BACKEND first; then, for CUDA tensors in float32/float16/
+    bfloat16, picks `cuda` when mamba_ssm imports, else `triton` when Triton does and its kernels have not failed
+    here (a one-time notice when neither imports); `reference` otherwise. An explicit `cuda` or `triton` that
+    cannot run (CPU tensors, float64, missing package, a kernel error) is an error, never a silent fallback.
+    """
+    source = "backend"
+    if backend == "auto" and os.environ.get(ENV_VAR):
+        backend, source = os.environ[ENV_VAR], ENV_VAR
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown scan backend {backend!r} (from {source}); choose one of {', '.join(BACKENDS)}")
+    on_cuda = tensor is not None and tensor.is_cuda
+    if backend == "auto":
+        if not on_cuda or tensor.dtype == torch.float64:  # the fused kernel has no float64
+            return "reference"
+        if mamba_ssm_available():
+            return "cuda"
+        if triton_available():
+            return "reference" if _TRITON_FAILURE else "triton"
+        _notice_no_fused_scan()
+        return "reference"
+    if backend == "cuda":
+        if not on_cuda:
+            raise ValueError(f"scan backend 'cuda' (from {source}) needs CUDA tensors")
+        if not mamba_ssm_available():
+            raise RuntimeError(f"scan backend 'cuda' (from {source}) needs mamba_ssm: pip install 'tse-cli[cuda]'")
+    if backend == "triton":
+        if not triton_available():
+            raise RuntimeError(
+                f"scan backend 'triton' (from {source}) needs Triton (it comes with torch's CUDA wheels)"
+            )
+        if not on_cuda and not _triton_module().interpreting():
+            raise ValueError(
+                f"scan backend 'triton' (from {source}) needs CUDA tensors (or TRITON_INTERPRET=1 for Triton's CPU "
+                "interpreter, set before tse is imported)"
+            )
+        if tensor is not None and tensor.dtype == torch.float64:
+            raise ValueError(f"scan backend 'triton' (from {source}) computes in float32: float64 needs 'reference'")
+    return backend
+
+
+# ---------------------------------------------------------------- public entry points
+
+
+def selective_scan(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = False,
+    initial_state: Tensor | None = None,
+    return_last_state: bool = False,
+    *,
+    backend: str = "auto",
+    chunk_size: int | None = None,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Run the selective scan (see the module docstring for the recurrence and shapes).
+
+    Returns y (batch, d_inner, length) in u's dtype, and with `return_last_state` also the state after the last
+    step (batch, d_inner, d_state) in the compute dtype (float64 for float64 inputs, float32 otherwise).
+    `initial_state` (batch, d_inner, d_state) is the state before the first step (zeros when None).
+    `chunk_size` (reference backend only): the chunk length; None picks one from the length.
+    The `cuda` backend does not propagate gradients through the returned last state (mamba_ssm's limitation).
+    """
+    if u.dim() != 3 or delta.shape != u.shape or B.dim() != 3 or C.shape != B.shape:
+        raise ValueError(
+            f"selective_scan: expected u, delta (batch, d_inner, length) and B, C (batch, d_state, length), "
+            f"got u {tuple(u.shape)}, delta {tuple(delta.shape)}, B {tuple(B.shape)}, C {tuple(C.shape)}"
+        )
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError(f"selective_scan: chunk_size must be >= 1, got {chunk_size}")
+    name = resolve_backend(backend, u)
+    if name in ("cuda", "triton"):
+        fused = mamba_scan if name == "cuda" else _triton_module().triton_scan
+        try:
+            y, last = fused(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state)
+            return (y, last) if return_last_state else y
+        except Exception as err:  # re-raised unless it is the auto-selected Triton failing on this machine
+            chosen = backend == "auto" and not os.environ.get(ENV_VAR)
+            if name != "triton" or not chosen or isinstance(err, torch.OutOfMemoryError):
+                raise
+            _fall_back_from_triton(err)
+            name = "reference"
+
+    compute = compute_dtype(u.dtype)
+    u_c = u.to(compute)
+    delta_c = effective_delta(delta, delta_bias, delta_softplus, compute)
+    h0 = None if initial_state is None else initial_state.to(compute)
+    args = (u_c, delta_c, A.to(compute), B.to(compute), C.to(compute), h0)
+    y, last = naive_core(*args) if name == "naive" else reference_scan(*args, chunk_size=chunk_size)
+    y = skip_and_gate(y, u_c, D, z).to(u.dtype)
+    return (y, last) if return_last_state else y
+
+
+def selective_scan_step(
+    state: Tensor,
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = False,
+    *,
+    backend: str = "auto",
+    in_place: bool = False,
+) -> tuple[Tensor, Tensor]:
+    """Streaming update: from `state` (batch, d_inner, d_state), scan a chunk of any length >= 1.
+
+    Returns (y (batch, d_inner, length), new state). Feeding a sequence chunk by chunk gives the same outputs and
+    final state as one `selective_scan` over the whole sequence (up to float rounding).
+    `in_place`: the new state is written into `state` (and returned). Short chunks on the reference backend
+    without autograd then run without allocating inside a streamer's `Scratch.active()` (y is a scratch tensor,
+    valid until the streamer's next chunk): `selective_scan`'s steps, with the intermediates in scratch memory.
+    """
+    compute = compute_dtype(u.dtype)
+    fast = in_place and u.shape[-1] <= STREAM_LENGTH and state.dtype == u.dtype == compute
+    fast = fast and resolve_backend(backend, u) == "reference" and not tracks_grad(u, delta, A, B, C, D, z, state)
+    if not fast:
+        y, last = selective_scan(
+            u, delta, A, B, C, D, z, delta_bias, delta_softplus, state, return_last_state=True, backend=backend
+        )
+        return (y, state.copy_(last)) if in_place else (y, last)
+    delta = effective_delta(delta, delta_bias, delta_softplus, compute)
+    y, _ = short_core(u, delta, A.to(compute), B, C, state, last=state)
+    return skip_and_gate(y, u, D, z), state
