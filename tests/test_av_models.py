@@ -202,7 +202,7 @@ def test_load_published_errors(tmp_path):
     del state["Separator.conv2d.bias"]
     torch.save(state, tmp_path / "partial.pt")
     with pytest.raises(
-        CheckpointError, match=r"partial.pt: weights do not match .*missing Separator.conv2d.bias \(1\)"
+        CheckpointError, match=r"partial.pt: weights do not match .*missing: Separator.conv2d.bias \(1\)"
     ):
         load_published(tmp_path / "partial.pt")
 

@@ -127,7 +127,7 @@ def test_loader_rejects_wrong_shapes(published: dict[str, Path], tmp_path: Path)
 
 @pytest.mark.parametrize(
     ("content", "message"),
-    [(b"not a pickle", "not a readable PyTorch checkpoint"), (None, "no such file")],
+    [(b"not a pickle", "not a readable torch checkpoint"), (None, "no such file")],
 )
 def test_loader_rejects_unreadable_files(published: dict[str, Path], tmp_path: Path, content, message) -> None:
     path = tmp_path / "ckpt.pt"

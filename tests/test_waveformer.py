@@ -71,8 +71,8 @@ def _write(tmp_path: Path, state: dict | object, params: dict | None = None, nam
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda s, p: s.pop("out_conv.0.weight"), "missing out_conv.0.weight"),
-        (lambda s, p: s.update(extra=torch.zeros(1)), "unexpected extra"),
+        (lambda s, p: s.pop("out_conv.0.weight"), "missing: out_conv.0.weight"),
+        (lambda s, p: s.update(extra=torch.zeros(1)), "unexpected: extra"),
         (lambda s, p: p.update(dec_dim=16), "wrong shape"),
         (lambda s, p: p.pop("L"), "missing L"),
         (lambda s, p: p.update(heads=8), "unknown heads"),

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tse_cli.errors import first_line
+
 CLUE_RATE = 25.0  # video frames per second
 EMBED_DIM = 512  # values per frame
 TOLERANCE_FRAMES = 3  # frame-count slack allowed between clue and audio (trimming differences) ...
@@ -103,8 +105,7 @@ def _open(path: Path, mmap: bool) -> np.ndarray:
     try:
         clue = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except (ValueError, OSError, EOFError) as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise VisualClueError(f"{path}: not a readable .npy array ({reason})") from None
+        raise VisualClueError(f"{path}: not a readable .npy array ({first_line(err)})") from None
     if not isinstance(clue, np.ndarray):
         clue.close()
         raise VisualClueError(f"{path}: an .npz archive; expected one .npy array of shape (frames, {EMBED_DIM})")

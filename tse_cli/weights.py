@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import import_module
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from tse_cli import hub
 
@@ -29,12 +29,21 @@ if TYPE_CHECKING:
 
 REGISTRY_PATH = hub.PACKAGE_DIR / "weights.toml"
 CHECKPOINT_FORMAT = "tse-checkpoint"
-# format -> (file roles, "module:function" converter; None = already a checkpoint directory)
-FORMATS: dict[str, tuple[tuple[str, ...], str | None]] = {
-    CHECKPOINT_FORMAT: (("config", "weights"), None),
-    "waveformer-published": (("checkpoint_path", "config_path"), "tse_cli.models.waveformer:load_published"),
-    "dpm-tse-published": (("checkpoint_path", "first_stage_path"), "tse_cli.models.dpmtse:load_published"),
-    "av-sepformer-published": (("checkpoint_path",), "tse_cli.models.avsepformer:load_published"),
+
+
+class Format(NamedTuple):
+    """A weights format: the file `roles` an entry names (the converter's keyword arguments) and the
+    "module:function" `converter` that builds a model from them (None: already a checkpoint directory)."""
+
+    roles: tuple[str, ...]
+    converter: str | None
+
+
+FORMATS: dict[str, Format] = {
+    CHECKPOINT_FORMAT: Format(("config", "weights"), None),
+    "waveformer-published": Format(("checkpoint_path", "config_path"), "tse_cli.models.waveformer:load_published"),
+    "dpm-tse-published": Format(("checkpoint_path", "first_stage_path"), "tse_cli.models.dpmtse:load_published"),
+    "av-sepformer-published": Format(("checkpoint_path",), "tse_cli.models.avsepformer:load_published"),
 }
 _CHECKPOINT_FILES = {"config": "config.json", "weights": "model.safetensors"}
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]*")
@@ -116,7 +125,7 @@ def _parse_entry(name: str, table: Any, origin: str) -> Entry:
     fmt = table["format"]
     if fmt not in FORMATS:
         raise WeightsError(f"{where}: unknown format {fmt!r} (known: {', '.join(FORMATS)})")
-    roles = FORMATS[fmt][0]
+    roles = FORMATS[fmt].roles
     files = table["files"]
     if not isinstance(files, dict) or sorted(files) != sorted(roles):
         raise WeightsError(f"{where}: format {fmt} needs files {', '.join(roles)}")
@@ -184,7 +193,7 @@ def cache_state(entry: Entry) -> str:
         return "no"
     if not all(present):
         return "partial"
-    if FORMATS[entry.format][1] is None:
+    if FORMATS[entry.format].converter is None:
         return "yes"
     pattern = re.compile(rf"{re.escape(entry.name)}-[0-9a-f]{{16}}")
     return "yes" if any(pattern.fullmatch(p.name) for p in _children(tse_cache_converted())) else "partial"
@@ -224,7 +233,7 @@ def _fetch_all(entry: Entry) -> dict[str, hub.Fetched]:
 def checkpoint_dir(entry: Entry) -> Path:
     """A local checkpoint directory for `entry`: fetched (and converted once, for published formats)."""
     fetched = _fetch_all(entry)
-    converter = FORMATS[entry.format][1]
+    converter = FORMATS[entry.format].converter
     if converter is None:
         folder = fetched["config"].path.parent
         for role, filename in _CHECKPOINT_FILES.items():
@@ -257,7 +266,7 @@ def convert_files(fmt: str, files: dict[str, Path], out: Path, origin: str = "")
     try:
         model = load_published(**{role: str(path) for role, path in files.items()})
     except Exception as err:  # a converter reading a foreign file can fail in many ways; report it in one line
-        # converters raise ValueErrors (CheckpointError) that already name the file; anything else gets context
+        # converters raise PublishedFormatErrors (ValueErrors) that name the file; anything else gets context
         detail = str(err) if isinstance(err, ValueError) else f"{', '.join(map(str, files.values()))}: {err!r}"
         label = f"{origin}: " if origin else ""
         raise WeightsError(f"{label}cannot convert ({fmt}): {' '.join(detail.split())}") from None

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tse_cli.models.dualpath import AVDualPath, TransformerStack, sinusoids
+from tse_cli.models.published import PublishedFormatError, load_strict, read_torch_file, tensor_dict
 
 # positional encoding
 
@@ -175,7 +176,6 @@ class AVSepFormer(AVDualPath):
 
 def _published_config(path: Path, state: dict[str, Tensor]) -> tuple[str, dict[str, int]]:
     """Architecture name and constructor arguments read off a published state_dict's shapes and key names."""
-    from tse_cli.checkpoint import CheckpointError
 
     def count(pattern: str) -> int:
         prefix, suffix = pattern.split("#")
@@ -184,7 +184,8 @@ def _published_config(path: Path, state: dict[str, Tensor]) -> tuple[str, dict[s
     encoder = state.get("AudioEncoder.conv1d.weight")
     linear1 = state.get("Separator.dual_mdl.0.intra_mdl.mdl.layers.0.linear1.weight")
     if encoder is None or linear1 is None:
-        raise CheckpointError(f"{path}: not an AV-SepFormer checkpoint (no AudioEncoder / intra transformer weights)")
+        what = "no AudioEncoder / intra transformer weights"
+        raise PublishedFormatError(f"{path}: not an AV-SepFormer checkpoint ({what})")
     config = {
         "d_model": encoder.shape[0],
         "d_ffn": linear1.shape[0],
@@ -198,39 +199,18 @@ def _published_config(path: Path, state: dict[str, Tensor]) -> tuple[str, dict[s
 def load_published(checkpoint_path: str | Path) -> AVSepFormer:
     """A published AV-SepFormer checkpoint (lin9x/AV-Sepformer, saved by ignite) as an `AVSepFormer` in eval mode.
 
-    Reads the torch pickle with `torch.load(weights_only=True)` only. Accepts the bare state_dict ignite writes
-    for a single model, or one under "model" / "model_state_dict" / "state_dict", with or without the
-    "module." prefix of DistributedDataParallel. Width and layer counts are read off the weights (published:
-    d_model 256, FFN 1024, 8 + 8 layers, 2 blocks; 8 heads assumed); every key and shape must then match
-    (`CheckpointError` names what does not).
+    Reads the torch pickle with `torch.load(weights_only=True)` only (`tse_cli.models.published`). Accepts the bare
+    state_dict ignite writes for a single model, or one under "model" / "model_state_dict" / "state_dict", with or
+    without the "module." prefix of DistributedDataParallel. Width and layer counts are read off the weights
+    (published: d_model 256, FFN 1024, 8 + 8 layers, 2 blocks; 8 heads assumed); every key and shape must then
+    match (`PublishedFormatError` names what does not).
     """
-    from tse_cli.checkpoint import CheckpointError
     from tse_cli.models import create
 
     path = Path(checkpoint_path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: no such file") from None
-    except Exception as err:  # noqa: BLE001 (any unpickling failure means the same thing to the user)
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"{path}: not a readable torch checkpoint ({reason})") from None
-    for key in ("model", "model_state_dict", "state_dict"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise CheckpointError(f"{path}: no state_dict of tensors in this checkpoint")
+    state = tensor_dict(read_torch_file(path), path, under=("model", "model_state_dict", "state_dict"))
     state = {k.removeprefix("module."): v for k, v in state.items()}
     arch, config = _published_config(path, state)
     model = create(arch, **config)
-    expected = model.state_dict()
-    problems = {
-        "missing": [k for k in expected if k not in state],
-        "unexpected": [k for k in state if k not in expected],
-        "wrong shape": [k for k in expected if k in state and state[k].shape != expected[k].shape],
-    }
-    if any(problems.values()):
-        details = "; ".join(f"{what} {', '.join(keys[:3])} ({len(keys)})" for what, keys in problems.items() if keys)
-        raise CheckpointError(f"{path}: weights do not match {model.arch}: {details}")
-    model.load_state_dict(state, strict=True)
+    load_strict(model, state, path, arch)
     return model.eval()

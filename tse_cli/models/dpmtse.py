@@ -14,7 +14,7 @@ authors' files (the `{"model": state_dict}` checkpoint of the diffusers 0.18 era
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,18 +26,14 @@ from torch import Tensor, nn
 from tse_cli.classes import FSD_CLASSES, NUM_CLASSES
 from tse_cli.models.hifigan import HiFiGAN
 from tse_cli.models.mel import HOP, N_MELS, SAMPLE_RATE, LogMel, denormalize, normalize
+from tse_cli.models.protocol import Progress
+from tse_cli.models.published import PublishedFormatError, load_strict, read_torch_file
 
 BASE_CHANNELS = (128, 256, 512, 512)
 LARGE_CHANNELS = (192, 384, 768, 768)
 DOWN_BLOCKS = ("DownBlock2D", "DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D")
 UP_BLOCKS = ("AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D", "UpBlock2D")
 LAYERS_PER_BLOCK = 2
-
-Progress = Callable[[int, int], None]  # (diffusion steps done, total steps)
-
-
-class PublishedFormatError(ValueError):
-    """A published DPM-TSE file that cannot be read or does not match the architecture (message names the file)."""
 
 
 def class_labels(clue: Tensor) -> Tensor:
@@ -235,38 +231,6 @@ class _BoundedVarianceDDIM(DDIMScheduler):
 # published files -> model
 
 
-def _read_pickle(path: str | Path) -> Any:
-    path = Path(path)
-    if not path.is_file():
-        raise PublishedFormatError(f"{path}: no such file")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for foreign or corrupt files
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise PublishedFormatError(f"{path}: not a readable PyTorch checkpoint ({reason})") from None
-
-
-def _listing(keys: Sequence[str], limit: int = 6) -> str:
-    shown = ", ".join(keys[:limit])
-    return f"{shown}, ... ({len(keys)} in all)" if len(keys) > limit else shown
-
-
-def load_exact(module: nn.Module, state: dict[str, Tensor], source: str | Path) -> None:
-    """Load `state` into `module`, refusing any missing, unexpected or mis-shaped key (listed in the error)."""
-    expected = module.state_dict()
-    missing = sorted(expected.keys() - state.keys())
-    unexpected = sorted(state.keys() - expected.keys())
-    misshaped = sorted(k for k in expected.keys() & state.keys() if expected[k].shape != state[k].shape)
-    problems = [
-        f"{label}: {_listing(keys)}"
-        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshaped))
-        if keys
-    ]
-    if problems:
-        raise PublishedFormatError(f"{source}: weights do not match {type(module).__name__} ({'; '.join(problems)})")
-    module.load_state_dict(state, strict=True)
-
-
 def _prefixed(state: Any, prefix: str, source: Path, what: str) -> dict[str, Tensor]:
     """The entries of a state dict under `prefix`, with the prefix removed; an error if there are none."""
     if not isinstance(state, dict):
@@ -295,7 +259,7 @@ def _vocoder_state(source: Path) -> dict[str, Tensor]:
 
         state: Any = load_file(weights)
     else:
-        state = _read_pickle(source)
+        state = read_torch_file(source)
     vocoder = _prefixed(state, "vocoder.", source, "the HiFi-GAN vocoder")
     if "conv_pre.weight" not in vocoder:
         raise PublishedFormatError(f"{source}: vocoder weights lack conv_pre.weight")
@@ -304,7 +268,7 @@ def _vocoder_state(source: Path) -> dict[str, Tensor]:
 
 def load_vocoder(model: DPMTSE, source: str | Path) -> None:
     """Load the vocoder of `model` from a published first_stage.pt or a DPM-TSE checkpoint directory (strictly)."""
-    load_exact(model.vocoder, _vocoder_state(Path(source)), source)
+    load_strict(model.vocoder, _vocoder_state(Path(source)), source, "HiFiGAN")
 
 
 def config_from_yaml(path: str | Path) -> dict[str, Any]:
@@ -366,7 +330,7 @@ def load_published(
     from tse_cli.models import create
 
     checkpoint_path, first_stage_path = Path(checkpoint_path), Path(first_stage_path)
-    published = _read_pickle(checkpoint_path)
+    published = read_torch_file(checkpoint_path)
     if not isinstance(published, dict) or "model" not in published:
         raise PublishedFormatError(f"{checkpoint_path}: expected a DPM-TSE checkpoint {{'model': state_dict}}")
     unet = _prefixed(published["model"], "unet.", checkpoint_path, "the DPM-TSE U-Net")
@@ -378,6 +342,6 @@ def load_published(
     args["vocoder_channels"] = int(vocoder["conv_pre.weight"].shape[0])
     arch = "dpm-tse-large" if tuple(args["channels"]) == LARGE_CHANNELS else "dpm-tse"
     model = create(arch, **args)
-    load_exact(model.unet, unet, checkpoint_path)
-    load_exact(model.vocoder, vocoder, first_stage_path)
+    load_strict(model.unet, unet, checkpoint_path, "UNet2DModel")
+    load_strict(model.vocoder, vocoder, first_stage_path, "HiFiGAN")
     return model.eval()

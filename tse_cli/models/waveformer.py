@@ -18,8 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tse_cli.checkpoint import CheckpointError
+from tse_cli.classes import NUM_CLASSES
 from tse_cli.models.dcc import DCCExtractor, context_buffers, extend
+from tse_cli.models.published import PublishedFormatError, load_strict, read_torch_file, tensor_dict
 from tse_cli.models.streaming import ContextBuffer
 
 # decoder: chunked causal transformer
@@ -119,7 +120,7 @@ class Waveformer(DCCExtractor):
 
     def __init__(
         self,
-        label_len: int = 41,
+        label_len: int = NUM_CLASSES,
         L: int = 32,
         enc_dim: int = 512,
         num_enc_layers: int = 10,
@@ -167,34 +168,34 @@ def read_published_config(config_path: str | Path) -> dict[str, Any]:
     try:
         config = json.loads(path.read_text())
     except OSError as err:
-        raise CheckpointError(f"{path}: cannot read ({err.strerror or err})") from None
+        raise PublishedFormatError(f"{path}: cannot read ({err.strerror or err})") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"{path}: not valid JSON ({err})") from None
+        raise PublishedFormatError(f"{path}: not valid JSON ({err})") from None
     if not isinstance(config, dict) or not isinstance(config.get("model_params"), dict):
-        raise CheckpointError(f"{path}: not a Waveformer config (no model_params object)")
+        raise PublishedFormatError(f"{path}: not a Waveformer config (no model_params object)")
     if "model" in config and not str(config["model"]).endswith("dcc_tf"):
-        raise CheckpointError(f"{path}: not a Waveformer config (model is {config['model']!r}, expected *.dcc_tf)")
+        raise PublishedFormatError(f"{path}: not a Waveformer config (model is {config['model']!r}, expected *.dcc_tf)")
     params = dict(config["model_params"])
     for name in FIXED_TRUE_PARAMS:
         if name in params and _flag(params.pop(name)) is not True:
-            raise CheckpointError(f"{path}: model_params.{name} must be true (the only published setting)")
+            raise PublishedFormatError(f"{path}: model_params.{name} must be true (the only published setting)")
     missing = [name for name in PUBLISHED_PARAMS if name not in params]
     unknown = sorted(set(params) - set(PUBLISHED_PARAMS))
     if missing or unknown:
         problems = [f"missing {', '.join(missing)}"] * bool(missing) + [f"unknown {', '.join(unknown)}"] * bool(unknown)
-        raise CheckpointError(f"{path}: not a Waveformer config (model_params: {'; '.join(problems)})")
+        raise PublishedFormatError(f"{path}: not a Waveformer config (model_params: {'; '.join(problems)})")
     kwargs: dict[str, Any] = {}
     for name in PUBLISHED_PARAMS:
         value = params[name]
         if name == "use_pos_enc":
             value = _flag(value)
             if value is None:
-                raise CheckpointError(f"{path}: model_params.use_pos_enc must be true or false")
+                raise PublishedFormatError(f"{path}: model_params.use_pos_enc must be true or false")
         elif isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise CheckpointError(f"{path}: model_params.{name} must be a positive integer, got {value!r}")
+            raise PublishedFormatError(f"{path}: model_params.{name} must be a positive integer, got {value!r}")
         kwargs[name] = value
     if kwargs["enc_dim"] % kwargs["dec_dim"] or kwargs["dec_dim"] % 8:
-        raise CheckpointError(f"{path}: model_params: enc_dim must be a multiple of dec_dim, dec_dim of 8 (heads)")
+        raise PublishedFormatError(f"{path}: model_params: enc_dim must be a multiple of dec_dim, dec_dim of 8 (heads)")
     return kwargs
 
 
@@ -210,45 +211,18 @@ def _published_arch(kwargs: dict[str, Any]) -> str:
     return "waveformer"
 
 
-def _state_dict(checkpoint_path: Path) -> dict[str, Tensor]:
-    try:
-        obj = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise CheckpointError(f"{checkpoint_path}: no such file") from None
-    except Exception as err:  # noqa: BLE001 (any unpickling failure means the same thing to the user)
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"{checkpoint_path}: not a readable torch checkpoint ({reason})") from None
-    if isinstance(obj, dict) and isinstance(obj.get("model_state_dict"), dict):
-        obj = obj["model_state_dict"]
-    if not isinstance(obj, dict) or not obj or not all(isinstance(v, Tensor) for v in obj.values()):
-        raise CheckpointError(f"{checkpoint_path}: no model_state_dict of tensors in this checkpoint")
-    return obj
-
-
 def load_published(checkpoint_path: str | Path, config_path: str | Path) -> Waveformer:
     """The published Waveformer (`default_ckpt.pt` + its config.json) as a `Waveformer` in eval mode.
 
-    The pickle is read with `torch.load(weights_only=True)` only. The model is built through
-    `tse_cli.models.create` (so it carries `arch` and `config` for `save_checkpoint`) and loaded strictly.
+    The pickle is read with `torch.load(weights_only=True)` only (`tse_cli.models.published`). The model is built
+    through `tse_cli.models.create` (so it carries `arch` and `config` for `save_checkpoint`) and loaded strictly.
     """
     from tse_cli.models import create
 
     checkpoint_path, config_path = Path(checkpoint_path), Path(config_path)
     kwargs = read_published_config(config_path)
-    state = _state_dict(checkpoint_path)
+    checkpoint = read_torch_file(checkpoint_path)
+    state = tensor_dict(checkpoint, checkpoint_path, under=("model_state_dict",), what="model_state_dict")
     model = create(_published_arch(kwargs), **kwargs)
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    mismatched = [k for k in expected if k in state and state[k].shape != expected[k].shape]
-    if missing or unexpected or mismatched:
-        details = [
-            f"{label} {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''} ({len(keys)})"
-            for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", mismatched))
-            if keys
-        ]
-        raise CheckpointError(
-            f"{checkpoint_path}: weights do not match the Waveformer in {config_path.name}: {'; '.join(details)}"
-        )
-    model.load_state_dict(state, strict=True)
+    load_strict(model, state, checkpoint_path, f"the Waveformer in {config_path.name}")
     return model.eval()

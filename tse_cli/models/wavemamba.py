@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from tse_cli.classes import NUM_CLASSES
 from tse_cli.models.crossmamba import CrossMambaBlock, MambaState
 from tse_cli.models.dcc import DCCExtractor
 
@@ -37,7 +38,7 @@ class WaveMamba(DCCExtractor):
 
     def __init__(
         self,
-        label_len: int = 41,
+        label_len: int = NUM_CLASSES,
         L: int = 32,
         enc_dim: int = 512,
         num_enc_layers: int = 10,

@@ -1,0 +1,10 @@
+"""What every module needs to turn a foreign exception into the one-line message users see."""
+
+from __future__ import annotations
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of `err`'s message (stripped), or its type name when the message is empty: libraries (torch,
+    numpy, soundfile) often raise multi-line messages, and `tse` errors are one line each."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
