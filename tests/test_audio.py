@@ -1,4 +1,4 @@
-"""Audio I/O: probing and validation, block reading, atomic writes, subtypes, streaming resampling."""
+"""Audio I/O: probing and validation, block reading, atomic writes, subtypes."""
 
 from __future__ import annotations
 
@@ -8,20 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
-import torchaudio.functional as AF
 
 from tse_cli.audio import (
     SUBTYPES,
     AtomicWriter,
     AudioError,
     BlockReader,
-    StreamResampler,
     check_subtype,
     default_subtype,
     probe,
-    resample_transform,
-    resampled_length,
 )
 
 
@@ -155,32 +150,3 @@ def test_subtype_defaults_and_checks() -> None:
         check_subtype("FLOAT", "FLAC")
     with pytest.raises(AudioError, match="unsupported subtype"):
         check_subtype("PCM_12", "WAV")
-
-
-@pytest.mark.parametrize(("orig", "new"), [(44100, 16000), (16000, 44100), (48000, 44100), (22050, 16000)])
-def test_stream_resampler_equals_offline(orig: int, new: int) -> None:
-    x = noise(2, 20011)
-    expected = AF.resample(torch.from_numpy(x), orig, new).numpy()
-    for block in (313, 20011):
-        r = StreamResampler(orig, new, 2)
-        feeds = [r.feed(x[:, i : i + block]) for i in range(0, x.shape[1], block)]
-        y = np.concatenate([*feeds, r.flush()], axis=1)
-        assert y.shape == expected.shape == (2, resampled_length(x.shape[1], orig, new))
-        np.testing.assert_array_equal(y, expected)
-
-
-def test_stream_resamplers_share_one_kernel_across_threads() -> None:
-    from concurrent.futures import ThreadPoolExecutor
-
-    assert resample_transform(44100, 16000) is resample_transform(44100, 16000)
-    assert resample_transform(16000, 44100) is not resample_transform(44100, 16000)
-    signals = [noise(2, 9001, seed=i) for i in range(6)]
-
-    def stream(x: np.ndarray) -> np.ndarray:
-        r = StreamResampler(44100, 16000, 2)
-        return np.concatenate([*(r.feed(x[:, i : i + 257]) for i in range(0, x.shape[1], 257)), r.flush()], axis=1)
-
-    with ThreadPoolExecutor(3) as pool:
-        outputs = list(pool.map(stream, signals))
-    for x, y in zip(signals, outputs, strict=True):
-        np.testing.assert_array_equal(y, AF.resample(torch.from_numpy(x), 44100, 16000).numpy())

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from test_atomic import dead_pid
 from test_data_common import built_set, copy_set, corpus, tree_bytes
 
 from tse_cli.data import dpm
@@ -176,10 +177,11 @@ def test_resume_redoes_only_unfinished_and_cleans_temporaries(tmp_path_factory, 
     (out / "specs/val/val_2.done.json").unlink()  # as if killed between audio and record
     (out / "specs/test/test_3.done.json").unlink()
     (out / "test/test_3.wav").unlink()
-    (out / "test/.test_3_lab.wav.999.tmp").write_bytes(b"partial")
+    stale = out / f"test/.test_3_lab.wav.tse-{dead_pid()}-0123abcd.part"
+    stale.write_bytes(b"partial")
     summary = build(Options("dpm-tse", src / "fsd", src / "tau", out, count=3, stems=True, cache_dir=ref / ".cache"))
     assert (summary.rendered, summary.resumed) == (2, 7)
-    assert not list(out.rglob("*.tmp"))
+    assert not stale.exists()
     assert tree_bytes(out) == tree_bytes(ref)
 
 

@@ -20,6 +20,7 @@ import pytest
 from hub_server import FakeHub, closed_port_url, go_offline
 
 from tse_cli import hub, weights
+from tse_cli.atomic import temp_owner
 
 fake_hub, hub_env = hub_server.fake_hub, hub_server.hub_env  # fixtures
 
@@ -128,7 +129,7 @@ def test_url_download_then_offline_reuse(hub_env, fake_hub: FakeHub, monkeypatch
     got = hub.fetch(source)
     assert got.path.read_bytes() == ckpt and got.identity == f"sha256:{sha(ckpt)}"
     assert hub.fetch(other).path.parent == got.path.parent, "files of one URL folder stay siblings"
-    assert not [p for p in got.path.parent.iterdir() if "incomplete" in p.name]
+    assert not [p for p in got.path.parent.iterdir() if temp_owner(p.name) is not None], "no temporary is left"
 
     go_offline(monkeypatch)
     seen = len(fake_hub.requests)

@@ -7,9 +7,6 @@ This is the only format `tse` loads its own models from; published upstream form
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +14,7 @@ import torch
 from safetensors.torch import load_model, save_model
 from torch import nn
 
+from tse_cli.atomic import atomic_dir
 from tse_cli.classes import FSD_CLASSES
 
 FORMAT = "tse-checkpoint"
@@ -25,18 +23,6 @@ FORMAT_VERSION = 1
 
 class CheckpointError(ValueError):
     """A checkpoint directory that is missing files or does not describe a known architecture."""
-
-
-def replace_dir(staging: Path, directory: Path) -> None:
-    """Move a finished `staging` directory to `directory` (same filesystem), replacing what was there."""
-    if directory.exists():
-        old = directory.with_name(f".{directory.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(directory, old)
-        os.replace(staging, directory)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(staging, directory)
 
 
 def write_checkpoint(model: nn.Module, directory: Path, extra: dict[str, Any] | None = None) -> None:
@@ -63,14 +49,8 @@ def save_checkpoint(model: nn.Module, directory: str | Path, extra: dict[str, An
     of it; an existing directory at `directory` is replaced.
     """
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    try:
-        write_checkpoint(model, tmp, extra)
-        replace_dir(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with atomic_dir(directory) as staging:
+        write_checkpoint(model, staging, extra)
     return directory
 
 

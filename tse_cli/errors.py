@@ -8,3 +8,8 @@ def first_line(err: BaseException) -> str:
     numpy, soundfile) often raise multi-line messages, and `tse` errors are one line each."""
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
+
+
+class DataError(ValueError):
+    """A data set that cannot be used (`tse mix` sources, a `tse train` / `tse eval` data folder): the message
+    is one line naming the file or folder and what is wrong with it."""

@@ -15,9 +15,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from tse_cli.atomic import atomic_file, write_text
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 _REPO_TYPES = {"datasets": "dataset", "spaces": "space", "models": "model"}
@@ -232,20 +233,13 @@ def _fetch_url(source: Source, sha256: str | None) -> Fetched:
     if is_offline():
         raise OfflineError(f"{source}: not in the cache ({path.parent}) and HF_HUB_OFFLINE is set")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".incomplete", dir=path.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as f:
+    with atomic_file(path) as tmp:
+        with tmp.open("wb") as f:
             _http_download(source, f)
         actual = sha256_file(tmp)
         if sha256 and actual != sha256:
             raise _mismatch(source, sha256, actual, delete=[tmp])
-        os.replace(tmp, path)
-        from tse_cli.data.wavio import write_text  # (it loads numpy and soundfile: only once something is written)
-
-        write_text(sidecar, actual + "\n")
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_text(sidecar, actual + "\n")
     return Fetched(path, f"sha256:{actual}")
 
 

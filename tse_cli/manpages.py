@@ -221,7 +221,7 @@ def generate() -> dict[str, str]:
 
 def write(directory: str | Path) -> list[Path]:
     """Write every page into `directory` (each atomically) and remove stale `tse*.1` pages; returns the pages."""
-    from tse_cli.data.wavio import write_text
+    from tse_cli.atomic import write_text
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

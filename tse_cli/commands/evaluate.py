@@ -133,7 +133,7 @@ def _render(
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    from tse_cli.data.wavio import write_text
+    from tse_cli.atomic import write_text
 
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text(path, text)

@@ -133,7 +133,7 @@ def _print_summary(summary, out: Path) -> None:
 
 
 def _write_summary_json(summary, out: Path) -> None:
-    from tse_cli.data.wavio import write_json
+    from tse_cli.atomic import write_json
 
     write_json(
         out / "summary.json",

@@ -25,9 +25,10 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from tse_cli.atomic import pid_alive, remove_stale, write_json, write_text
 from tse_cli.data import dpm, scenes
 from tse_cli.data.sources import Clip, Corpus, DataError, read_fsd, read_tau
-from tse_cli.data.wavio import SourceCache, SourceError, write_json, write_text, write_wav
+from tse_cli.data.wavio import SourceCache, SourceError, write_wav
 
 RECIPES = ("dpm-tse", "waveformer")
 SPLITS = ("train", "val", "test")
@@ -314,7 +315,7 @@ class _Lock:
                     pid = int(self.path.read_text().strip() or 0)
                 except (OSError, ValueError):
                     pid = 0
-                if pid and _alive(pid):
+                if pid and pid_alive(pid):
                     raise DataError(f"{self.path.parent}: another tse mix (pid {pid}) is writing this folder") from None
                 self.path.unlink(missing_ok=True)
                 continue
@@ -340,26 +341,6 @@ def _run_into(summary: Summary, ctx: Context, tasks: list[tuple], jobs: int, on_
         _run(ctx, tasks, jobs, collect)
     finally:
         summary.mix_seconds = time.perf_counter() - t1
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def remove_stale_temporaries(root: Path) -> int:
-    """Delete `.<name>.<pid>.tmp` files a killed run left behind; returns how many."""
-    n = 0
-    if root.is_dir():
-        for path in root.rglob(".*.tmp"):
-            path.unlink(missing_ok=True)
-            n += 1
-    return n
 
 
 def _check_recipe_file(opts: Options) -> None:
@@ -490,7 +471,7 @@ def build(
     opts.out.mkdir(parents=True, exist_ok=True)
     with _Lock(opts.out):
         _check_recipe_file(opts)
-        remove_stale_temporaries(opts.out)
+        remove_stale(opts.out, recursive=True)
         return _build(opts, fsd, tau, summary, on_start, on_result)
 
 
@@ -678,7 +659,7 @@ def render_jams_tree(
         raise DataError(f"{jams_dir}: no .jams files found")
     out.mkdir(parents=True, exist_ok=True)
     with _Lock(out):
-        remove_stale_temporaries(out)
+        remove_stale(out, recursive=True)
         return _render_jams_tree(jams_dir, out, names, jobs, normalize, on_start, on_result)
 
 

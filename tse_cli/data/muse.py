@@ -23,6 +23,7 @@ import soundfile as sf
 import torch
 from torch.utils.data import Dataset
 
+from tse_cli.errors import first_line
 from tse_cli.visual import VisualClueError, align_frames, check_visual_clue, clue_frames, load_visual_clue
 
 SAMPLE_RATE = 16000
@@ -89,7 +90,7 @@ def _audio_frames(path: Path) -> int:
     try:
         info = sf.info(str(path))
     except (RuntimeError, sf.LibsndfileError) as err:
-        raise MuseError(f"{path}: not readable audio ({str(err).splitlines()[0]})") from None
+        raise MuseError(f"{path}: not readable audio ({first_line(err)})") from None
     if info.samplerate != SAMPLE_RATE:
         raise MuseError(f"{path}: sample rate {info.samplerate} Hz, expected {SAMPLE_RATE}")
     if info.channels != 1:
@@ -124,7 +125,7 @@ def _read(path: Path) -> np.ndarray:
     try:
         audio, _ = sf.read(str(path), dtype="float32", always_2d=True)
     except (RuntimeError, sf.LibsndfileError) as err:
-        raise MuseError(f"{path}: not readable audio ({str(err).splitlines()[0]})") from None
+        raise MuseError(f"{path}: not readable audio ({first_line(err)})") from None
     return audio[:, 0]
 
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tse_cli.classes import FSD_CLASSES
+from tse_cli.errors import DataError
 
 FSD_AUDIO = {"train": "FSDKaggle2018.audio_train", "test": "FSDKaggle2018.audio_test"}
 FSD_META = "FSDKaggle2018.meta"
@@ -37,10 +38,6 @@ TAU_DIRS = {
     "evaluation": "TAU-urban-acoustic-scenes-2019-evaluation",
 }
 TAU_RECORD = {"development": "Zenodo record 2589280", "evaluation": "Zenodo record 3063822"}
-
-
-class DataError(ValueError):
-    """A source dataset that is missing or malformed; the message names the path and the problem."""
 
 
 @dataclass(frozen=True)

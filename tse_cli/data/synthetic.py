@@ -26,9 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
+from tse_cli.atomic import write_text
 from tse_cli.classes import FSD_CLASSES
 from tse_cli.data.sources import FSD_AUDIO, FSD_CSV, FSD_META, TAU_DIRS
-from tse_cli.data.wavio import write_text, write_wav
+from tse_cli.data.wavio import write_wav
 
 FSD_RATE = 44100
 TAU_RATE = 48000

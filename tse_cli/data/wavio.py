@@ -7,11 +7,8 @@ target rate, keyed by (absolute path, size, mtime, rate), so a second build skip
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import io
-import json
-import os
 import struct
 from collections import OrderedDict
 from collections.abc import Callable
@@ -20,24 +17,14 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from tse_cli.atomic import write_bytes
+from tse_cli.resample import resample
+
+DECODER = "resample-2"  # part of every cache key: decodes of an older resampler are not reused
+
 
 class SourceError(ValueError):
     """A source clip that cannot be read; the message names the file."""
-
-
-def _temp_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
-
-
-def write_bytes(path: str | Path, data: bytes) -> None:
-    """Write a file atomically (temporary file in the same folder, then `os.replace`)."""
-    path = Path(path)
-    tmp = _temp_path(path)
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _pcm16_wav(audio: np.ndarray, sample_rate: int) -> bytes:
@@ -65,35 +52,6 @@ def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int, subtype: st
     buf = io.BytesIO()
     sf.write(buf, audio, sample_rate, subtype=subtype, format="WAV")
     write_bytes(path, buf.getvalue())
-
-
-def write_text(path: str | Path, text: str) -> None:
-    """Write a UTF-8 text file atomically."""
-    write_bytes(path, text.encode())
-
-
-def write_json(path: str | Path, obj: object) -> None:
-    """Write JSON atomically (indented, keys in insertion order)."""
-    write_text(path, json.dumps(obj, indent=1) + "\n")
-
-
-@functools.lru_cache(maxsize=8)
-def _resampler(rate_in: int, rate_out: int):
-    """torchaudio's windowed-sinc resampler with its kernel computed once per rate pair."""
-    import torchaudio.transforms as AT
-
-    return AT.Resample(rate_in, rate_out)
-
-
-def resample(audio: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
-    """(T,) float32 at `rate_in` -> (T',) float32 at `rate_out` (torchaudio's windowed-sinc resampler)."""
-    if rate_in == rate_out:
-        return audio
-    import torch
-
-    with torch.no_grad():
-        out = _resampler(rate_in, rate_out)(torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)))
-    return out.numpy()
 
 
 def decode(path: str | Path, sample_rate: int) -> np.ndarray:
@@ -139,7 +97,7 @@ class SourceCache:
             st = path.stat()
         except OSError as err:
             raise SourceError(f"{path}: unreadable ({err.strerror})") from None
-        ident = f"{path}\0{st.st_size}\0{st.st_mtime_ns}\0{self.sample_rate}"
+        ident = f"{path}\0{st.st_size}\0{st.st_mtime_ns}\0{self.sample_rate}\0{DECODER}"
         return hashlib.sha1(ident.encode()).hexdigest()
 
     def get(

@@ -34,8 +34,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from tse_cli.checkpoint import replace_dir, write_checkpoint
-from tse_cli.data.wavio import write_bytes
+from tse_cli.atomic import replace_dir, write_bytes
+from tse_cli.checkpoint import write_checkpoint
 from tse_cli.models import create
 from tse_cli.train.config import TrainConfig
 from tse_cli.train.evaluation import evaluate, first, to_device

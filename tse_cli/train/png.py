@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tse_cli.data.wavio import write_bytes
+from tse_cli.atomic import write_bytes
 
 # ---- PNG encoding ----
 

@@ -23,11 +23,11 @@ from typing import Any
 
 import numpy as np
 import torch
-import torchaudio
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from tse_cli.classes import FSD_CLASSES
+from tse_cli.resample import resample
 from tse_cli.train.losses import snr_sisnr_loss
 from tse_cli.train.metrics import separation_metrics
 from tse_cli.train.tasks import EpochSet, Task, check_splits, concat_metrics, uniform_groups, unwrap
@@ -115,14 +115,10 @@ class WaveTask(Task):
         for group in uniform_groups(batch, "length", "sample_rate"):
             n, rate = int(batch["length"][group][0]), int(batch["sample_rate"][group][0])
             mixture, target = batch["mixture"][group, :, :n], batch["target"][group, :, :n]
-            estimate = model(_resample(mixture, rate, model_rate), batch["clue"][group])
-            estimate = _resample(estimate, model_rate, rate)[..., :n]
+            estimate = model(resample(mixture, rate, model_rate), batch["clue"][group])
+            estimate = resample(estimate, model_rate, rate)[..., :n]
             parts.append(separation_metrics(estimate, mixture, target))
         return concat_metrics(parts)
-
-
-def _resample(audio: Tensor, source: int, target: int) -> Tensor:
-    return audio if source == target else torchaudio.functional.resample(audio, source, target)
 
 
 def task(arch: str) -> Task:

@@ -45,6 +45,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from tse_cli.errors import DataError
+
 # architecture-name prefix -> module defining `task(arch) -> Task`; the longest matching prefix wins.
 FAMILIES: dict[str, str] = {
     "wavemamba-": "tse_cli.train.task_wave",
@@ -52,10 +54,6 @@ FAMILIES: dict[str, str] = {
     "dpm-tse": "tse_cli.train.task_dpmtse",
     "av-": "tse_cli.train.task_av",
 }
-
-
-class DataError(ValueError):
-    """A data folder that cannot be used: the message names the file or folder and what is wrong with it."""
 
 
 def check_splits(

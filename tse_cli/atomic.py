@@ -1,0 +1,145 @@
+"""Atomic writes of files and folders for the whole package, and removal of the temporaries a killed run left.
+
+Everything tse writes goes to a temporary name beside its destination and is renamed onto it (`os.replace`,
+atomic on one file system) only once complete, so a reader never sees a partial file under its final name and
+an interrupted run leaves the old file (or none) in place. Temporary names are tse's own and name their writer::
+
+    .<name>.tse-<pid>-<8 hex digits>.part      beside <name>: a file being written, or a folder being assembled
+
+`remove_stale(folder)` deletes the ones whose process is gone (killed, crashed, or the machine rebooted), and
+nothing else: neither other programs' files nor the temporaries of a tse still running (pids are checked on
+this machine only, so a folder shared over the network with a tse running elsewhere should not be cleaned).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import secrets
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+TEMP_SUFFIX = ".part"
+_TEMP_NAME = re.compile(r"^\..+\.tse-(\d+)-[0-9a-f]{8}\.part$", re.DOTALL)
+_NAME_BYTES = 200  # of the destination's name kept in a temporary's (file names are limited to 255 bytes)
+
+
+def temp_owner(name: str) -> int | None:
+    """The pid in a tse temporary name, or None when `name` is not one."""
+    match = _TEMP_NAME.match(name)
+    return int(match.group(1)) if match else None
+
+
+def _temp_path(path: Path) -> Path:
+    stem = path.name.encode()[:_NAME_BYTES].decode(errors="ignore")
+    return path.with_name(f".{stem}.tse-{os.getpid()}-{secrets.token_hex(4)}{TEMP_SUFFIX}")
+
+
+def create_temp(path: str | Path) -> Path:
+    """A new empty file under a fresh temporary name beside `path` (its folder must exist); returns its path.
+
+    Created exclusively, with mode 0o666 & ~umask like any ordinary output file.
+    """
+    path = Path(path)
+    while True:
+        tmp = _temp_path(path)
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path` to write; rename it onto `path` when the block ends normally and
+    delete it when it ends with any exception (KeyboardInterrupt included), so `path` is untouched or complete.
+    """
+    path = Path(path)
+    tmp = create_temp(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    """Write a file atomically (see the module docstring)."""
+    with atomic_file(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Write a UTF-8 text file atomically."""
+    write_bytes(path, text.encode())
+
+
+def write_json(path: str | Path, obj: object) -> None:
+    """Write JSON atomically (indented by one space, keys in insertion order, a final newline)."""
+    write_text(path, json.dumps(obj, indent=1) + "\n")
+
+
+def replace_dir(staging: Path, directory: Path) -> None:
+    """Move a finished `staging` folder to `directory` (same file system), replacing what was there.
+
+    An existing `directory` is first renamed to `.<name>.old` beside it and removed after the swap.
+    """
+    if directory.exists():
+        old = directory.with_name(f".{directory.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(directory, old)
+        os.replace(staging, directory)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(staging, directory)
+
+
+@contextlib.contextmanager
+def atomic_dir(directory: str | Path) -> Iterator[Path]:
+    """Yield an empty temporary folder beside `directory` to fill; it replaces `directory` (`replace_dir`) when
+    the block ends normally and is removed when it ends with any exception."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        staging = _temp_path(directory)
+        with contextlib.suppress(FileExistsError):
+            staging.mkdir()
+            break
+    try:
+        yield staging
+        replace_dir(staging, directory)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process `pid` exists on this machine (one of another user counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale(folder: str | Path, recursive: bool = False) -> list[Path]:
+    """Delete tse temporaries (files or folders, see the module docstring) in `folder` (and below it when
+    `recursive`) whose writing process no longer exists; returns what was removed. A missing folder has none."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    found = folder.rglob(f".*{TEMP_SUFFIX}") if recursive else folder.glob(f".*{TEMP_SUFFIX}")
+    for path in sorted(found):  # listed before anything is removed (a removed folder may hold more)
+        pid = temp_owner(path.name)
+        if pid is None or pid == os.getpid() or pid_alive(pid):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
