@@ -15,7 +15,7 @@ import typer
 # machines; sleeping instead costs nothing measurable when cores are free. Must be set before torch loads.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-COMMANDS = ("extract", "classes", "models", "convert", "mix", "train", "evaluate", "demo")
+COMMANDS = ("extract", "stream", "classes", "models", "convert", "mix", "train", "evaluate", "demo")
 
 app = typer.Typer(
     name="tse",
