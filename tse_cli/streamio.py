@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import nn
 
 from tse_cli.audio import StreamResampler, resampled_length
+from tse_cli.models.protocol import CausalModel
 from tse_cli.wavstream import ByteSink, ByteSource, PcmFormat, StreamError, wav_header
 
 REPORT_SECONDS = 5.0  # wall seconds between two `Meter` reports
@@ -41,7 +41,7 @@ class CausalChain:
 
     def __init__(
         self,
-        model: nn.Module,
+        model: CausalModel,
         clue: np.ndarray,
         channels: int,
         in_rate: int,
@@ -102,7 +102,6 @@ def _numpy(y: torch.Tensor) -> np.ndarray:
     return y[:, 0].float().cpu().numpy()
 
 
-@dataclass
 class Meter:
     """Per-block compute time and latency, reported every `REPORT_SECONDS` of wall time through `report(line)`.
 
@@ -111,29 +110,26 @@ class Meter:
     writing its output. Falling behind real time (compute > audio over a report period) is reported as a warning.
     """
 
-    rate: int
-    report: Callable[[str], None]
-    start: float = field(default_factory=time.perf_counter)
-    totals: list[float] = field(default_factory=lambda: [0.0, 0.0])  # audio seconds read, compute seconds
-    period: list[float] = field(default_factory=list)  # this period's audio s, compute s, latency sum, max, count
-    last: float = field(default_factory=time.perf_counter)
+    def __init__(self, rate: int, report: Callable[[str], None]) -> None:
+        self.rate, self.report = rate, report
+        self.audio_total = 0.0  # seconds of audio read
+        self.last = time.perf_counter()  # when the current period started
+        self._new_period()
 
-    def __post_init__(self) -> None:
-        self.period = [0.0, 0.0, 0.0, 0.0, 0.0]
+    def _new_period(self) -> None:
+        self.audio = self.compute = self.latency_sum = self.latency_max = 0.0
+        self.outputs = 0  # blocks that wrote output
 
     def block(self, frames: int, compute: float, buffered: float | None) -> None:
         """One block: `frames` input frames, `compute` seconds, `buffered` seconds of audio held (None: no output)."""
-        audio = frames / self.rate
-        self.totals[0] += audio
-        self.totals[1] += compute
-        p = self.period
-        p[0] += audio
-        p[1] += compute
+        self.audio_total += frames / self.rate
+        self.audio += frames / self.rate
+        self.compute += compute
         if buffered is not None:
             latency = buffered + compute
-            p[2] += latency
-            p[3] = max(p[3], latency)
-            p[4] += 1
+            self.latency_sum += latency
+            self.latency_max = max(self.latency_max, latency)
+            self.outputs += 1
         now = time.perf_counter()
         if now - self.last >= REPORT_SECONDS:
             self.emit(now)
@@ -141,19 +137,19 @@ class Meter:
     def emit(self, now: float | None = None) -> None:
         """Report the period so far and start a new one."""
         now = time.perf_counter() if now is None else now
-        audio, compute, latency_sum, latency_max, count = self.period
-        rtf = compute / audio if audio else 0.0
-        line = f"stream: {self.totals[0]:.1f} s of audio, RTF {rtf:.3f}"
-        if count:
-            line += f", latency {1e3 * latency_sum / count:.1f} ms mean, {1e3 * latency_max:.1f} ms max"
-            line += f" (compute {1e3 * compute / count:.2f} ms per output block)"
+        rtf = self.compute / self.audio if self.audio else 0.0
+        line = f"stream: {self.audio_total:.1f} s of audio, RTF {rtf:.3f}"
+        if self.outputs:
+            mean, worst = 1e3 * self.latency_sum / self.outputs, 1e3 * self.latency_max
+            per_block = 1e3 * self.compute / self.outputs
+            line += f", latency {mean:.1f} ms mean, {worst:.1f} ms max (compute {per_block:.2f} ms per output block)"
         self.report(line)
         if rtf > 1.0:
             self.report(
                 f"warning: compute falls behind real time (RTF {rtf:.2f} over the last {now - self.last:.1f} s): "
                 "the delay grows; use a larger --chunk or a faster --device"
             )
-        self.period = [0.0, 0.0, 0.0, 0.0, 0.0]
+        self._new_period()
         self.last = now
 
 

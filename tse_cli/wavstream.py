@@ -187,10 +187,11 @@ def wav_header(fmt: PcmFormat, data_bytes: int | None = None) -> bytes:
 
 
 class ByteSource:
-    """Bytes from file descriptor `fd` as they arrive; `interrupt()` (from a signal handler) stops a waiting read.
+    """Bytes from file descriptor `fd` as they arrive (`read`), stopped by Ctrl-C inside `catch_sigint()`.
 
-    While `catch_sigint()` is active, SIGINT sets `interrupted` and wakes the `select` a read is waiting in
-    (through `signal.set_wakeup_fd`), instead of raising KeyboardInterrupt somewhere in the middle of a block.
+    There SIGINT sets `interrupted` and wakes the `select` a read is waiting in (through
+    `signal.set_wakeup_fd`) instead of raising KeyboardInterrupt somewhere in the middle of a block: the read
+    returns what it has, and the caller ends the stream cleanly.
     """
 
     def __init__(self, fd: int) -> None:
@@ -222,6 +223,7 @@ class ByteSource:
         return _SigintCatcher(self)
 
     def close(self) -> None:
+        """Close the wake-up pipe (not `fd`)."""
         os.close(self._wake_r)
         os.close(self._wake_w)
 

@@ -28,11 +28,9 @@ DEFAULT_CHUNK = 416  # the published Waveformer hop: 13 frames of 32 samples, 9.
 EXIT_INTERRUPTED, EXIT_CLOSED = 130, 141  # 128 + SIGINT, 128 + SIGPIPE (what a shell reports for `cat`)
 
 
-def _registry_architecture(spec: str) -> type | None:
+def _registry_class(spec: str) -> type | None:
     """The model class of registry entry `spec`, known without downloading its weights (None for a path, a Hub
     repo or anything the registry cannot say; the loader reports those problems)."""
-    from importlib import import_module
-
     from tse_cli.models import ARCHITECTURES
     from tse_cli.weights import WeightsError, load_registry
 
@@ -44,13 +42,12 @@ def _registry_architecture(spec: str) -> type | None:
         return None
     if entry is None or entry.architecture not in ARCHITECTURES:
         return None
-    module, cls, _ = ARCHITECTURES[entry.architecture]
-    return getattr(import_module(module), cls)
+    return ARCHITECTURES[entry.architecture].load_class()
 
 
-def _refuse_window_model(spec: str, model: object) -> None:
-    """Usage error unless `model` (a class or an instance) streams causally."""
-    if not callable(getattr(model, "streamer", None)):
+def _refuse_window_model(spec: str, causal: bool) -> None:
+    """Usage error unless the model is causal (`tse_cli.models.protocol.CausalModel`)."""
+    if not causal:
         raise fail(
             f"model {spec!r} is not causal (it extracts whole windows); tse stream needs a causal model such as "
             "waveformer or wavemamba; use tse extract for this one",
@@ -118,7 +115,8 @@ def stream(
     if not indices:
         raise fail("give at least one --class (`tse classes` lists them)", code=2)
 
-    from tse_cli.engine import DeviceError, resolve_device
+    from tse_cli.devices import DeviceError, resolve_device
+    from tse_cli.models.protocol import model_kind
 
     try:
         torch_device = resolve_device(device)
@@ -127,11 +125,11 @@ def stream(
     raw_format = PcmFormat(rate, channels or 1, dtype or "int16") if raw else None
     spec = checkpoint or model or DEFAULT_MODEL
     try:
-        architecture = _registry_architecture(spec)
-        if architecture is not None:
-            _refuse_window_model(spec, architecture)
+        registered = _registry_class(spec)
+        if registered is not None:  # a causal class defines the protocol's streamer(); checked before any download
+            _refuse_window_model(spec, hasattr(registered, "streamer"))
         net = load_net(spec, str(torch_device), indices)
-        _refuse_window_model(spec, net)
+        _refuse_window_model(spec, model_kind(net) == "stream")
         for name, fd, advice in (("stdin", 0, "pipe audio in"), ("stdout", 1, "redirect it to a file or a player")):
             if os.isatty(fd):
                 raise fail(f"{name} is a terminal; {advice}", code=2)
