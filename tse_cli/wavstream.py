@@ -3,9 +3,9 @@
 `tse stream` reads audio from a pipe and writes to one, so nothing here may seek or wait for the end of the
 input. A WAV stream is parsed chunk by chunk from its first bytes (`read_wav_header`): RIFF or RF64, `fmt `
 (PCM 8/16/24/32-bit, IEEE float 32/64, also as WAVE_FORMAT_EXTENSIBLE), unknown chunks skipped, then `data`.
-Streaming writers do not know the length: ffmpeg writes 0xFFFFFFFF as the data size, others 0 or a huge
-placeholder (arecord: about 2 GiB), so a size of 0 or 0xFFFFFFFF means "until the end of the input", and any
-other size is an upper bound (the input may end earlier: a capture stopped with Ctrl-C).
+Streaming writers do not know the length: ffmpeg writes 0xFFFFFFFF as the data size into a pipe, others 0 or
+a large placeholder, so a size of 0 or 0xFFFFFFFF means "until the end of the input", and any other size is an
+upper bound (the input may end earlier: a capture stopped with Ctrl-C).
 
 Samples are converted by libsndfile (soundfile's RAW format over in-memory buffers), the same code that reads
 and writes files for `tse extract`, so a stream and a file with the same samples decode to the same floats and

@@ -82,7 +82,9 @@ def stream(
         False, "-v", "--verbose", help="Report latency and real-time factor on stderr every few seconds."
     ),
 ) -> None:
-    """Extract a target sound from a live stream: `arecord -f S16_LE -r 44100 | tse stream -c Bark | aplay`.
+    """Extract a target sound from audio on stdin to stdout as it arrives, with a causal model.
+
+    Live: `arecord -f S16_LE -r 44100 | tse stream -c Bark | aplay`; files: `tse stream -c Bark < in.wav > out.wav`.
 
     WAV (or raw PCM, --raw) on stdin, WAV (or raw) on stdout: each block of --chunk frames is written once read.
 
