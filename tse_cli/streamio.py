@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from tse_cli.audio import StreamResampler, resampled_length
 from tse_cli.models.protocol import CausalModel
+from tse_cli.resample import StreamResampler, resampled_length
 from tse_cli.wavstream import ByteSink, ByteSource, PcmFormat, StreamError, wav_header
 
 REPORT_SECONDS = 5.0  # wall seconds between two `Meter` reports
