@@ -16,7 +16,8 @@ from test_atomic import dead_pid
 from test_data_common import built_set, copy_set, corpus, tree_bytes
 
 from tse_cli.data import dpm
-from tse_cli.data.build import Options, build, render_spec
+from tse_cli.data.build import Options, build
+from tse_cli.data.rerender import render_spec
 from tse_cli.data.sources import Clip, DataError
 from tse_cli.data.wavio import decode
 

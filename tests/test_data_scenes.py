@@ -13,8 +13,9 @@ from test_data_common import built_set, copy_set, corpus, tree_bytes
 
 from tse_cli.classes import FSD_CLASSES
 from tse_cli.data import scenes
-from tse_cli.data.build import Options, build, render_jams_tree, render_spec
+from tse_cli.data.build import Options, build
 from tse_cli.data.loudness import integrated_lufs
+from tse_cli.data.rerender import render_jams_tree, render_spec
 from tse_cli.data.sources import read_fsd
 
 SR = scenes.SAMPLE_RATE

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 import soundfile as sf
 
 from tse_cli.data.sources import DataError, read_fsd, read_tau
-from tse_cli.data.wavio import SourceCache, SourceError, decode
+from tse_cli.data.wavio import SourceCache, SourceError, decode, write_wav
 
 TAU_DEV = "TAU-urban-acoustic-scenes-2019-development"
 TAU_EVAL = "TAU-urban-acoustic-scenes-2019-evaluation"
@@ -179,3 +180,18 @@ def test_cache_reuses_disk_copy_and_notices_edits(tmp_path):
     np.testing.assert_array_equal(first, again)
     _wav(path, 0.3, 44100)  # replaced: new size -> new key
     assert SourceCache(16000, tmp_path / "cache").get(path).size == 4800
+
+
+@pytest.mark.parametrize("channels", [1, 2, 6])
+def test_write_wav_pcm16_is_the_canonical_file(tmp_path, channels):
+    """PCM_16 sets are byte-stable: a 44-byte header, then round(x * 32768) to nearest, clipped to int16."""
+    x = np.random.default_rng(channels).standard_normal((999, channels)) * 0.7
+    x[:4, 0] = [0.5 / 32768, 1.5 / 32768, 1.2, -1.2]  # ties to even; beyond full scale clips
+    write_wav(tmp_path / "a.wav", x[:, 0] if channels == 1 else x, 16000)
+    data = np.clip(np.rint(x.astype(np.float32) * np.float32(32768)), -32768, 32767).astype("<i2").tobytes()
+    header = struct.pack(
+        "<4sI4s4sIHHIIHH4sI", b"RIFF", 36 + len(data), b"WAVE", b"fmt ", 16, 1, channels,
+        16000, 16000 * 2 * channels, 2 * channels, 16, b"data", len(data),
+    )  # fmt: skip
+    assert (tmp_path / "a.wav").read_bytes() == header + data
+    assert [p.name for p in tmp_path.iterdir()] == ["a.wav"]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from test_metrics import _decode_png, np_si_snr
+from test_metrics import np_si_snr, read_png
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSET = ROOT / "tse_cli" / "assets" / "demo"
@@ -32,7 +32,7 @@ def test_demo_runs_offline_and_improves_the_target(tmp_path: Path) -> None:
     assert rate == 44100 and mixture.shape == reference.shape == estimate.shape == (6 * 44100,)
     independent = np_si_snr(estimate, reference) - np_si_snr(mixture, reference)
     assert abs(independent - printed) < 0.01
-    picture = _decode_png((out / "spectrograms.png").read_bytes())
+    picture = read_png(out / "spectrograms.png")
     assert picture.shape[0] > 3 * 256 and picture.std() > 10  # three panels with content
     assert sorted(p.name for p in out.iterdir()) == ["estimate.wav", "mixture.wav", "reference.wav", "spectrograms.png"]
 

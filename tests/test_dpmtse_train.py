@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from tse_cli.checkpoint import load_checkpoint
+from tse_cli.data import layout
 from tse_cli.train.config import build_config
 from tse_cli.train.loop import train
 from tse_cli.train.task_dpmtse import DpmTask, event_crop_start
@@ -29,7 +29,7 @@ def write_dpm_set(root: Path, counts: dict[str, int], seconds: float = 0.6, rate
     n = round(seconds * rate)
     t = np.arange(n) / rate
     root.mkdir(parents=True)
-    (root / "recipe.json").write_text(json.dumps({"recipe": "dpm-tse", "sample_rate": rate}))
+    layout.update_info(root, "dpm-tse", rate)
     rows = []
     for split, count in counts.items():
         (root / split).mkdir()
@@ -37,12 +37,15 @@ def write_dpm_set(root: Path, counts: dict[str, int], seconds: float = 0.6, rate
             cls = LABELS[i % len(LABELS)]
             onset = rng.uniform(0, seconds / 2)
             burst = ((t >= onset) & (t < onset + seconds / 3)) * 0.3 * np.sin(2 * np.pi * 200 * (1 + cls % 7) * t)
-            stem = root / split / f"{split}_{i}"
-            for suffix, audio in (("", burst + 0.05 * rng.standard_normal(n)), ("_lab", burst), ("_re", burst)):
-                sf.write(f"{stem}{suffix}.wav", audio.astype(np.float32), rate, subtype="FLOAT")
-            rows.append([split, split, f"{split}_{i}.wav", cls, onset, onset + seconds / 3])
-    with (root / "meta.csv").open("w", newline="") as fh:
-        csv.writer(fh).writerows([["subset", "folder", "file", "cls", "onset", "offset"], *rows])
+            files = layout.dpm_audio(root, split, layout.dpm_name(split, i - 1))
+            for key, audio in (
+                ("mixture", burst + 0.05 * rng.standard_normal(n)),
+                ("target", burst),
+                ("reference", burst),
+            ):
+                sf.write(files[key], audio.astype(np.float32), rate, subtype="FLOAT")
+            rows.append([split, split, files["mixture"].name, cls, onset, onset + seconds / 3])
+    layout.write_meta(root, rows)
     return root
 
 

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from tse_cli.checkpoint import save_checkpoint
 from tse_cli.classes import FSD_CLASSES, class_index
 from tse_cli.cli import app
+from tse_cli.data import layout
 from tse_cli.models import create
 
 
@@ -31,16 +32,17 @@ def write_dpm_set(root: Path, count: int = 3, rate: int = 16000, seconds: float 
     """A dpm-tse-recipe set (meta.csv, <split>_<n>{,_lab,_re}.wav) of tones of different lengths at 16 kHz."""
     rng = np.random.default_rng(5)
     (root / "test").mkdir(parents=True)
-    rows = ["subset,folder,file,cls,onset,offset"]
+    rows = []
     for n in range(1, count + 1):
         t = np.arange(round(seconds * rate * (1 + 0.2 * n))) / rate  # lengths differ: batches are padded
         target = 0.3 * np.sin(2 * np.pi * 500 * n * t)
         mixture = target + 0.2 * rng.standard_normal(t.size)
-        for suffix, audio in (("", mixture), ("_lab", target), ("_re", target)):
-            sf.write(root / "test" / f"test_{n}{suffix}.wav", audio.astype(np.float32), rate, subtype="FLOAT")
-        rows.append(f"test,test,test_{n}.wav,{float(class_index('Cough'))},0.0,{seconds}")
-    (root / "meta.csv").write_text("\n".join(rows) + "\n")
-    (root / "recipe.json").write_text(json.dumps({"recipe": "dpm-tse", "sample_rate": rate}))
+        files = layout.dpm_audio(root, "test", layout.dpm_name("test", n - 1))
+        for key, audio in (("mixture", mixture), ("target", target), ("reference", target)):
+            sf.write(files[key], audio.astype(np.float32), rate, subtype="FLOAT")
+        rows.append(["test", "test", files["mixture"].name, float(class_index("Cough")), 0.0, seconds])
+    layout.write_meta(root, rows)
+    layout.update_info(root, "dpm-tse", rate)
     return root
 
 

@@ -1,17 +1,17 @@
-"""SI-SNR / SNR and their improvements against independent numpy formulas; summaries; the PNG writer."""
+"""SI-SNR / SNR and their improvements against independent numpy formulas; summaries; the spectrogram picture."""
 
 from __future__ import annotations
 
-import struct
-import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from tse_cli.train.losses import neg_si_snr_loss, snr_sisnr_loss
 from tse_cli.train.metrics import separation_metrics, si_snr, snr, summarize
-from tse_cli.train.png import encode_png, spectrogram_png
+from tse_cli.train.png import HOP, MARGIN, spectrogram_png
 
 
 def np_si_snr(est: np.ndarray, ref: np.ndarray) -> float:
@@ -78,29 +78,30 @@ def test_summary_mean_median_per_class_and_nonfinite() -> None:
     assert summary["per_class"]["Cough"]["si_snri"]["mean"] == 8.0
 
 
-def _decode_png(data: bytes) -> np.ndarray:
-    """A minimal independent reader for the 8-bit RGB, filter-0 PNGs `encode_png` writes."""
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    pos, idat, size = 8, b"", None
-    while pos < len(data):
-        (length,) = struct.unpack(">I", data[pos : pos + 4])
-        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
-        assert struct.unpack(">I", data[pos + 8 + length : pos + 12 + length])[0] == zlib.crc32(kind + body)
-        if kind == b"IHDR":
-            size = struct.unpack(">II", body[:8])
-        idat += body if kind == b"IDAT" else b""
-        pos += 12 + length
-    width, height = size
-    rows = np.frombuffer(zlib.decompress(idat), np.uint8).reshape(height, 1 + 3 * width)
-    assert (rows[:, 0] == 0).all()
-    return rows[:, 1:].reshape(height, width, 3)
+def read_png(path: Path) -> np.ndarray:
+    """An RGB picture as (height, width, 3) uint8."""
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        return np.asarray(image.convert("RGB"))
 
 
-def test_png_round_trip_and_spectrogram_picture(tmp_path) -> None:
-    image = np.random.default_rng(2).integers(0, 256, (5, 7, 3), dtype=np.uint8)
-    assert np.array_equal(_decode_png(encode_png(image)), image)
-    tone = np.sin(2 * np.pi * 1000 * np.arange(22050) / 44100)
-    path = spectrogram_png(tmp_path / "s.png", [("a", tone), ("b", 0.01 * tone)], height=64)
-    picture = _decode_png(path.read_bytes())
-    assert picture.shape[1] == -(-len(tone) // 256) + 1 and picture.shape[0] == 2 * (64 + 22)
+def test_spectrogram_picture_has_panels_axes_and_a_db_scale(tmp_path: Path) -> None:
+    rate = 16000
+    tone = np.sin(2 * np.pi * 2000 * np.arange(rate) / rate)  # 1 s at 2 kHz, then a quieter copy
+    path = spectrogram_png(tmp_path / "s.png", [("a", tone), ("b", 0.01 * tone)], sample_rate=rate, height=64)
+    picture = read_png(path)
+    frames = -(-len(tone) // HOP) + 1
+    left, top = MARGIN["left"], MARGIN["title"]
+    assert picture.shape[1] == left + frames + MARGIN["right"]
+    assert picture.shape[0] == 2 * (MARGIN["title"] + 64 + MARGIN["gap"]) + MARGIN["bottom"]
+    panel = picture[top : top + 64, left : left + frames].astype(int)
+    row = int(np.argmax(panel.sum(axis=(1, 2))))  # the brightest row is the tone's, low frequencies at the bottom
+    assert abs(row - (64 - 1 - 2000 / (rate / 2) * 63)) <= 1.5
+    assert panel[row].sum() > panel[5].sum() + 100 * frames
+    second = picture[2 * top + 64 + MARGIN["gap"] :, left : left + frames][:64].astype(int)
+    assert second[row].sum() < panel[row].sum()  # one dB scale: the quieter copy is darker
+    axes = picture[:, :left].astype(int).sum(axis=2)
+    assert (axes < 200).sum() > 50  # tick labels drawn in the left margin (kHz)
+    bar = picture[top : top + 64, left + frames + 12 : left + frames + 24]
+    assert bar[0].mean() > bar[-1].mean()  # the colour bar: bright (0 dB) at the top
     assert not list(tmp_path.glob(".*"))  # no temporary file left

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from tse_cli.checkpoint import load_checkpoint
 from tse_cli.cli import app
+from tse_cli.data import layout
 from tse_cli.train.config import build_config
 from tse_cli.train.loop import TrainingError, train
 from tse_cli.train.state import load_state
@@ -29,10 +30,10 @@ def write_scene_set(root: Path, counts: dict[str, int], seconds: float = 0.25, s
     n = round(seconds * RATE)
     t = np.arange(n) / RATE
     root.mkdir(parents=True, exist_ok=True)
-    (root / "recipe.json").write_text(json.dumps({"recipe": "waveformer", "sample_rate": RATE}))
+    layout.update_info(root, "waveformer", RATE)
     for split, count in counts.items():
         for i in range(count):
-            folder = root / split / f"{i:05d}"
+            folder = layout.scene_dir(root, split, layout.scene_name(i))
             folder.mkdir(parents=True)
             labels = [LABELS[j] for j in rng.choice(len(LABELS), size=2, replace=False)]
             events, mixture = [], 0.01 * rng.standard_normal(n)
@@ -41,11 +42,11 @@ def write_scene_set(root: Path, counts: dict[str, int], seconds: float = 0.25, s
                 onset = rng.uniform(0, seconds / 2)
                 envelope = ((t >= onset) & (t < onset + seconds / 2)).astype(float)
                 event = 0.3 * envelope * np.sin(2 * np.pi * pitch * t + rng.uniform(0, 6))
-                sf.write(folder / f"{label}.wav", event.astype(np.float32), RATE, subtype="FLOAT")
+                sf.write(layout.scene_audio(folder, label), event.astype(np.float32), RATE, subtype="FLOAT")
                 mixture = mixture + event
                 events.append({"label": label, "onset": onset, "offset": onset + seconds / 2})
-            sf.write(folder / "mixture.wav", mixture.astype(np.float32), RATE, subtype="FLOAT")
-            (folder / "render.json").write_text(json.dumps({"labels": labels, "events": events}))
+            sf.write(layout.scene_audio(folder, layout.MIXTURE), mixture.astype(np.float32), RATE, subtype="FLOAT")
+            (folder / layout.RENDER_FILE).write_text(json.dumps({"labels": labels, "events": events}))
     return root
 
 

@@ -230,8 +230,9 @@ def register(app: typer.Typer) -> None:
             raise fail("--fsd and --tau are required (or --synthetic to make a corpus)", 2)
         if split not in SPLIT_CHOICES:
             raise fail(f"--split must be one of {', '.join(SPLIT_CHOICES)}, got {split!r}", 2)
-        from tse_cli.data.build import SPLITS, Options, build, environment_jobs
-        from tse_cli.data.sources import DataError
+        from tse_cli.data.build import SPLITS, Options, build
+        from tse_cli.data.workers import environment_jobs
+        from tse_cli.errors import DataError
 
         try:
             opts = Options(
@@ -258,9 +259,10 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Re-render one specification, or a tree of Scaper .jams specs (e.g. the published FSDSoundScapes)."""
-        from tse_cli.data.build import default_jams_output, environment_jobs, render_jams_tree, render_spec
-        from tse_cli.data.sources import DataError
+        from tse_cli.data.rerender import default_jams_output, render_jams_tree, render_spec
         from tse_cli.data.wavio import SourceError
+        from tse_cli.data.workers import environment_jobs
+        from tse_cli.errors import DataError
 
         if (spec is None) == (jams is None):
             raise fail("give either one SPEC file or --jams DIR", 2)

@@ -1,15 +1,19 @@
 """Datasets: FSD Kaggle 2018 / TAU 2019 readers, the synthetic corpus, mixture specifications and rendering.
 
-Modules (one job each):
+Modules (one job each; the tree with its import order is in docs/architecture.md):
 
-- `wavio`: atomic wav/text writes, decoding + resampling with an on-disk cache of decoded sources.
+- `layout`: the names of a rendered set (splits, files, folders, meta.csv columns, recipe.json).
 - `sources`: readers and validation of FSD Kaggle 2018 and TAU Urban Acoustic Scenes 2019 as downloaded.
 - `synthetic`: a procedural corpus in the same FSD/TAU layouts (no downloads needed).
+- `wavio`: decoding + resampling with an on-disk cache of decoded sources; WAV writing.
 - `loudness`: ITU-R BS.1770 integrated loudness (LUFS), as Scaper uses for its SNRs.
 - `dpm`: the Tim-TSENet / DPM-TSE recipe (plan a JSON specification, render it).
 - `scenes`: the Waveformer recipe (Scaper-compatible `.jams` specifications and their rendering).
-- `build`: runs a recipe over splits with worker processes, resume and the closing summary.
+- `recipes`: one `Recipe` object per recipe, which the build asks instead of comparing names.
+- `render`, `scan`, `workers`, `lock`: rendering one mixture, scanning sources, the process pool, the folder lock.
+- `build`: runs a recipe over splits with resume and the closing summary; `rerender`: existing specifications.
 - `sets`: torch `Dataset` over rendered sets of either recipe (`open_set`, `validate_set`).
+- `muse`: MuSE-style audio-visual speaker-extraction sets.
 
 Rendered set layouts (what `tse mix` writes, what `open_set` reads):
 

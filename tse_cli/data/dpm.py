@@ -21,11 +21,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from tse_cli.classes import class_index
+from tse_cli.data.layout import dpm_name
 from tse_cli.data.sources import Clip
 
 SAMPLE_RATE = 16000
@@ -152,7 +152,7 @@ def plan(pools: Pools, seed: int, split: str, index: int, load: Loader) -> dict:
     return {
         "format": FORMAT,
         "recipe": "dpm-tse",
-        "name": f"{split}_{index + 1}",
+        "name": dpm_name(split, index),
         "split": split,
         "index": index,
         "seed": seed,
@@ -221,14 +221,3 @@ def render(spec: dict, load: Loader) -> dict[str, np.ndarray]:
         mixture = mixture + out[f"int{k}"]
     out["mixture"] = mixture
     return out
-
-
-def output_files(root: Path, spec: dict) -> dict[str, Path]:
-    """Where a rendered mixture's files go under a set root (see `tse_cli.data`)."""
-    split, name = spec["split"], spec["name"]
-    folder = root / split
-    return {
-        "mixture": folder / f"{name}.wav",
-        "target": folder / f"{name}_lab.wav",
-        "reference": folder / f"{name}_re.wav",
-    }

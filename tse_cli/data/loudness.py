@@ -4,6 +4,14 @@ K-weighting (high shelf +4 dB at 1.5 kHz, high pass at 38 Hz, coefficients deriv
 over 400 ms blocks with 75 % overlap, an absolute gate at -70 LUFS and a relative gate 10 LU below the
 ungated mean. Clips shorter than `min_seconds` are repeated end to end until they are that long (Scaper does
 the same, since one 400 ms block is the minimum measurable length).
+
+Why not `torchaudio.functional.loudness`: the Waveformer recipe places events at SNRs as Scaper does, so it
+needs Scaper's meter (pyloudnorm) numbers, and torchaudio's differs in two ways that recipe meets. Its biquads
+clamp the K-weighted signal to [-1, 1] (`lfilter(clamp=True)`), so loud mixtures read low: -25.27 against
+pyloudnorm's and ours -25.246 LUFS on the published Waveformer sample (identical once it is scaled below the
+clamp); and it raises on clips shorter than one 400 ms block, which FSD foregrounds often are. Known difference
+from pyloudnorm: on a length that does not end on a 100 ms hop, pyloudnorm also counts a last partial block
+(scaled as a whole one) and ours does not (0.03-0.3 LU on most such lengths).
 """
 
 from __future__ import annotations

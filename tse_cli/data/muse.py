@@ -24,11 +24,11 @@ import torch
 from torch.utils.data import Dataset
 
 from tse_cli.errors import first_line
-from tse_cli.visual import VisualClueError, align_frames, check_visual_clue, clue_frames, load_visual_clue
+from tse_cli.visual import CLUE_RATE, VisualClueError, align_frames, check_visual_clue, clue_frames, load_visual_clue
 
 SAMPLE_RATE = 16000
 SPEAKERS = 2
-FRAME_SAMPLES = 640  # audio samples per 25 fps video frame at 16 kHz
+FRAME_SAMPLES = round(SAMPLE_RATE / CLUE_RATE)  # audio samples per video frame (640)
 
 
 def audio_file(speaker: int | None) -> str:

@@ -27,9 +27,9 @@ import torch
 from torch.utils.data import Dataset
 
 from tse_cli.classes import FSD_CLASSES, class_index, multi_hot
-
-SPLITS = ("train", "val", "test")
-DPM_META_COLUMNS = ("subset", "folder", "file", "cls", "onset", "offset")
+from tse_cli.data import layout
+from tse_cli.data.layout import SPLITS
+from tse_cli.data.recipes import DPM_TSE, RECIPES, WAVEFORMER
 
 
 class SetError(ValueError):
@@ -41,19 +41,19 @@ def detect_recipe(root: str | Path) -> str:
     root = Path(root)
     if not root.is_dir():
         raise SetError(f"{root}: not a folder (expected a set made by `tse mix`)")
-    info = root / "recipe.json"
+    info = root / layout.RECIPE_FILE
     if info.is_file():
         try:
             recipe = json.loads(info.read_text())["recipe"]
         except (ValueError, KeyError, TypeError) as err:
             raise SetError(f"{info}: malformed recipe.json ({err})") from None
-        if recipe not in ("dpm-tse", "waveformer"):
-            raise SetError(f"{info}: unknown recipe {recipe!r} (expected dpm-tse or waveformer)")
+        if recipe not in RECIPES:
+            raise SetError(f"{info}: unknown recipe {recipe!r} (expected {' or '.join(RECIPES)})")
         return recipe
-    if (root / "meta.csv").is_file():
-        return "dpm-tse"
-    if any(root.glob("*/*/render.json")):
-        return "waveformer"
+    if (root / layout.META_FILE).is_file():
+        return DPM_TSE.name
+    if layout.has_rendered_scenes(root):
+        return WAVEFORMER.name
     raise SetError(f"{root}: no recipe.json, meta.csv or <split>/<n>/render.json (not a `tse mix` set)")
 
 
@@ -81,12 +81,12 @@ class _DpmRow:
 
 
 def _dpm_rows(root: Path, split: str) -> list[_DpmRow]:
-    meta = root / "meta.csv"
+    meta = root / layout.META_FILE
     if not meta.is_file():
         raise SetError(f"{meta}: missing (every dpm-tse set has one)")
     with meta.open(newline="") as fh:
         reader = csv.DictReader(fh)
-        missing = [c for c in DPM_META_COLUMNS if c not in (reader.fieldnames or [])]
+        missing = [c for c in layout.META_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
             raise SetError(f"{meta}: missing column(s) {', '.join(missing)}")
         rows = []
@@ -105,20 +105,15 @@ def _dpm_rows(root: Path, split: str) -> list[_DpmRow]:
 
 
 def _dpm_files(root: Path, row: _DpmRow) -> tuple[Path, Path, Path]:
-    mix = root / row.folder / row.file
-    stem = mix.with_suffix("")
-    return mix, Path(f"{stem}_lab.wav"), Path(f"{stem}_re.wav")
+    files = layout.dpm_row_audio(root, row.folder, row.file)
+    return files["mixture"], files["target"], files["reference"]
 
 
 # ---- waveformer -------------------------------------------------------------------------------------------------
 
 
-def _scene_dirs(root: Path, split: str) -> list[Path]:
-    return sorted(p.parent for p in (root / split).glob("*/render.json"))
-
-
 def _scene_record(folder: Path) -> dict:
-    path = folder / "render.json"
+    path = folder / layout.RENDER_FILE
     try:
         record = json.loads(path.read_text())
         labels = record["labels"]
@@ -135,22 +130,18 @@ def _scene_record(folder: Path) -> dict:
     return {"labels": list(labels), "events": events}
 
 
-def _label_file(folder: Path, label: str) -> Path:
-    return folder / f"{label}.wav"
-
-
 # ---- validation -------------------------------------------------------------------------------------------------
 
 
 def sample_rate(root: Path, recipe: str) -> int:
     """The sample rate of a rendered set of `recipe` (from its recipe.json, else the recipe's default)."""
-    info = root / "recipe.json"
+    info = root / layout.RECIPE_FILE
     if info.is_file():
         try:
             return int(json.loads(info.read_text())["sample_rate"])
         except (ValueError, KeyError, TypeError) as err:
             raise SetError(f"{info}: malformed recipe.json ({err})") from None
-    return 16000 if recipe == "dpm-tse" else 44100
+    return RECIPES[recipe].sample_rate
 
 
 def validate_set(root: str | Path, split: str) -> str:
@@ -164,19 +155,19 @@ def validate_set(root: str | Path, split: str) -> str:
     recipe = detect_recipe(root)
     sample_rate(root, recipe)
     missing: list[Path] = []
-    if recipe == "dpm-tse":
+    if recipe == DPM_TSE.name:
         rows = _dpm_rows(root, split)
         if not rows:
-            raise SetError(f"{root / 'meta.csv'}: no rows for split {split!r}")
+            raise SetError(f"{root / layout.META_FILE}: no rows for split {split!r}")
         for row in rows:
             missing += [p for p in _dpm_files(root, row) if not p.is_file()]
     else:
-        dirs = _scene_dirs(root, split)
+        dirs = layout.rendered_scenes(root, split)
         if not dirs:
             raise SetError(f"{root / split}: no rendered scenes (<n>/render.json) for split {split!r}")
         for folder in dirs:
             record = _scene_record(folder)
-            paths = [folder / "mixture.wav"] + [_label_file(folder, lab) for lab in record["labels"]]
+            paths = [layout.scene_audio(folder, key) for key in [layout.MIXTURE, *record["labels"]]]
             missing += [p for p in paths if not p.is_file()]
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
@@ -222,7 +213,7 @@ class DpmSet(_SetBase):
     """A dpm-tse set: one target per mixture, plus the same-class `reference` clip unless `with_reference` is
     False (training and evaluation do not use it: one WAV read less per item)."""
 
-    recipe = "dpm-tse"
+    recipe = DPM_TSE.name
 
     def __init__(self, root: Path, split: str, sample_rate: int, with_reference: bool = True) -> None:
         super().__init__(root, split, sample_rate)
@@ -248,7 +239,7 @@ class DpmSet(_SetBase):
 class SceneSet(_SetBase):
     """A waveformer set: the target is the sum of the isolated events of 1..`max_targets` drawn labels."""
 
-    recipe = "waveformer"
+    recipe = WAVEFORMER.name
 
     def __init__(self, root: Path, split: str, sample_rate: int, max_targets: int, seed: int) -> None:
         super().__init__(root, split, sample_rate)
@@ -256,7 +247,7 @@ class SceneSet(_SetBase):
             raise SetError(f"max_targets must be at least 1, got {max_targets}")
         self.max_targets = max_targets
         self.seed = seed
-        self.items = _scene_dirs(root, split)
+        self.items = layout.rendered_scenes(root, split)
 
     def draw_labels(self, labels: list[str], index: int) -> list[str]:
         """The labels queried for item `index` in the current epoch (deterministic per (seed, epoch, index))."""
@@ -268,10 +259,10 @@ class SceneSet(_SetBase):
         folder = self.items[index]
         record = _scene_record(folder)
         chosen = self.draw_labels(record["labels"], index)
-        mixture = _read_wav(folder / "mixture.wav", self.sample_rate)
+        mixture = _read_wav(layout.scene_audio(folder, layout.MIXTURE), self.sample_rate)
         target = np.zeros_like(mixture)
         for label in chosen:
-            target += _read_wav(_label_file(folder, label), self.sample_rate)
+            target += _read_wav(layout.scene_audio(folder, label), self.sample_rate)
         first = next((e for e in record["events"] if e.get("label") == chosen[0]), {})
         onset = float(first.get("onset", math.nan))
         offset = float(first.get("offset", math.nan))
@@ -296,6 +287,6 @@ def open_set(
     root = Path(root)
     recipe = validate_set(root, split) if validate else detect_recipe(root)
     rate = sample_rate(root, recipe)
-    if recipe == "dpm-tse":
+    if recipe == DPM_TSE.name:
         return DpmSet(root, split, rate, with_reference)
     return SceneSet(root, split, rate, max_targets, seed)

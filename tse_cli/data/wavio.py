@@ -1,15 +1,15 @@
-"""Audio and file I/O for mixture building: atomic writes, and decoding + resampling with an on-disk cache.
+"""Audio I/O for mixture building: WAV writing, and decoding + resampling with an on-disk cache.
 
-Every output goes through a temporary file in the destination folder and `os.replace`, so an interrupted run
-never leaves a partial file under its final name. Decoded sources are cached as float32 mono `.npy` files at the
-target rate, keyed by (absolute path, size, mtime, rate), so a second build skips decoding and resampling.
+Every output goes through a temporary file in the destination folder and `os.replace` (`tse_cli.atomic`), so an
+interrupted run never leaves a partial file under its final name. Decoded sources are cached as float32 mono
+`.npy` files at the target rate, keyed by (absolute path, size, mtime, rate, resampler), so a second build
+skips decoding and resampling.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-import struct
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -27,30 +27,19 @@ class SourceError(ValueError):
     """A source clip that cannot be read; the message names the file."""
 
 
-def _pcm16_wav(audio: np.ndarray, sample_rate: int) -> bytes:
-    """A canonical 44-byte-header PCM_16 WAV of (T,) or (T, C) float audio: round(x * 32768), clipped."""
-    scaled = np.rint(np.asarray(audio, dtype=np.float32) * np.float32(32768.0))
-    data = np.clip(scaled, -32768, 32767).astype("<i2").tobytes()
-    channels = 1 if audio.ndim == 1 else audio.shape[1]
-    header = struct.pack(
-        "<4sI4s4sIHHIIHH4sI",
-        b"RIFF", 36 + len(data), b"WAVE", b"fmt ", 16, 1, channels,
-        sample_rate, sample_rate * 2 * channels, 2 * channels, 16, b"data", len(data),
-    )  # fmt: skip
-    return header + data
-
-
 def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int, subtype: str = "PCM_16") -> None:
-    """Write (T,) or (T, C) float audio atomically (values beyond [-1, 1] clip when written as PCM).
+    """Write (T,) or (T, C) float audio as a WAV file atomically (values beyond [-1, 1] clip when written as PCM).
 
-    PCM_16 is encoded here (round(x * 32768) to nearest, clipped to the int16 range); other subtypes through
-    soundfile, in memory first (libsndfile's close on a real file fsyncs, which costs more than the encoding).
+    PCM_16 samples are round(x * 32768) to nearest, clipped to the int16 range (quantised here: libsndfile's own
+    float conversion rounds differently); soundfile encodes into memory first, since libsndfile's close on a real
+    file fsyncs, which costs more than the encoding.
     """
+    data = audio
     if subtype == "PCM_16":
-        write_bytes(path, _pcm16_wav(audio, sample_rate))
-        return
+        scaled = np.rint(np.asarray(audio, dtype=np.float32) * np.float32(32768.0))
+        data = np.clip(scaled, -32768, 32767).astype(np.int16)
     buf = io.BytesIO()
-    sf.write(buf, audio, sample_rate, subtype=subtype, format="WAV")
+    sf.write(buf, data, sample_rate, subtype=subtype, format="WAV")
     write_bytes(path, buf.getvalue())
 
 

@@ -92,7 +92,7 @@ def run_demo(out: str | Path, seed: int | None = None, target: str | None = None
         write_wav(files[name], audio, RATE, subtype="FLOAT")
     panels = [(f"mixture: {label} + {' + '.join(others)}", mixture), (f"reference: {label}", reference)]
     panels.append((f"estimate: SI-SNRi {metrics['si_snri'].item():.1f} dB", estimate))
-    files["spectrograms"] = spectrogram_png(out / "spectrograms.png", panels)
+    files["spectrograms"] = spectrogram_png(out / "spectrograms.png", panels, RATE)
     return DemoResult(
         label, others, seed, metrics["si_snr"].item(), metrics["si_snri"].item(), metrics["snri"].item(), files
     )

@@ -1,74 +1,30 @@
-"""Spectrogram pictures as PNG files with numpy and zlib only (no plotting dependency).
+"""The demo's picture: stacked spectrograms with time and frequency axes and a shared dB colour scale, drawn
+with Pillow and written as one PNG file.
 
-`spectrogram_png(path, panels, sample_rate)` stacks one log-magnitude spectrogram per (title, signal) pair,
-low frequencies at the bottom, with the title written above each panel in a 5x7 pixel font.
+`spectrogram_png(path, panels, sample_rate)` draws one log-magnitude spectrogram per (title, signal) pair, low
+frequencies at the bottom, the title above each panel, frequency ticks in kHz on the left, time ticks in seconds
+under the last panel, and one colour bar on the right in dB below the loudest bin of all panels.
 """
 
 from __future__ import annotations
 
-import struct
-import zlib
+import io
+import math
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 
 from tse_cli.atomic import write_bytes
 
-# ---- PNG encoding ----
+N_FFT = 1024
+HOP = 256
+RANGE_DB = 80.0  # the colour scale spans this many dB below the loudest bin
+FONT_SIZE = 12
+MARGIN = {"left": 52, "right": 64, "title": 20, "gap": 8, "bottom": 34}  # pixels around the panels
+TEXT, TICK, BACKGROUND = (20, 20, 20), (90, 90, 90), (255, 255, 255)
 
-
-def _chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-
-def encode_png(rgb: np.ndarray) -> bytes:
-    """PNG bytes of an 8-bit RGB image (height, width, 3) uint8."""
-    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise ValueError(f"expected (height, width, 3) uint8, got {rgb.shape} {rgb.dtype}")
-    height, width, _ = rgb.shape
-    rows = np.concatenate([np.zeros((height, 1), np.uint8), rgb.reshape(height, width * 3)], axis=1)  # filter 0
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit truecolour, no interlace
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + _chunk(b"IHDR", header)
-        + _chunk(b"IDAT", zlib.compress(rows.tobytes(), 6))
-        + (_chunk(b"IEND", b""))
-    )
-
-
-# ---- text ----
-
-# 5x7 glyphs, one 5-bit row per entry (most significant bit = leftmost pixel)
-_FONT = {
-    "A": (14, 17, 17, 31, 17, 17, 17), "B": (30, 17, 17, 30, 17, 17, 30), "C": (14, 17, 16, 16, 16, 17, 14),
-    "D": (30, 17, 17, 17, 17, 17, 30), "E": (31, 16, 16, 30, 16, 16, 31), "F": (31, 16, 16, 30, 16, 16, 16),
-    "G": (14, 17, 16, 23, 17, 17, 15), "H": (17, 17, 17, 31, 17, 17, 17), "I": (14, 4, 4, 4, 4, 4, 14),
-    "J": (7, 2, 2, 2, 2, 18, 12), "K": (17, 18, 20, 24, 20, 18, 17), "L": (16, 16, 16, 16, 16, 16, 31),
-    "M": (17, 27, 21, 21, 17, 17, 17), "N": (17, 25, 21, 19, 17, 17, 17), "O": (14, 17, 17, 17, 17, 17, 14),
-    "P": (30, 17, 17, 30, 16, 16, 16), "Q": (14, 17, 17, 17, 21, 18, 13), "R": (30, 17, 17, 30, 20, 18, 17),
-    "S": (15, 16, 16, 14, 1, 1, 30), "T": (31, 4, 4, 4, 4, 4, 4), "U": (17, 17, 17, 17, 17, 17, 14),
-    "V": (17, 17, 17, 17, 17, 10, 4), "W": (17, 17, 17, 21, 21, 21, 10), "X": (17, 17, 10, 4, 10, 17, 17),
-    "Y": (17, 17, 10, 4, 4, 4, 4), "Z": (31, 1, 2, 4, 8, 16, 31), "0": (14, 17, 19, 21, 25, 17, 14),
-    "1": (4, 12, 4, 4, 4, 4, 14), "2": (14, 17, 1, 2, 4, 8, 31), "3": (30, 1, 1, 14, 1, 1, 30),
-    "4": (2, 6, 10, 18, 31, 2, 2), "5": (31, 16, 30, 1, 1, 17, 14), "6": (6, 8, 16, 30, 17, 17, 14),
-    "7": (31, 1, 2, 4, 8, 8, 8), "8": (14, 17, 17, 14, 17, 17, 14), "9": (14, 17, 17, 15, 1, 2, 12),
-    ".": (0, 0, 0, 0, 0, 12, 12), "-": (0, 0, 0, 14, 0, 0, 0), ":": (0, 12, 12, 0, 12, 12, 0),
-    "+": (0, 4, 4, 31, 4, 4, 0), "_": (0, 0, 0, 0, 0, 0, 31), " ": (0,) * 7,
-}  # fmt: skip
-_UNKNOWN = (31, 17, 17, 17, 17, 17, 31)
-
-
-def text_mask(text: str, scale: int = 2) -> np.ndarray:
-    """Boolean (7*scale, 6*scale*len(text)) pixels of `text` (upper-cased; unknown characters as boxes)."""
-    glyphs = [_FONT.get(ch, _UNKNOWN) for ch in text.upper()]
-    bits = np.array([[[(row >> (4 - x)) & 1 for x in range(5)] + [0] for row in g] for g in glyphs], dtype=bool)
-    mask = np.concatenate(list(bits), axis=1) if len(glyphs) else np.zeros((7, 0), bool)
-    return mask.repeat(scale, 0).repeat(scale, 1)
-
-
-# ---- spectrograms ----
-
-# a perceptually ordered dark-blue -> teal -> yellow colour ramp (anchor colours, linearly interpolated)
+# a perceptually ordered dark-blue -> magenta -> yellow colour ramp (anchor colours, linearly interpolated)
 _RAMP = np.array([[13, 8, 48], [59, 15, 112], [140, 41, 129], [222, 73, 104], [254, 159, 109], [252, 253, 191]])
 
 
@@ -80,7 +36,7 @@ def colorize(values: np.ndarray) -> np.ndarray:
     return (_RAMP[low] * (1 - frac) + _RAMP[low + 1] * frac).round().astype(np.uint8)
 
 
-def log_spectrogram(signal: np.ndarray, n_fft: int = 1024, hop: int = 256) -> np.ndarray:
+def log_spectrogram(signal: np.ndarray, n_fft: int = N_FFT, hop: int = HOP) -> np.ndarray:
     """Magnitude in dB, (n_fft // 2 + 1, frames), of a mono float signal (samples,) with a Hann window."""
     signal = np.asarray(signal, dtype=np.float64)
     signal = np.pad(signal, (n_fft // 2, n_fft // 2 + (-len(signal)) % hop))
@@ -89,23 +45,83 @@ def log_spectrogram(signal: np.ndarray, n_fft: int = 1024, hop: int = 256) -> np
     return 20 * np.log10(spectrum + 1e-6)
 
 
-def spectrogram_png(path: str | Path, panels: list[tuple[str, np.ndarray]], height: int = 256) -> Path:
-    """Write stacked spectrograms of (title, mono signal) panels to `path` (atomically); returns the path.
+def _rows(spec: np.ndarray, height: int) -> np.ndarray:
+    """`height` rows of a (bins, frames) spectrogram, low frequencies at the bottom: each row the loudest of the
+    bins it covers, so a narrow tone shows however the bins fall."""
+    edges = np.linspace(0, spec.shape[0], height + 1).astype(int)[:-1] if height <= spec.shape[0] else None
+    rows = (
+        np.maximum.reduceat(spec, edges, axis=0)
+        if edges is not None
+        else spec[np.linspace(0, spec.shape[0] - 1, height).round().astype(int)]
+    )
+    return rows[::-1]
 
-    Every panel shares one dB scale (the loudest bin, 80 dB of range) so they compare directly.
+
+def _step(span: float, pixels: int, min_pixels: int = 60) -> float:
+    """A round tick step (1, 2 or 5 times a power of ten) leaving at least `min_pixels` between ticks."""
+    raw = span * min_pixels / max(pixels, 1)
+    base = 10 ** math.floor(math.log10(raw)) if raw > 0 else 1.0
+    return next(m * base for m in (1, 2, 5, 10) if m * base >= raw)
+
+
+def _ticks(span: float, pixels: int) -> list[float]:
+    step = _step(span, pixels)
+    return [k * step for k in range(int(span / step + 1e-9) + 1)]
+
+
+def _label(value: float, unit: str) -> str:
+    return f"{value:g}{unit}"
+
+
+def spectrogram_png(
+    path: str | Path, panels: list[tuple[str, np.ndarray]], sample_rate: int = 44100, height: int = 256
+) -> Path:
+    """Write stacked spectrograms of (title, mono signal (samples,)) panels at `sample_rate` Hz to `path`
+    (atomically); returns the path. Each panel is `height` pixels tall and one pixel wide per 256-sample hop.
     """
     specs = [log_spectrogram(signal) for _, signal in panels]
     top = max(spec.max() for spec in specs)
     width = max(spec.shape[1] for spec in specs)
-    pieces = []
-    for (title, _), spec in zip(panels, specs, strict=True):
-        rows = np.linspace(0, spec.shape[0] - 1, height).round().astype(int)[::-1]  # low frequencies at the bottom
-        image = colorize((spec[rows] - (top - 80.0)) / 80.0)
-        image = np.pad(image, ((0, 0), (0, width - image.shape[1]), (0, 0)))
-        label = text_mask(title)
-        band = np.full((label.shape[0] + 8, width, 3), 255, np.uint8)
-        band[4 : 4 + label.shape[0], 4 : 4 + min(label.shape[1], width - 4)][label[:, : width - 4]] = 0
-        pieces += [band, image]
+    font = ImageFont.load_default(size=FONT_SIZE)
+    panel_h = MARGIN["title"] + height + MARGIN["gap"]
+    size = (MARGIN["left"] + width + MARGIN["right"], len(panels) * panel_h + MARGIN["bottom"])
+    image = Image.new("RGB", size, BACKGROUND)
+    draw = ImageDraw.Draw(image)
+    nyquist_khz = sample_rate / 2000
+    x0 = MARGIN["left"]
+    for k, ((title, _), spec) in enumerate(zip(panels, specs, strict=True)):
+        y0 = k * panel_h + MARGIN["title"]
+        picture = colorize((_rows(spec, height) - (top - RANGE_DB)) / RANGE_DB)
+        image.paste(Image.fromarray(picture), (x0, y0))
+        draw.text((x0, y0 - MARGIN["title"] + 3), title, fill=TEXT, font=font)
+        draw.rectangle((x0 - 1, y0 - 1, x0 + width, y0 + height), outline=TICK)
+        for khz in _ticks(nyquist_khz, height):
+            y = y0 + height - 1 - round(khz / nyquist_khz * (height - 1))
+            draw.line((x0 - 5, y, x0 - 2, y), fill=TICK)
+            draw.text((x0 - 7, y), _label(khz, ""), fill=TEXT, font=font, anchor="rm")
+    axis_y = len(panels) * panel_h - MARGIN["gap"]
+    seconds = width * HOP / sample_rate
+    for t in _ticks(seconds, width):
+        x = x0 + round(t * sample_rate / HOP)
+        draw.line((x, axis_y, x, axis_y + 4), fill=TICK)
+        draw.text((x, axis_y + 6), _label(t, ""), fill=TEXT, font=font, anchor="mt")
+    draw.text((x0 + width // 2, size[1] - 2), "time (s)", fill=TEXT, font=font, anchor="mb")
+    draw.text((4, MARGIN["title"] - 16), "kHz", fill=TEXT, font=font)
+    _colour_bar(image, draw, font, x0 + width + 12, MARGIN["title"], height)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
     path = Path(path)
-    write_bytes(path, encode_png(np.concatenate(pieces, axis=0)))
+    write_bytes(path, buffer.getvalue())
     return path
+
+
+def _colour_bar(image: Image.Image, draw: ImageDraw.ImageDraw, font, x: int, y: int, height: int) -> None:
+    """The dB scale: 0 dB (the loudest bin) at the top, -RANGE_DB at the bottom."""
+    ramp = colorize(np.linspace(1.0, 0.0, height))[:, None, :].repeat(12, axis=1)
+    image.paste(Image.fromarray(ramp), (x, y))
+    draw.rectangle((x - 1, y - 1, x + 12, y + height), outline=TICK)
+    for db in _ticks(RANGE_DB, height):
+        yy = y + round(db / RANGE_DB * (height - 1))
+        draw.line((x + 12, yy, x + 15, yy), fill=TICK)
+        draw.text((x + 17, yy), _label(-db, ""), fill=TEXT, font=font, anchor="lm")
+    draw.text((x, y - 16), "dB", fill=TEXT, font=font)

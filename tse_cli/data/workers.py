@@ -1,0 +1,101 @@
+"""The worker side of `tse mix`: batches of tasks run in this process (jobs=1) or on a spawn process pool,
+every worker holding the build's `Context` and one decoded-source cache.
+
+A task is `(split, name, fn, args)`: `fn(ctx, cache, *args)` is a module-level function or a method of a recipe
+object (both pickle by name), run in a worker. Results come back in order of completion.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from tse_cli.data.render import Result
+from tse_cli.data.sources import Clip
+from tse_cli.data.wavio import SourceCache, SourceError
+
+BATCH = 8  # tasks per worker call
+
+Task = tuple[str, str, Callable[..., Any], tuple]
+
+
+@dataclass
+class Context:
+    """Everything a worker needs (pickled once per worker process)."""
+
+    recipe: Any  # a tse_cli.data.recipes.Recipe
+    out: Path
+    seed: int
+    normalize: bool | None
+    stems: bool
+    cache_dir: Path | None
+    sample_rate: int
+    pools: dict = field(default_factory=dict)  # split -> the recipe's pools
+    names: dict[str, Clip] | None = None  # file name -> the user's copy (rendering existing specs)
+
+
+_CTX: Context | None = None
+_CACHE: SourceCache | None = None
+
+
+def init(ctx: Context) -> SourceCache:
+    """Make `ctx` this process's context (with a fresh source cache); returns the cache."""
+    global _CTX, _CACHE
+    _CTX = ctx
+    _CACHE = SourceCache(ctx.sample_rate, ctx.cache_dir)
+    return _CACHE
+
+
+def _init_worker(ctx: Context) -> None:
+    """Pool initializer: one thread per worker for torch (imported later, only if resampling is needed)."""
+    os.environ["OMP_NUM_THREADS"] = "1"
+    init(ctx)
+
+
+def work(batch: list[Task]) -> list[Result]:
+    """Worker entry for mixtures: errors of a task (unreadable source, bad spec, disk) become failed results."""
+    results = []
+    for split, name, fn, args in batch:
+        try:
+            results.append(fn(_CTX, _CACHE, *args))
+        except (SourceError, ValueError, OSError) as err:
+            results.append(Result(split, name, error=str(err)))
+    return results
+
+
+def collect(batch: list[Task]) -> list[Any]:
+    """Worker entry for tasks that report their own problems in their result (source scans)."""
+    return [fn(_CTX, _CACHE, *args) for _, _, fn, args in batch]
+
+
+def run(ctx: Context, tasks: list[Task], jobs: int, on_result: Callable[[Any], None], entry=work) -> None:
+    """Run `tasks` in batches through `entry` (`work` or `collect`), in-process when jobs=1 or there is one
+    batch, else on `jobs` spawned workers; calls `on_result` for each result in order of completion."""
+    batches = [tasks[i : i + BATCH] for i in range(0, len(tasks), BATCH)]
+    if jobs <= 1 or len(batches) <= 1:
+        init(ctx)
+        for batch in batches:
+            for r in entry(batch):
+                on_result(r)
+        return
+    with ProcessPoolExecutor(
+        max_workers=jobs, mp_context=get_context("spawn"), initializer=_init_worker, initargs=(ctx,)
+    ) as ex:
+        futures = [ex.submit(entry, b) for b in batches]
+        try:
+            for fut in as_completed(futures):
+                for r in fut.result():
+                    on_result(r)
+        except BaseException:
+            ex.shutdown(wait=True, cancel_futures=True)
+            raise
+
+
+def environment_jobs() -> int:
+    """A sensible default for --jobs: the CPUs this process may use."""
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
