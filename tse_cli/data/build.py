@@ -25,6 +25,7 @@ from tse_cli.data import layout
 from tse_cli.data.lock import FolderLock
 from tse_cli.data.recipes import Recipe, get_recipe
 from tse_cli.data.render import Result, existing_result
+from tse_cli.data.scan import Sources
 from tse_cli.data.sources import Corpus, read_fsd, read_tau
 from tse_cli.data.workers import Context, Task, run
 from tse_cli.errors import DataError
@@ -152,7 +153,9 @@ def _build(opts: Options, fsd: Corpus, tau: Corpus, summary: Summary, on_start, 
     recipe = opts.recipe
     ctx = Context(recipe, opts.out, opts.seed, opts.normalize, opts.stems, opts.cache_dir, opts.sample_rate)
     t0 = time.perf_counter()
-    recipe.prepare(ctx, opts.splits, fsd, tau, opts.jobs, summary.skipped_sources, on_start, lambda: on_result(None))
+    recipe.prepare(
+        ctx, Sources(opts.splits, fsd, tau, opts.jobs, summary.skipped_sources, on_start, lambda: on_result(None))
+    )
     summary.scan_seconds = time.perf_counter() - t0
 
     sizes = {s: opts.count if opts.count is not None else recipe.split_size(ctx, s) for s in opts.splits}

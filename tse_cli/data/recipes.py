@@ -15,7 +15,7 @@ from pathlib import Path
 from tse_cli.atomic import write_json, write_text
 from tse_cli.data import dpm, layout, scenes
 from tse_cli.data.render import Result, render_dpm_spec, render_scene, write_dpm_meta
-from tse_cli.data.scan import Skipped, decode_all, readable
+from tse_cli.data.scan import Skipped, Sources, decode_all, readable
 from tse_cli.data.sources import Clip, Corpus
 from tse_cli.data.wavio import SourceCache, SourceError
 from tse_cli.data.workers import Context
@@ -53,20 +53,8 @@ class Recipe(ABC):
         return labels[:1] if self.one_target else labels
 
     @abstractmethod
-    def prepare(
-        self,
-        ctx: Context,
-        splits: tuple[str, ...],
-        fsd: Corpus,
-        tau: Corpus,
-        jobs: int,
-        skipped: Skipped,
-        on_start,
-        on_scan,
-    ) -> None:
-        """Fill `ctx.pools` (split -> what its mixtures draw from) for `splits` from the corpora, in `jobs`
-        workers where a scan decodes; sources left out go to
-        `skipped`. `on_start(phase, total)` announces a scan, `on_scan()` marks one clip scanned."""
+    def prepare(self, ctx: Context, src: Sources) -> None:
+        """Fill `ctx.pools` (split -> what its mixtures draw from) for the splits of `src`."""
 
     @abstractmethod
     def split_size(self, ctx: Context, split: str) -> int:
@@ -106,29 +94,19 @@ class DpmTse(Recipe):
     def done_record(self, root: Path, split: str, name: str) -> Path:
         return layout.dpm_done(root, split, name)
 
-    def prepare(
-        self,
-        ctx: Context,
-        splits: tuple[str, ...],
-        fsd: Corpus,
-        tau: Corpus,
-        jobs: int,
-        skipped: Skipped,
-        on_start,
-        on_scan,
-    ) -> None:
+    def prepare(self, ctx: Context, src: Sources) -> None:
         """Decode every foreground clip once (it fills the cache); keep those with audio left after silence
         removal, and as targets those with a same-class partner."""
-        fg_all = [c for clips in fsd.clips.values() for c in clips]
-        backgrounds, _ = readable([c for clips in tau.clips.values() for c in clips], skipped)
-        on_start("scan", len(fg_all))
+        fg_all = [c for clips in src.fsd.clips.values() for c in clips]
+        backgrounds, _ = readable([c for clips in src.tau.clips.values() for c in clips], src.skipped)
+        src.on_start("scan", len(fg_all))
         memo = ctx.cache_dir / f"scan-{self.name}.json"
-        usable = {str(c.path) for c in decode_all(ctx, fg_all, jobs, memo, self.measure, skipped, on_scan)}
+        usable = {str(c.path) for c in decode_all(ctx, fg_all, src.jobs, memo, self.measure, src.skipped, src.on_scan)}
         backgrounds = sorted(backgrounds, key=lambda c: c.fname)
         if not backgrounds:
-            raise DataError(f"{tau.root}: no readable TAU development backgrounds")
-        for split in splits:
-            ctx.pools[split] = self._pools(split, fsd, usable, backgrounds, skipped)
+            raise DataError(f"{src.tau.root}: no readable TAU development backgrounds")
+        for split in src.splits:
+            ctx.pools[split] = self._pools(split, src.fsd, usable, backgrounds, src.skipped)
             if not ctx.pools[split].targets:
                 raise DataError(f"no usable target clips for the {split} split (each class needs two clips)")
 
@@ -189,26 +167,16 @@ class Waveformer(Recipe):
     def done_record(self, root: Path, split: str, name: str) -> Path:
         return layout.scene_dir(root, split, name) / layout.RENDER_FILE
 
-    def prepare(
-        self,
-        ctx: Context,
-        splits: tuple[str, ...],
-        fsd: Corpus,
-        tau: Corpus,
-        jobs: int,
-        skipped: Skipped,
-        on_start,
-        on_scan,
-    ) -> None:
+    def prepare(self, ctx: Context, src: Sources) -> None:
         """Foreground and background clips whose headers read, with their durations."""
-        _, durations = readable([c for clips in tau.clips.values() for c in clips], skipped)
-        durations.update(readable([c for clips in fsd.clips.values() for c in clips], skipped)[1])
-        for split in splits:
+        _, durations = readable([c for clips in src.tau.clips.values() for c in clips], src.skipped)
+        durations.update(readable([c for clips in src.fsd.clips.values() for c in clips], src.skipped)[1])
+        for split in src.splits:
             if split == "test":
-                fg, bg = fsd.clips["test"], tau.clips["evaluation"]
+                fg, bg = src.fsd.clips["test"], src.tau.clips["evaluation"]
             else:
-                fg = [c for c in fsd.clips["train"] if scenes.is_val_clip(c.fname) == (split == "val")]
-                bg = tau.clips["development"]
+                fg = [c for c in src.fsd.clips["train"] if scenes.is_val_clip(c.fname) == (split == "val")]
+                bg = src.tau.clips["development"]
             fg = [c for c in fg if str(c.path) in durations]
             bg = sorted((c for c in bg if str(c.path) in durations), key=lambda c: c.fname)
             if not fg or not bg:

@@ -5,16 +5,32 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import soundfile as sf
 
 from tse_cli.atomic import write_json
-from tse_cli.data.sources import Clip
+from tse_cli.data.sources import Clip, Corpus
 from tse_cli.data.wavio import SourceCache, SourceError
 from tse_cli.data.workers import Context, Task, collect, run
 
 Skipped = list[tuple[str, str]]  # (path, reason) of each source left out
+
+
+@dataclass
+class Sources:
+    """What a recipe prepares its splits from: the corpora read for `splits`, `jobs` workers for scans that
+    decode, the list of sources left out (`skipped`), and progress callbacks: `on_start(phase, total)`
+    announces a scan, `on_scan()` marks one clip scanned."""
+
+    splits: tuple[str, ...]
+    fsd: Corpus
+    tau: Corpus
+    jobs: int
+    skipped: Skipped
+    on_start: Callable[[str, int], None]
+    on_scan: Callable[[], None]
 
 
 def readable(clips: list[Clip], skipped: Skipped) -> tuple[list[Clip], dict[str, float]]:
