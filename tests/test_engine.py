@@ -15,7 +15,7 @@ from torch import nn
 from tse_cli.classes import multi_hot
 from tse_cli.devices import DeviceError, resolve_device
 from tse_cli.engine import Engine, Task
-from tse_cli.engine.runner import check_options, model_kind
+from tse_cli.models.protocol import check_options, model_kind
 
 RATE = 8000
 
@@ -25,7 +25,12 @@ class CausalFir(nn.Module):
 
     sample_rate = RATE
     clue_kind = "class"
+    clue_rate = None
+    max_classes = None
+    inference_options = ()
+    takes_progress = False
     LOOKAHEAD = 3
+    latency_samples = LOOKAHEAD + 1
 
     def __init__(self) -> None:
         super().__init__()
@@ -73,6 +78,10 @@ class PointwiseWindow(nn.Module):
 
     sample_rate = RATE
     clue_kind = "class"
+    clue_rate = None
+    max_classes = None
+    inference_options = ("steps", "generator")
+    takes_progress = True
     window_samples = 1000
 
     def __init__(self) -> None:
@@ -93,6 +102,9 @@ class VisualWindow(nn.Module):
     sample_rate = RATE
     clue_kind = "visual"
     clue_rate = 25.0
+    max_classes = None
+    inference_options = ()
+    takes_progress = False
     window_samples = 1600  # 5 frames
 
     def forward(self, mixture: torch.Tensor, clue: torch.Tensor) -> torch.Tensor:

@@ -286,6 +286,10 @@ class NoisyWindow(nn.Module):
 
     sample_rate = 16000
     clue_kind = "class"
+    clue_rate = None
+    max_classes = None
+    inference_options = ("steps", "eta", "generator")
+    takes_progress = False
     window_samples = 4000
 
     def __init__(self) -> None:
@@ -304,6 +308,9 @@ class LipGain(nn.Module):
     sample_rate = 16000
     clue_kind = "visual"
     clue_rate = 25.0
+    max_classes = None
+    inference_options = ()
+    takes_progress = False
     window_samples = 16000
 
     def forward(self, mixture, clue):

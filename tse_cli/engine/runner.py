@@ -8,7 +8,6 @@ writers. `jobs > 1` reads the next blocks and writes the previous ones in a thre
 
 from __future__ import annotations
 
-import inspect
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -16,32 +15,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from tse_cli.engine.files import TaskFiles, prepare
 from tse_cli.engine.records import Progress, Result, Task
 from tse_cli.engine.windows import OverlapAdd, plan_windows, stream_blocks, window_frames
-
-
-def model_kind(model: nn.Module) -> str:
-    """`"stream"` for causal models with `streamer`, `"window"` for models with `window_samples`."""
-    if callable(getattr(model, "streamer", None)):
-        return "stream"
-    if getattr(model, "window_samples", None):
-        return "window"
-    raise ValueError(f"{type(model).__name__} declares neither streamer() nor window_samples")
-
-
-def check_options(model: nn.Module, options: dict[str, Any]) -> None:
-    """Raise ValueError if `model.forward` does not take one of the given inference options (e.g. `steps`)."""
-    if not options:
-        return
-    params = inspect.signature(model.forward).parameters
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    unknown = [name for name in options if name not in params and not takes_any]
-    if unknown or model_kind(model) == "stream":
-        names = ", ".join(unknown or options)
-        raise ValueError(f"model {getattr(model, 'arch', type(model).__name__)} takes no option(s): {names}")
+from tse_cli.models.protocol import ExtractionModel, check_options, model_kind
 
 
 class _Inline:
@@ -60,17 +38,18 @@ class _Inline:
 
 
 class Engine:
-    """Run `model` over tasks. `sample_rate`: `keep` (outputs at the input's rate) or `model`.
+    """Run `model` (any `tse_cli.models.protocol.ExtractionModel`) over tasks. `sample_rate`: `keep` (outputs at
+    the input's rate) or `model`.
 
     `block_frames`: model-rate samples per streaming block (and input frames per read); `batch_size`: files
-    run together; `jobs`: I/O threads; `options`: extra keyword arguments for window models' `forward`
-    (`steps`, `eta`, `seed` -> a `generator` on the device, reseeded for each batch so that a file's result does
-    not depend on the files run before it).
+    run together; `jobs`: I/O threads; `options`: the model's `inference_options` for `forward` (DPM-TSE's
+    `steps`, `eta`, and `seed` -> a `generator` on the device, reseeded for each batch so that a file's result
+    does not depend on the files run before it); ValueError for options the model does not declare.
     """
 
     def __init__(
         self,
-        model: nn.Module,
+        model: ExtractionModel,
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
         *,
@@ -259,7 +238,7 @@ class Engine:
         windows = OverlapAdd(plan)
         clue = None if self.clue_rate else self._class_clue(files)
         options = dict(self.options)
-        if "progress" in inspect.signature(self.model.forward).parameters:  # per-step reports (diffusion)
+        if self.model.takes_progress:  # per-step reports (diffusion)
             options["progress"] = progress
         writes: list[Future] = []
         for k, parts in enumerate(self._steps(files, pool, plan.sizes)):
