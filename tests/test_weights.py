@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from tse_cli import hub, weights
 from tse_cli.checkpoint import read_config, save_checkpoint
 from tse_cli.cli import app
-from tse_cli.commands.models import describe
+from tse_cli.model_info import describe
 from tse_cli.models import ARCHITECTURES, create
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -85,79 +85,6 @@ def download(
         raise typer.Exit(1)
 
 
-def describe(name: str) -> dict[str, Any]:
-    """What `tse models info` reports for an architecture name, a registry entry or a checkpoint directory.
-
-    Weights are never downloaded: the model is built from its architecture and config on the meta device.
-    """
-    from pathlib import Path
-
-    from tse_cli.checkpoint import read_config
-    from tse_cli.models import ARCHITECTURES
-    from tse_cli.weights import cache_state, load_registry, unknown_model
-
-    registry = load_registry()
-    info: dict[str, Any] = {"name": name}
-    if name in registry:
-        entry = registry[name]
-        arch, config = entry.architecture, entry.config
-        files = {role: str(spec.source) for role, spec in entry.files.items()}
-        info |= {"description": entry.description, "license": entry.license, "citation": entry.citation}
-        info |= {"format": entry.format, "source": files, "cached": cache_state(entry)}
-    elif name in ARCHITECTURES:
-        arch, config = name, {}
-    elif Path(name).is_dir():
-        saved = read_config(name)
-        arch, config = saved["arch"], saved.get("config", {})
-        info["source"] = str(Path(name).resolve())
-    else:
-        raise unknown_model(name, registry, ARCHITECTURES)
-    return info | {"architecture": arch, "config": config} | model_stats(arch, config)
-
-
-def model_stats(arch: str, config: dict[str, Any]) -> dict[str, Any]:
-    """Parameters, compute, latency, sample rate and clue of architecture `arch` built with `config`."""
-    import torch
-
-    from tse_cli.models import create
-
-    with torch.device("meta"):
-        model = create(arch, **config)
-    stats: dict[str, Any] = {
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "sample_rate": model.sample_rate,
-        "clue": model.clue_kind,
-    }
-    if model.clue_kind == "class":
-        from tse_cli.classes import FSD_CLASSES
-
-        stats["classes"] = len(FSD_CLASSES)
-    return stats | compute_stats(model)
-
-
-def compute_stats(model: Any) -> dict[str, Any]:
-    """Algorithmic latency (causal models) or window (window models), and GMAC per second of audio.
-
-    Compute is counted by `tse_cli.models.complexity.count` over one second of audio, or one native window for
-    window models (which always run whole windows). A model whose forward cannot run on the meta device gets
-    `gmac_per_second: None` and the reason in `gmac_note`.
-    """
-    stats: dict[str, Any] = {}
-    seconds = 1.0
-    if (latency := getattr(model, "latency_samples", None)) is not None:
-        stats["latency_ms"] = 1000 * latency / model.sample_rate
-    if (window := getattr(model, "window_samples", None)) is not None:
-        seconds = stats["window_seconds"] = window / model.sample_rate
-    from tse_cli.models.complexity import count
-
-    try:
-        macs = count(model, seconds=seconds)["macs_per_second"]
-    except (NotImplementedError, RuntimeError, ValueError) as err:  # shape-only counting is not always possible
-        reason = " ".join(str(err).split())[:120]
-        return stats | {"gmac_per_second": None, "gmac_note": f"not countable without weights ({reason})"}
-    return stats | {"gmac_per_second": macs / 1e9}
-
-
 @models_app.command("info")
 def info(
     name: str = typer.Argument(..., help="A registry name, an architecture name or a checkpoint directory."),
@@ -165,6 +92,7 @@ def info(
 ) -> None:
     """Describe a model: parameters, GMAC/s, latency, sample rate, classes, source and license (no download)."""
     from tse_cli.checkpoint import CheckpointError
+    from tse_cli.model_info import describe
     from tse_cli.weights import WeightsError
 
     try:
