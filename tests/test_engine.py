@@ -179,7 +179,7 @@ def test_batch_of_files_equals_one_by_one(tmp_path: Path) -> None:
     tasks = [Task(write(tmp_path / f"in{i}.wav", x), tmp_path / f"out{i}.wav", clue=CLUE) for i, x in enumerate(inputs)]
     results = Engine(model, block_frames=256, batch_size=3, jobs=3).run(tasks)
     assert [r.status for r in results] == ["done"] * len(shapes)
-    assert [r.task for r in results] == tasks
+    assert results == tasks  # the tasks themselves, each with its outcome
     assert sorted(model.batches) == [3, 3, 4]  # one length per streamed batch: 900 (1+2 ch), 1200 (3), 2500 (2+1+1)
     for task, x in zip(tasks, inputs, strict=True):
         np.testing.assert_allclose(read(task.output), offline(model, x, RATE), atol=1e-6)
@@ -406,7 +406,7 @@ def test_clue_failures_are_reported_before_any_work(tmp_path: Path) -> None:
         Task(write(tmp_path / "b.wav", x), tmp_path / "b_out.wav", visual=tmp_path / "bad.npy"),
     ]
     order = []
-    results = Engine(VisualWindow()).run(tasks, on_result=lambda r: order.append(r.task.input.name))
+    results = Engine(VisualWindow()).run(tasks, on_result=lambda r: order.append(r.input.name))
     assert [r.status for r in results] == ["done", "failed"]
     assert results[1].error == f"{tmp_path / 'bad.npy'}: contains NaN or infinite values"
     assert order == ["b.wav", "a.wav"]

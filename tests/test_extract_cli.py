@@ -420,15 +420,17 @@ def test_console_script_subprocess(tmp_path: Path, tiny: Path) -> None:
 
 
 def test_input_headers_are_read_only_when_they_choose_the_format(tmp_path, monkeypatch):
-    from tse_cli.commands.extract import DEFAULT_TEMPLATE, Planned, plan_outputs
+    from tse_cli.commands.extract import DEFAULT_TEMPLATE
+    from tse_cli.engine import Task
+    from tse_cli.planning import plan_outputs
 
     inputs = [write(tmp_path / "in" / f"{i}.flac", frames=100, rate=8000) for i in range(3)]
     calls = []
     info = sf.info
     monkeypatch.setattr(sf, "info", lambda path, *a, **k: calls.append(path) or info(path, *a, **k))
 
-    def plan(**options) -> list[Planned]:
-        planned = [Planned(path, tmp_path / "in") for path in inputs]
+    def plan(**options) -> list[Task]:
+        planned = [Task(path, base=tmp_path / "in") for path in inputs]
         fields = {"out_dir": tmp_path / "out", "template": DEFAULT_TEMPLATE, "target": "speech", "model_name": "m"}
         plan_outputs(planned, **fields, subtype=None, residual=False, overwrite=False, **options)
         return planned

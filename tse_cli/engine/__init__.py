@@ -20,11 +20,12 @@ the next blocks and writes the previous ones in a thread pool while the model ru
 (and checks visual clues chunk by chunk); a file's reader, resamplers and clue exist only while its group runs,
 and resampling kernels are shared per rate pair, so memory does not grow with the number of files.
 
-Modules: `records` (what goes in and comes out), `files` (one task's reader, resamplers and writers),
-`windows` (blocks, windows and crossfades as pure functions of lengths), `runner` (the `Engine`).
+Modules: `records` (the `Task` of each input, from plan to result, and `Progress`), `files` (one task's reader,
+resamplers and writers), `windows` (blocks, windows and crossfades as pure functions of lengths), `runner` (the
+`Engine`).
 """
 
-from tse_cli.engine.records import Progress, Result, Task
+from tse_cli.engine.records import Progress, Task
 from tse_cli.engine.runner import Engine
 
-__all__ = ["Engine", "Progress", "Result", "Task"]
+__all__ = ["Engine", "Progress", "Task"]

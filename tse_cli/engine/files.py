@@ -21,7 +21,6 @@ from tse_cli.audio import (
     BlockReader,
     StreamResampler,
     default_subtype,
-    probe,
     resampled_length,
 )
 from tse_cli.engine.records import Task
@@ -31,13 +30,13 @@ READ_FRAMES = 1 << 15  # smallest read from disk, whatever the model's block siz
 
 
 def prepare(task: Task, model_rate: int, keep_rate: bool, clue_rate: float | None) -> TaskFiles:
-    """Plan a task from its header (and its visual clue, checked whole in constant memory); nothing stays open.
+    """Plan a task from its header (`Task.header`, read once) and its visual clue (checked whole in constant
+    memory); nothing stays open.
 
     `clue_rate`: the model's visual clue frames per second, None for class clues. Raises `AudioError` (or a
     `VisualClueError`) with a one-line reason when the task cannot run.
     """
-    info = probe(task.input)
-    files = TaskFiles(task, info, model_rate, keep_rate)
+    files = TaskFiles(task, task.header(), model_rate, keep_rate)
     if clue_rate is not None:
         if task.visual is None:
             raise AudioError(f"{task.input}: this model needs a visual clue (--visual)")

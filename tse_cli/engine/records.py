@@ -1,45 +1,56 @@
-"""What the engine is given and what it reports: a `Task` per input file, its `Result`, and `Progress` totals."""
+"""The record of a run: one `Task` per input, carried from plan to result, and the `Progress` totals.
+
+A front end (`tse_cli.planning` for `tse extract`) creates a task per input and fills what to do with it; the
+engine runs the tasks it is given and fills in what happened. Nothing joins records by identity: the task that
+was planned is the task that is reported.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from tse_cli.audio import AudioInfo, probe
 
-@dataclass
+
+@dataclass(eq=False)
 class Task:
-    """One input file and where its results go.
+    """One input file: where it comes from, what to do with it, and what happened to it.
 
-    `clue`: the (41,) multi-hot query for class models; `visual`: a (frames, 512) lip-embedding `.npy` path
-    for visual models. `format` is the libsndfile major format (`WAV`/`FLAC`); `subtype` None keeps the
-    input's (mapped to what the format can store).
+    What to do: `output` (and `residual`, mixture minus estimate) paths; `clue`: the (41,) multi-hot query for
+    class models; `visual`: a (frames, 512) lip-embedding `.npy` path for visual models; `format`: the
+    libsndfile major format (`WAV`/`FLAC`); `subtype` None keeps the input's (mapped to what the format can
+    store); `base`: the folder `input` is mirrored relative to under an output folder (planning only).
+
+    What happened: `status` is `todo` until decided: `skipped` or `failed` by planning, `done` or `failed` by the
+    engine, with a one-line `error` when failed. `seconds`: audio duration of the input (None if it was not
+    read); `elapsed`: wall seconds of its batch (None until the engine reported on it); `clipped`: output
+    samples beyond [-1, 1] in PCM outputs (clipped, never rescaled).
     """
 
     input: Path
-    output: Path
+    output: Path | None = None
     residual: Path | None = None
     clue: np.ndarray | None = None
     visual: Path | None = None
     format: str = "WAV"
     subtype: str | None = None
-
-
-@dataclass
-class Result:
-    """What happened to a task: `status` is `done` or `failed` (with a one-line `error`).
-
-    `seconds`: audio duration of the input (None if it could not be read); `elapsed`: wall seconds of its batch;
-    `clipped`: output samples beyond [-1, 1] in PCM outputs (clipped, never rescaled).
-    """
-
-    task: Task
-    status: str
-    seconds: float | None = None
-    elapsed: float = 0.0
+    base: Path | None = None
+    status: str = "todo"
     error: str | None = None
+    seconds: float | None = None
+    elapsed: float | None = None
     clipped: int = 0
+    info: AudioInfo | None = field(default=None, repr=False)
+
+    def header(self) -> AudioInfo:
+        """The input's header (`tse_cli.audio.probe`), read on first use and kept, so that planning and the
+        engine read it once between them; `AudioError` (one line) if the input is unusable."""
+        if self.info is None:
+            self.info = probe(self.input)
+        return self.info
 
 
 @dataclass

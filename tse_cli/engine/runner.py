@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from tse_cli.engine.files import TaskFiles, prepare
-from tse_cli.engine.records import Progress, Result, Task
+from tse_cli.engine.records import Progress, Task
 from tse_cli.engine.windows import OverlapAdd, plan_windows, stream_blocks, window_frames
 from tse_cli.models.protocol import ExtractionModel, check_options, model_kind
 
@@ -81,33 +81,37 @@ class Engine:
     def run(
         self,
         tasks: list[Task],
-        on_result: Callable[[Result], None] | None = None,
+        on_result: Callable[[Task], None] | None = None,
         on_progress: Callable[[Progress], None] | None = None,
-    ) -> list[Result]:
-        """Process every task; return one `Result` per task, in order. Ctrl-C deletes all partial outputs."""
+    ) -> list[Task]:
+        """Process every task, filling in its outcome (`status`, `error`, `seconds`, `elapsed`, `clipped`) and
+        passing it to `on_result` as it is decided; return `tasks`. Ctrl-C deletes all partial outputs."""
         start = time.perf_counter()
-        results: dict[int, Result] = {}
-        ready: list[tuple[int, TaskFiles]] = []
+        reported = 0
+        ready: list[TaskFiles] = []
         running: list[TaskFiles] = []  # the files of the group in flight
         seconds_done = 0.0  # audio seconds of the groups finished
 
-        def report(index: int, result: Result) -> None:
-            results[index] = result
+        def report(task: Task, error: str | None, seconds: float | None = None, elapsed: float = 0.0, clipped: int = 0):
+            nonlocal reported
+            task.status, task.error = ("failed" if error else "done"), error
+            task.seconds, task.elapsed, task.clipped = seconds, elapsed, clipped
+            reported += 1
             if on_result:
-                on_result(result)
+                on_result(task)
 
-        for i, task in enumerate(tasks):
+        for task in tasks:
             try:
-                ready.append((i, prepare(task, self.rate, self.keep_rate, self.clue_rate)))
+                ready.append(prepare(task, self.rate, self.keep_rate, self.clue_rate))
             except (ValueError, OSError) as err:  # AudioError, or a bad visual clue
-                report(i, Result(task, "failed", error=str(err)))
-        total_seconds = sum(f.info.seconds for _, f in ready)
+                report(task, str(err))
+        total_seconds = sum(f.info.seconds for f in ready)
 
         def progress(step: int = 0, steps: int = 0) -> None:
             if on_progress:
                 done = seconds_done + sum(f.frames_read / f.info.sample_rate for f in running)
                 elapsed = time.perf_counter() - start
-                on_progress(Progress(len(results), len(tasks), done, total_seconds, elapsed, step, steps))
+                on_progress(Progress(reported, len(tasks), done, total_seconds, elapsed, step, steps))
 
         pool = ThreadPoolExecutor(self.jobs) if self.jobs > 1 else _Inline()
         try:
@@ -115,36 +119,34 @@ class Engine:
                 group_start = time.perf_counter()
                 if self.seed is not None:
                     self.options["generator"].manual_seed(int(self.seed))
-                running = [f for _, f in group]
+                running = group
                 self._run_group(running, pool, progress)
-                for i, f in group:
-                    status = "failed" if f.error else "done"
-                    elapsed = time.perf_counter() - group_start
-                    report(i, Result(f.task, status, f.info.seconds, elapsed, f.error, f.clipped))
+                for f in group:
+                    report(f.task, f.error, f.info.seconds, time.perf_counter() - group_start, f.clipped)
                 seconds_done += sum(f.info.seconds for f in running)
                 running = []
                 progress()
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
-        return [results[i] for i in range(len(tasks))]
+        return tasks
 
-    def _groups(self, ready: list[tuple[int, TaskFiles]]) -> Iterator[list[tuple[int, TaskFiles]]]:
+    def _groups(self, ready: list[TaskFiles]) -> Iterator[list[TaskFiles]]:
         """Batches of up to `batch_size` files of one model-rate length (and clue length), so that each row gets
         exactly what it would get alone: the published causal models look ahead within a decoder chunk, and the
         window models normalise over the whole window, so padding a shorter row would change its output."""
         if self.batch_size == 1:
-            yield from ([item] for item in ready)
+            yield from ([f] for f in ready)
             return
 
-        def shape(item: tuple[int, TaskFiles]) -> tuple[int, int]:
-            return item[1].model_total, item[1].clue_frames
+        def shape(f: TaskFiles) -> tuple[int, int]:
+            return f.model_total, f.clue_frames
 
-        group: list[tuple[int, TaskFiles]] = []
-        for item in sorted(ready, key=shape):
-            if group and (len(group) == self.batch_size or shape(group[0]) != shape(item)):
+        group: list[TaskFiles] = []
+        for f in sorted(ready, key=shape):
+            if group and (len(group) == self.batch_size or shape(group[0]) != shape(f)):
                 yield group
                 group = []
-            group.append(item)
+            group.append(f)
         if group:
             yield group
 

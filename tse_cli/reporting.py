@@ -1,0 +1,104 @@
+"""What `tse extract` prints: each input's outcome as it is decided (a JSON line on stdout with --json, one-line
+errors and warnings on stderr), a rich progress bar on a terminal, and the summary at the end."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from tse_cli.engine.records import Progress, Task
+
+
+def record(task: Task, model_name: str) -> dict[str, Any]:
+    """The --json object for one input; `elapsed`, `clipped` and `model` only for inputs the engine processed."""
+    out = {
+        "input": str(task.input),
+        "output": str(task.output) if task.output else None,
+        "residual": str(task.residual) if task.residual else None,
+        "seconds": round(task.seconds, 6) if task.seconds is not None else None,
+        "status": task.status,
+        "error": task.error,
+    }
+    if task.elapsed is not None:
+        out |= {"elapsed": round(task.elapsed, 3), "clipped": task.clipped, "model": model_name}
+    return out
+
+
+class Reporter:
+    """Prints per-input outcomes (JSON lines on stdout with `as_json`; one-line errors on stderr), a rich
+    progress bar on a terminal, and the final summary; `quiet` keeps errors and warnings only."""
+
+    def __init__(self, quiet: bool, as_json: bool, total: int, model_name: str) -> None:
+        from rich.console import Console
+
+        self.quiet, self.as_json, self.model_name = quiet, as_json, model_name
+        self.err = Console(stderr=True, highlight=False, soft_wrap=True)
+        self.counts = {"done": 0, "skipped": 0, "failed": 0}
+        self.seconds = 0.0
+        self.progress = None
+        self._task = None
+        if not quiet and self.err.is_terminal:
+            from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
+            from rich.progress import Progress as Bar
+
+            self.progress = Bar(
+                TextColumn("[bold]extract"),
+                BarColumn(),
+                TextColumn("{task.fields[files]}/{task.fields[nfiles]} files"),
+                TextColumn("{task.completed:.1f}/{task.total:.1f} s audio"),
+                TextColumn("RTF {task.fields[rtf]:.3f}"),
+                TextColumn("{task.fields[step]}"),
+                TimeElapsedColumn(),
+                console=self.err,
+                transient=True,
+            )
+            self._task = self.progress.add_task("extract", total=1.0, files=0, nfiles=total, rtf=0.0, step="")
+
+    def __enter__(self) -> Reporter:
+        if self.progress:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress:
+            self.progress.stop()
+
+    def on_progress(self, p: Progress) -> None:
+        """The engine's running totals (files, audio seconds, RTF, diffusion steps) on the progress bar."""
+        if self.progress is not None:
+            self.progress.update(self._task, completed=p.seconds_done, total=max(p.seconds_total, 1e-9))
+            step = f"step {p.step}/{p.steps}" if p.steps else ""
+            self.progress.update(self._task, files=p.files_done, rtf=p.rtf, step=step)
+
+    def outcome(self, task: Task) -> None:
+        """One input finished (or was skipped / failed before any work)."""
+        self.counts[task.status] += 1
+        self.seconds += task.seconds or 0.0
+        if self.as_json:
+            sys.stdout.write(json.dumps(record(task, self.model_name)) + "\n")
+            sys.stdout.flush()
+        if task.status == "failed":
+            self.err.print(f"error: {task.error}", markup=False)
+        elif not self.quiet:
+            if task.status == "skipped":
+                self.err.print(f"skipped {task.input}: {task.output} exists (--overwrite to redo)", markup=False)
+            elif not self.as_json:
+                self.err.print(f"{task.input} -> {task.output}", markup=False)
+        if task.clipped:
+            self.err.print(
+                f"warning: {task.output}: {task.clipped} samples clipped to [-1, 1] (use --subtype FLOAT to keep them)",
+                markup=False,
+            )
+
+    def summary(self, elapsed: float) -> None:
+        """The last line: counts, audio seconds, wall seconds and RTF."""
+        if self.quiet:
+            return
+        c = self.counts
+        rtf = f", RTF {elapsed / self.seconds:.3f}" if self.seconds and c["done"] else ""
+        self.err.print(
+            f"{c['done']} done, {c['skipped']} skipped, {c['failed']} failed; {self.seconds:.1f} s of audio "
+            f"in {elapsed:.1f} s{rtf}",
+            markup=False,
+        )
