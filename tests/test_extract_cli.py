@@ -438,3 +438,18 @@ def test_input_headers_are_read_only_when_they_choose_the_format(tmp_path, monke
     assert [p.format for p in plan(output=None, fmt="wav")] == ["WAV"] * 3
     assert [p.format for p in plan(output=None, fmt=None)] == ["FLAC"] * 3  # the inputs'
     assert calls == [str(path) for path in inputs]  # only for the second plan
+
+
+def test_a_run_reads_each_header_once(tmp_path, tiny, monkeypatch):
+    """Planning reads the headers that decide the output format and the engine uses them, never reading again."""
+    inputs = [write(tmp_path / "in" / f"{i}.flac", frames=300) for i in range(3)]
+    calls = []
+    info = sf.info
+    monkeypatch.setattr(sf, "info", lambda path, *a, **k: calls.append(path) or info(path, *a, **k))
+    for extra in ([], ["--format", "wav"]):  # the format from the inputs' headers, or given
+        out = tmp_path / f"out{len(extra)}"
+        result = run("extract", tmp_path / "in", "-c", "Cough", "--checkpoint", tiny, "-O", out, *extra)
+        assert result.exit_code == 0, result.stderr
+        assert sorted(calls) == sorted(str(path) for path in inputs)
+        calls.clear()
+    assert sorted(p.name for p in (tmp_path / "out0").iterdir()) == [f"{i}_Cough.flac" for i in range(3)]
