@@ -14,16 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tse_cli.audio import (
-    AtomicWriter,
-    AudioError,
-    AudioInfo,
-    BlockReader,
-    StreamResampler,
-    default_subtype,
-    resampled_length,
-)
+from tse_cli.audio import AtomicWriter, AudioError, AudioInfo, BlockReader, default_subtype
 from tse_cli.engine.records import Task
+from tse_cli.resample import StreamResampler, resampled_length
 from tse_cli.visual import check_visual_clue, clue_frames, frames_covering, read_visual_clue
 
 READ_FRAMES = 1 << 15  # smallest read from disk, whatever the model's block size

@@ -19,6 +19,7 @@ import torch
 from tse_cli.engine.files import TaskFiles, prepare
 from tse_cli.engine.records import Progress, Task
 from tse_cli.engine.windows import OverlapAdd, plan_windows, stream_blocks, window_frames
+from tse_cli.errors import first_line
 from tse_cli.models.protocol import ExtractionModel, check_options, model_kind
 
 
@@ -166,7 +167,7 @@ class Engine:
                 except Exception as err:  # the model failed (bad query for it, out of memory): this batch only
                     for future in self._inflight:  # let reads and writes of the batch settle first
                         future.exception()
-                    reason = str(err).strip().splitlines()[0] if str(err).strip() else ""
+                    reason = first_line(err) if str(err).strip() else ""
                     for f in live:
                         f.fail(f"{f.task.input}: extraction failed ({type(err).__name__}: {reason})")
             for f in files:  # the failed ones too: their temporary outputs go, and every file's buffers
