@@ -1,9 +1,38 @@
-"""One module per `tse` subcommand; each exposes `register(app: typer.Typer) -> None`. Shared here: `fail`."""
+"""One module per `tse` subcommand; each exposes `register(app: typer.Typer) -> None`.
+
+Shared here: `fail` (the one-line error and its exit code), `DEFAULT_MODEL` and `load_model_or_exit` (the model
+that `tse extract` and `tse stream` name, loaded with their exit codes).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import typer
+
+if TYPE_CHECKING:
+    from tse_cli.models.protocol import ExtractionModel
+
+DEFAULT_MODEL = "demo"
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
     """Print `error: message` on stderr and return the Exit to raise (one line, no traceback)."""
     typer.echo(f"error: {message}", err=True)
     return typer.Exit(code)
+
+
+def load_model_or_exit(spec: str, device: str, classes: list[int]) -> ExtractionModel:
+    """The model `spec` on `device` (`tse_cli.loading.load_checked`); a union of `classes` it cannot extract is a
+    usage error (exit 2), found before any download where possible; any other problem is one line (exit 1)."""
+    from tse_cli.loading import ClassLimitError, load_checked
+    from tse_cli.weights import UnknownModelError, WeightsError
+
+    try:
+        return load_checked(spec, device, classes)
+    except ClassLimitError as err:
+        raise fail(str(err), code=2) from None
+    except UnknownModelError as err:  # already names the model and suggests registry names
+        raise fail(str(err)) from None
+    except (WeightsError, OSError, ValueError) as err:
+        raise fail(f"cannot load model {spec!r}: {err}") from None

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from tse_cli.commands import fail
+from tse_cli.commands import DEFAULT_MODEL, fail, load_model_or_exit
 
 if TYPE_CHECKING:
     import numpy as np
@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     from tse_cli.reporting import Reporter
 
 DEFAULT_TEMPLATE = "{stem}_{target}.{ext}"
-DEFAULT_MODEL = "demo"
 
 
 def extract(
@@ -81,7 +80,7 @@ def extract(
         raise fail(f"-o takes one input file, got {len(tasks)}; use -O DIR for several", code=2)
 
     spec = checkpoint or model or DEFAULT_MODEL
-    net = load(spec, str(torch_device), indices)
+    net = load_model_or_exit(spec, str(torch_device), indices)
     query = class_query(spec, net.clue_kind, indices, visual)
     options = {k: v for k, v in {"steps": steps, "eta": eta, "seed": seed}.items() if v is not None}
     engine = make_engine(net, torch_device, block_size, batch_size, jobs, sample_rate, options)
@@ -142,22 +141,6 @@ def check_device(spec: str) -> torch.device:
         return resolve_device(spec)
     except DeviceError as err:
         raise fail(str(err), code=2) from None
-
-
-def load(spec: str, device: str, indices: list[int]) -> ExtractionModel:
-    """The model `spec` on `device`; a union it cannot extract is a usage error (exit 2) found before any
-    download where possible, any other problem one line (exit 1)."""
-    from tse_cli.loading import ClassLimitError, load_checked
-    from tse_cli.weights import UnknownModelError, WeightsError
-
-    try:
-        return load_checked(spec, device, indices)
-    except ClassLimitError as err:
-        raise fail(str(err), code=2) from None
-    except UnknownModelError as err:  # already names the model and suggests registry names
-        raise fail(str(err)) from None
-    except (WeightsError, OSError, ValueError) as err:
-        raise fail(f"cannot load model {spec!r}: {err}") from None
 
 
 def class_query(spec: str, clue_kind: str, indices: list[int], visual: Path | None) -> np.ndarray | None:

@@ -1,9 +1,10 @@
 """`tse stream`: extract a target sound from audio on stdin to stdout as it arrives, with a causal model.
 
-This module checks arguments, loads the model (with `tse extract`'s loader) and maps outcomes to exit codes;
-`tse_cli.streamio` runs the loop and `tse_cli.wavstream` reads and writes the bytes. Usage errors (exit 2)
-are found before any audio is read: classes, raw-format options, the device, a window model (checked from the
-registry before any download). Bad input (not WAV, unsupported format, NaN samples) ends the stream with exit 1.
+This module checks arguments, loads the model (`tse_cli.commands.load_model_or_exit`, as `tse extract` does) and
+maps outcomes to exit codes; `tse_cli.streamio` runs the loop and `tse_cli.wavstream` reads and writes the bytes.
+Usage errors (exit 2) are found before any audio is read: classes, raw-format options, the device, a window
+model (checked from the registry before any download). Bad input (not WAV, unsupported format, NaN samples)
+ends the stream with exit 1.
 """
 
 from __future__ import annotations
@@ -15,8 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from tse_cli.commands import fail
-from tse_cli.commands.extract import DEFAULT_MODEL, load_net
+from tse_cli.commands import DEFAULT_MODEL, fail, load_model_or_exit
 
 if TYPE_CHECKING:
     import numpy as np
@@ -130,7 +130,7 @@ def stream(
         registered = _registry_class(spec)
         if registered is not None:  # a causal class defines the protocol's streamer(); checked before any download
             _refuse_window_model(spec, hasattr(registered, "streamer"))
-        net = load_net(spec, str(torch_device), indices)
+        net = load_model_or_exit(spec, str(torch_device), indices)
         _refuse_window_model(spec, model_kind(net) == "stream")
         for name, fd, advice in (("stdin", 0, "pipe audio in"), ("stdout", 1, "redirect it to a file or a player")):
             if os.isatty(fd):
