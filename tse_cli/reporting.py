@@ -29,10 +29,11 @@ class Reporter:
     """Prints per-input outcomes (JSON lines on stdout with `as_json`; one-line errors on stderr), a rich
     progress bar on a terminal, and the final summary; `quiet` keeps errors and warnings only."""
 
-    def __init__(self, quiet: bool, as_json: bool, total: int, model_name: str) -> None:
+    def __init__(self, quiet: bool, as_json: bool, total: int, model_name: str, scope: str = "") -> None:
         from rich.console import Console
 
-        self.quiet, self.as_json, self.model_name = quiet, as_json, model_name
+        self.quiet, self.as_json, self.model_name, self.scope = quiet, as_json, model_name, scope
+        self.rows: list[dict[str, Any]] = []  # every outcome's JSON object, for merging shards
         self.err = Console(stderr=True, highlight=False, soft_wrap=True)
         self.counts = {"done": 0, "skipped": 0, "failed": 0}
         self.seconds = 0.0
@@ -75,8 +76,9 @@ class Reporter:
         """One input finished (or was skipped / failed before any work)."""
         self.counts[task.status] += 1
         self.seconds += task.seconds or 0.0
+        self.rows.append(record(task, self.model_name))
         if self.as_json:
-            sys.stdout.write(json.dumps(record(task, self.model_name)) + "\n")
+            sys.stdout.write(json.dumps(self.rows[-1]) + "\n")
             sys.stdout.flush()
         if task.status == "failed":
             self.err.print(f"error: {task.error}", markup=False)
@@ -91,6 +93,16 @@ class Reporter:
                 markup=False,
             )
 
+    def merge(self, rows: list[dict[str, Any]], counts: dict[str, int], seconds: float) -> None:
+        """Add another shard's outcomes (its `rows`, `counts` and audio `seconds`): their JSON lines are printed
+        with --json, their errors were printed by that shard."""
+        for key, value in counts.items():
+            self.counts[key] += value
+        self.seconds += seconds
+        if self.as_json:
+            sys.stdout.writelines(json.dumps(row) + "\n" for row in rows)
+            sys.stdout.flush()
+
     def summary(self, elapsed: float) -> None:
         """The last line: counts, audio seconds, wall seconds and RTF."""
         if self.quiet:
@@ -98,7 +110,7 @@ class Reporter:
         c = self.counts
         rtf = f", RTF {elapsed / self.seconds:.3f}" if self.seconds and c["done"] else ""
         self.err.print(
-            f"{c['done']} done, {c['skipped']} skipped, {c['failed']} failed; {self.seconds:.1f} s of audio "
-            f"in {elapsed:.1f} s{rtf}",
+            f"{self.scope}{c['done']} done, {c['skipped']} skipped, {c['failed']} failed; "
+            f"{self.seconds:.1f} s of audio in {elapsed:.1f} s{rtf}",
             markup=False,
         )

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from tse_cli.engine import Engine, Task
     from tse_cli.models.protocol import ExtractionModel
     from tse_cli.reporting import Reporter
+    from tse_cli.sharding import Shard
 
 DEFAULT_TEMPLATE = "{stem}_{target}.{ext}"
 
@@ -55,6 +56,13 @@ def extract(
         1 << 16, "--block-size", min=1, help="Samples (at the model's rate) per streaming block; any value is exact."
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs (default: skip them)."),
+    shard: str | None = typer.Option(
+        None,
+        "--shard",
+        metavar="K/N",
+        help="Run only shard K of N of the inputs (balanced by duration; job arrays). Under torchrun each rank "
+        "takes its own shard.",
+    ),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="Print errors only."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per input on stdout."),
     steps: int | None = typer.Option(None, "--steps", min=1, help="Diffusion steps (DPM-TSE)."),
@@ -70,11 +78,12 @@ def extract(
 
     Exit codes: 0 all done (or skipped), 1 some input failed, 2 usage error, 130 interrupted.
     """
-    from tse_cli import planning
+    from tse_cli import planning, sharding
     from tse_cli.reporting import Reporter
 
     indices = check_arguments(output, out_dir, model, checkpoint, sample_rate, template, classes, fmt, subtype)
-    torch_device = check_device(device)
+    part = check_shard(shard, output)
+    torch_device = check_device(sharding.local_device(device) if part and part.distributed else device)
     tasks = planning.expand_inputs(inputs, recursive, out_dir)
     if output is not None and len(tasks) != 1:
         raise fail(f"-o takes one input file, got {len(tasks)}; use -O DIR for several", code=2)
@@ -90,7 +99,11 @@ def extract(
     outputs = {"output": output, "out_dir": out_dir, "template": template, "target": target, "model_name": name}
     plan(tasks, query, visual, outputs | {"fmt": fmt, "subtype": subtype, "residual": residual, "overwrite": overwrite})
 
-    if run(engine, tasks, Reporter(quiet, as_json, len(tasks), name)):
+    follower = part is not None and part.distributed and part.index > 0  # rank 0 reports for every rank
+    if part is not None:
+        tasks = sharding.select(tasks, part)
+    scope = f"shard {part}: " if part is not None and not part.distributed else ""
+    if run(engine, tasks, Reporter(quiet or follower, as_json and not follower, len(tasks), name, scope), part):
         raise typer.Exit(1)
 
 
@@ -131,6 +144,24 @@ def check_arguments(
     except (ValueError, UnknownClassError, AudioError) as err:
         raise fail(str(err), code=2) from None
     return indices
+
+
+def check_shard(text: str | None, output: Path | None) -> Shard | None:
+    """The shard this process runs: `--shard K/N`, else torchrun's rank (RANK of WORLD_SIZE), else None."""
+    from tse_cli import sharding
+
+    if text is not None:
+        if sharding.from_torchrun() is not None:
+            raise fail("--shard is for separate jobs; under torchrun every rank takes its own shard", code=2)
+        try:
+            part = sharding.parse(text)
+        except ValueError as err:
+            raise fail(str(err), code=2) from None
+    else:
+        part = sharding.from_torchrun()
+    if part is not None and output is not None:
+        raise fail(f"shard {part}: sharding splits -O DIR runs, not -o FILE", code=2)
+    return part
 
 
 def check_device(spec: str) -> torch.device:
@@ -200,9 +231,10 @@ def make_engine(
         raise fail(f"{err} (--steps/--eta/--seed are for diffusion models)", code=2) from None
 
 
-def run(engine: Engine, tasks: list[Task], reporter: Reporter) -> bool:
+def run(engine: Engine, tasks: list[Task], reporter: Reporter, part: Shard | None = None) -> bool:
     """Report the inputs planning decided, run the others and report each as it finishes, then the summary;
-    return whether any input failed. Ctrl-C exits 130 once the engine has deleted every partial output."""
+    return whether any input failed (on any rank, under torchrun: rank 0 merges the others' outcomes). Ctrl-C
+    exits 130 once the engine has deleted every partial output."""
     import time
 
     start = time.perf_counter()
@@ -219,8 +251,27 @@ def run(engine: Engine, tasks: list[Task], reporter: Reporter) -> bool:
     if interrupted:
         typer.echo("interrupted: no partial outputs were left", err=True)
         raise typer.Exit(130)
+    if part is not None and part.distributed:
+        meet(reporter, part)
     reporter.summary(time.perf_counter() - start)
     return reporter.counts["failed"] > 0
+
+
+def meet(reporter: Reporter, part: Shard) -> None:
+    """Exchange outcomes with the other torchrun ranks; rank 0's reporter takes in theirs (JSON lines, counts),
+    the others only their failure counts, so that every rank exits 1 if any input failed anywhere."""
+    from tse_cli.sharding import Meeting
+
+    meeting = Meeting()
+    everyone = meeting.gather((reporter.rows, dict(reporter.counts), reporter.seconds))
+    meeting.close()
+    for rank, (rows, counts, seconds) in enumerate(everyone):
+        if rank == part.index:
+            continue
+        if part.index == 0:
+            reporter.merge(rows, counts, seconds)
+        else:
+            reporter.counts["failed"] += counts["failed"]
 
 
 def register(app: typer.Typer) -> None:
