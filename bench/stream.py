@@ -1,12 +1,12 @@
 """`tse stream` end to end through pipes, in real time, on one thread: RTF and input-to-output delay per block.
 
-    .venv/bin/python bench/stream.py [--seconds 10] [--chunks 416 128] [--models waveformer-large wavemamba-large]
+    .venv/bin/python bench/stream.py [--seconds 10] [--chunks 416 128] [--models waveformer-large wavemamba-large demo]
 
-Per model (published size, random weights: speed does not depend on their values) and chunk size, the real
-command `python -m tse_cli stream --checkpoint DIR -c Bark --raw --rate 44100 --format raw --out-dtype
-float32 --chunk C` runs in a subprocess with OMP_NUM_THREADS=1. This process plays a capture device: after one
-untimed second (start-up, warm-up), it writes each block of C samples at the moment its last sample would have
-been captured, `--seconds` long, and a reader thread timestamps every byte that comes back.
+Per model and chunk size, the real command `python -m tse_cli stream --checkpoint DIR -c Bark --raw --rate
+44100 --format raw --out-dtype float32 --chunk C` runs in a subprocess with OMP_NUM_THREADS=1. This process
+plays a capture device: after one untimed second (start-up, warm-up), it writes each block of C samples at the
+moment its last sample would have been captured, `--seconds` long, and a reader thread timestamps every byte
+that comes back.
 
 The delay of input block k is measured for its first sample s: the time its output was read minus the time
 sample s was captured (block k's write time minus (C - 1) / rate). The theoretical delay of that sample is
@@ -14,8 +14,15 @@ how long the model itself must wait: (end of the first block after which the str
 - s - 1 samples, found by feeding the same chunks to the model's streamer in this process; it is one chunk
 plus the model's lookahead at most (`(C + latency_samples - 1) / rate`, the bound column). Measured minus
 theoretical is the compute time and the pipe overhead. RTF: the subprocess's CPU seconds (user + system, from
-/proc) over the timed audio seconds; on one thread, below 1 is real time. "late" counts blocks whose delay
+/proc) over the timed audio seconds; on one thread, below 1 is real time. Baseline, in this process on one
+thread: "model RTF", the CPU RTF of the model's streamer alone fed the same chunks (no pipes, no
+decoding), so RTF - model RTF is what `tse stream` adds around the model. "late" counts blocks whose delay
 exceeds the theoretical one by more than a chunk (compute fell behind real time).
+
+Models: architecture names at their published size with random weights (speed does not depend on the values),
+or registry models with their weights (`demo`, the small packaged WaveMamba, needs no download).
+Columns: bound, theory (mean, max), delay (mean, p95, max) and overhead (delay - theory, mean) in ms; RTF and
+model RTF (the streamer alone, in this process); late: blocks more than a chunk later than the theory.
 
 Prints a table and writes bench/results/stream.json.
 """
@@ -66,15 +73,17 @@ class Reader(threading.Thread):
         return self.times[bisect.bisect_right(self.ends, sample * OUT_BYTES)]
 
 
-def emissions(model, chunk: int, chunks: int) -> list[int]:
-    """Output samples the model's streamer has emitted after each of `chunks` chunks (cumulative)."""
+def emissions(model, audio: np.ndarray, chunk: int) -> tuple[list[int], float]:
+    """Feed `audio` (samples,) to the model's streamer in this process, in `chunk`-sample pieces: the output
+    samples emitted after each piece (cumulative), and the streamer's CPU RTF (the in-process baseline)."""
     import torch
 
     streamer, total, out = model.streamer(torch.eye(41)[2:3]), 0, []
-    for _ in range(chunks):
-        total += streamer.feed(torch.zeros(1, 1, chunk)).shape[-1]
+    cpu = time.process_time()
+    for piece in torch.from_numpy(audio)[None, None].split(chunk, dim=-1):
+        total += streamer.feed(piece).shape[-1]
         out.append(total)
-    return out
+    return out, (time.process_time() - cpu) / (len(audio) / RATE)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -88,9 +97,9 @@ def measure(checkpoint: Path, model, chunk: int, seconds: float, threads: int) -
     warm_chunks = int(np.ceil(WARM_UP_SECONDS * RATE / chunk))
     timed_chunks = int(seconds * RATE / chunk)
     total_chunks = warm_chunks + timed_chunks
-    rng = np.random.default_rng(0)
-    audio = (0.1 * rng.standard_normal(total_chunks * chunk) * 32767).astype("<i2").tobytes()
-    emitted = emissions(model, chunk, total_chunks)
+    pcm = (0.1 * np.random.default_rng(0).standard_normal(total_chunks * chunk) * 32767).astype("<i2")
+    audio = pcm.tobytes()
+    emitted, streamer_rtf = emissions(model, pcm.astype(np.float32) / 32768, chunk)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     command = [sys.executable, "-m", "tse_cli", "stream", "--checkpoint", str(checkpoint), "-c", "Bark", "--raw"]
     command += ["--rate", str(RATE), "--format", "raw", "--out-dtype", "float32", "--chunk", str(chunk)]
@@ -146,6 +155,7 @@ def measure(checkpoint: Path, model, chunk: int, seconds: float, threads: int) -
         "measured_max_ms": max(ms),
         "overhead_mean_ms": statistics.mean(ms) - 1e3 * statistics.mean(theoretical),
         "rtf": cpu / (timed_chunks * chunk / RATE),
+        "streamer_rtf": streamer_rtf,
         "blocks": len(measured),
         "late": late,
     }
@@ -155,33 +165,41 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="Timed audio per row (after 1 s of warm-up).")
     parser.add_argument("--chunks", type=int, nargs="+", default=[416, 128])
-    parser.add_argument("--models", nargs="+", default=["waveformer-large", "wavemamba-large"])
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=["waveformer-large", "wavemamba-large", "demo"],
+        help="Architecture names (published size, random weights) or registry models (their weights).",
+    )
     parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of `tse stream`.")
     args = parser.parse_args()
 
     import torch
 
     from tse_cli.checkpoint import save_checkpoint
-    from tse_cli.models import create
+    from tse_cli.models import ARCHITECTURES, create
+    from tse_cli.weights import load_model
 
     torch.set_num_threads(1)
     rows, table = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
             torch.manual_seed(0)
-            model = create(name).eval()
+            model = (create(name) if name in ARCHITECTURES else load_model(name)).eval()
             checkpoint = save_checkpoint(model, Path(tmp) / name)
             for chunk in args.chunks:
                 row = {"model": name, **measure(checkpoint, model, chunk, args.seconds, args.threads)}
                 rows.append(row)
                 table.append(
-                    [name, f"{chunk} ({row['chunk_ms']:.1f} ms)", row["bound_ms"], row["theoretical_mean_ms"],
+                    [name, chunk, row["bound_ms"], row["theoretical_mean_ms"],
                      row["theoretical_max_ms"], row["measured_mean_ms"], row["measured_p95_ms"],
-                     row["measured_max_ms"], row["overhead_mean_ms"], row["rtf"], f"{row['late']}/{row['blocks']}"]
+                     row["measured_max_ms"], row["overhead_mean_ms"], row["rtf"], row["streamer_rtf"],
+                     f"{row['late']}/{row['blocks']}"]
                 )  # fmt: skip
-    columns = ["model", "chunk", "bound ms", "theory mean", "theory max", "delay mean", "delay p95", "delay max",
-               "overhead mean", "RTF", "late"]  # fmt: skip
-    print_table(f"tse stream through pipes, real time, {args.threads} thread(s), delays in ms", columns, table)
+    columns = ["model", "chunk", "bound", "theory", "theory max", "delay", "delay p95", "delay max", "overhead",
+               "RTF", "model RTF", "late"]  # fmt: skip
+    title = f"tse stream through pipes in real time, {args.threads} thread(s): delays in ms (means unless noted)"
+    print_table(title, columns, table)
     write_results("stream", machine() | {"seconds": args.seconds, "stream_threads": args.threads}, rows)
 
 

@@ -25,7 +25,7 @@ from tse_cli.checkpoint import load_checkpoint, save_checkpoint
 from tse_cli.cli import app
 from tse_cli.models import create
 from tse_cli.streamio import CausalChain, Meter, run
-from tse_cli.wavstream import DTYPES, ByteSink, ByteSource, PcmFormat, StreamError, read_wav_header, wav_header
+from tse_cli.wavstream import DTYPES, ByteSink, ByteSource, Encoder, PcmFormat, StreamError, read_wav_header, wav_header
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"enc_dim": 32, "dec_dim": 16, "num_enc_layers": 2}
@@ -124,7 +124,7 @@ def test_raw_pipe_equals_extract(tmp_path: Path, ckpt: dict[str, Path], chunk: i
     expected = extract(tmp_path, x, RATE, *args, "--subtype", "FLOAT", subtype=subtype)
     raw = sf.read(io.BytesIO(wav_bytes(x, RATE, subtype)), dtype="float32")[0]  # what the raw bytes hold
     fmt = PcmFormat(RATE, 2, dtype)
-    data, _ = fmt.encode(raw.T)
+    data, _ = Encoder(fmt).encode(raw.T)
     raw_args = ("--raw", "--rate", RATE, "--channels", 2, "--dtype", dtype, "--format", "raw", "--chunk", chunk)
     result = tse_stream(*args, *raw_args, "--out-dtype", "float32", data=data)
     assert result.returncode == 0, result.stderr.decode()
@@ -178,7 +178,7 @@ def test_writes_as_it_reads_and_sigint_flushes_the_tail(tmp_path: Path, ckpt: di
     (the model's lookahead and its decoder group) and exits 130, the output equal to extract on what was sent."""
     checkpoint, chunk = ckpt["waveformer-large"], 416
     x = noise(12 * chunk, 1, seed=4)
-    pcm, _ = PcmFormat(RATE, 1, "int16").encode(x.T)
+    pcm, _ = Encoder(PcmFormat(RATE, 1, "int16")).encode(x.T)
     args = ("-c", "Cough", "--checkpoint", checkpoint)
     process = subprocess.Popen(
         command(*args, "--raw", "--rate", RATE, "--format", "raw"),
@@ -309,8 +309,17 @@ def test_wav_headers_and_samples_decode_like_libsndfile(container: str, dtype: s
     decoded = fmt.decode(buffer.read(300 * fmt.frame_bytes))
     expected = sf.read(io.BytesIO(buffer.getvalue()), dtype="float32")[0].T
     assert np.array_equal(decoded, expected)
-    encoded, clipped = fmt.encode(decoded)
-    assert clipped == 0 and np.array_equal(fmt.decode(encoded), decoded)
+    encoder = Encoder(fmt)  # block by block through one writer, as the whole file was written
+    encoded = b"".join(encoder.encode(decoded[:, a : a + 70])[0] for a in range(0, 300, 70))
+    assert encoded == buffer.getvalue()[-len(encoded) :] and len(encoded) == 300 * fmt.frame_bytes
+
+
+def test_encoder_clips_integer_formats_and_counts() -> None:
+    x = np.array([[0.5, 2.0, -3.0, -1.0]], np.float32)
+    data, clipped = Encoder(PcmFormat(8000, 1, "int16")).encode(x)
+    assert clipped == 2 and data == wav_bytes(np.clip(x, -1, 1).T, 8000, "PCM_16")[-8:]  # as libsndfile writes
+    data, clipped = Encoder(PcmFormat(8000, 1, "float32")).encode(x)
+    assert clipped == 0 and np.array_equal(np.frombuffer(data, "<f4"), x[0])
 
 
 def fmt_chunk(tag: int, channels: int, rate: int, bits: int) -> bytes:
@@ -374,3 +383,6 @@ def test_meter_reports_and_warns_when_behind() -> None:
     meter.emit()
     assert lines[1].startswith("stream: 0.2 s of audio, RTF 3.000") and "latency" not in lines[1]
     assert lines[2].startswith("warning: compute falls behind real time (RTF 3.00 over the last")
+    meter.block(100, 0.3, None)
+    meter.emit(warn=False)
+    assert len(lines) == 4 and lines[3].startswith("stream: 0.3 s of audio, RTF 3.000")

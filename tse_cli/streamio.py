@@ -26,7 +26,7 @@ import torch
 
 from tse_cli.models.protocol import CausalModel
 from tse_cli.resample import StreamResampler, resampled_length
-from tse_cli.wavstream import ByteSink, ByteSource, PcmFormat, StreamError, wav_header
+from tse_cli.wavstream import ByteSink, ByteSource, Encoder, PcmFormat, StreamError, wav_header
 
 REPORT_SECONDS = 5.0  # wall seconds between two `Meter` reports
 
@@ -134,8 +134,8 @@ class Meter:
         if now - self.last >= REPORT_SECONDS:
             self.emit(now)
 
-    def emit(self, now: float | None = None) -> None:
-        """Report the period so far and start a new one."""
+    def emit(self, now: float | None = None, warn: bool = True) -> None:
+        """Report the period so far and start a new one; `warn` when it fell behind real time."""
         now = time.perf_counter() if now is None else now
         rtf = self.compute / self.audio if self.audio else 0.0
         line = f"stream: {self.audio_total:.1f} s of audio, RTF {rtf:.3f}"
@@ -144,7 +144,7 @@ class Meter:
             per_block = 1e3 * self.compute / self.outputs
             line += f", latency {mean:.1f} ms mean, {worst:.1f} ms max (compute {per_block:.2f} ms per output block)"
         self.report(line)
-        if rtf > 1.0:
+        if warn and rtf > 1.0:
             self.report(
                 f"warning: compute falls behind real time (RTF {rtf:.2f} over the last {now - self.last:.1f} s): "
                 "the delay grows; use a larger --chunk or a faster --device"
@@ -188,36 +188,40 @@ def run(
     header_bytes = sink.bytes_written
     left = data_bytes
     data = b""
+    encoder = Encoder(out_format)
 
     def put(y: np.ndarray) -> None:
         nonlocal clipped
-        encoded, n = out_format.encode(y)
+        encoded, n = encoder.encode(y)
         clipped += n
         sink.write(encoded)
 
-    while not (source.eof or source.interrupted) and left != 0:
-        want = chunk * frame_bytes if left is None else min(chunk * frame_bytes, left)
-        data = source.read(want)
-        if left is not None:
-            left -= len(data)
-        whole = len(data) // frame_bytes * frame_bytes
-        if not whole:
-            break
-        read_at = time.perf_counter()
-        x = in_format.decode(data[:whole])
-        bad = ~np.isfinite(x)
-        if bad.any():
-            frame = chain.frames_in + int(np.argmax(bad.any(axis=0)))
-            raise StreamError(f"stdin: non-finite sample (NaN or inf) at frame {frame}")
-        first = chain.frames_out
-        y = chain.feed(x)
-        put(y)
-        if meter is not None:
-            buffered = (chain.frames_in - first * chain.in_rate / chain.out_rate) / chain.in_rate
-            meter.block(x.shape[1], time.perf_counter() - read_at, buffered if y.shape[1] else None)
-    put(chain.flush())
+    try:
+        while not (source.eof or source.interrupted) and left != 0:
+            want = chunk * frame_bytes if left is None else min(chunk * frame_bytes, left)
+            data = source.read(want)
+            if left is not None:
+                left -= len(data)
+            whole = len(data) // frame_bytes * frame_bytes
+            if not whole:
+                break
+            read_at = time.perf_counter()
+            x = in_format.decode(data[:whole])
+            bad = ~np.isfinite(x)
+            if bad.any():
+                frame = chain.frames_in + int(np.argmax(bad.any(axis=0)))
+                raise StreamError(f"stdin: non-finite sample (NaN or inf) at frame {frame}")
+            first = chain.frames_out
+            y = chain.feed(x)
+            put(y)
+            if meter is not None:
+                buffered = (chain.frames_in - first * chain.in_rate / chain.out_rate) / chain.in_rate
+                meter.block(x.shape[1], time.perf_counter() - read_at, buffered if y.shape[1] else None)
+        put(chain.flush())
+    finally:
+        encoder.close()
     if meter is not None:
-        meter.emit()
+        meter.emit(warn=False)  # the last, partial period: too late to act on
     if wav and sink.bytes_written - header_bytes < 1 << 32:
         sink.rewrite(wav_header(out_format, sink.bytes_written - header_bytes))
     return Outcome(source.interrupted, chain.frames_in, chain.frames_out, clipped, len(data) % frame_bytes)

@@ -7,9 +7,10 @@ Streaming writers do not know the length: ffmpeg writes 0xFFFFFFFF as the data s
 a large placeholder, so a size of 0 or 0xFFFFFFFF means "until the end of the input", and any other size is an
 upper bound (the input may end earlier: a capture stopped with Ctrl-C).
 
-Samples are converted by libsndfile (soundfile's RAW format over in-memory buffers), the same code that reads
-and writes files for `tse extract`, so a stream and a file with the same samples decode to the same floats and
-the same floats encode to the same bytes. Arrays are float32 (channels, frames).
+Samples convert as libsndfile converts them for `tse extract`'s files, so a stream and a file with the same
+samples decode to the same floats and the same floats encode to the same bytes: decoding is libsndfile's exact
+power-of-two scaling done with numpy (tests compare every format with libsndfile), encoding goes through a
+libsndfile writer of the RAW format kept open on an in-memory sink. Arrays are float32 (channels, frames).
 
 `ByteSource` reads a file descriptor with `select`, so that SIGINT (Ctrl-C) stops a read that is waiting for
 input without losing the bytes already read (POSIX only); `ByteSink` writes each block at once, unbuffered.
@@ -18,7 +19,6 @@ input without losing the bytes already read (POSIX only); `ByteSink` writes each
 from __future__ import annotations
 
 import fcntl
-import io
 import os
 import select
 import signal
@@ -78,32 +78,75 @@ class PcmFormat:
         """Whether samples are integers (values beyond [-1, 1] clip when encoded)."""
         return DTYPES[self.dtype][2] == WAVE_FORMAT_PCM
 
-    def _raw(self, buffer: io.BytesIO, mode: str) -> sf.SoundFile:
-        return sf.SoundFile(
-            buffer, mode, samplerate=self.sample_rate, channels=self.channels, subtype=self.subtype, format="RAW"
+    def decode(self, data: bytes) -> np.ndarray:
+        """Whole frames of bytes -> float32 (channels, frames), exactly as libsndfile reads a file of this format
+        (integers scaled by a power of two: 2^-7 after removing uint8's offset of 128, 2^-15, 2^-23, 2^-31)."""
+        if self.dtype == "int24":
+            b = np.frombuffer(data, np.uint8).reshape(-1, 3).astype(np.int32)
+            samples = ((b[:, 2] << 24) | (b[:, 1] << 16) | (b[:, 0] << 8)).astype(np.float32) * np.float32(2.0**-31)
+        else:
+            kind = {"uint8": "u1", "int16": "<i2", "int32": "<i4", "float32": "<f4", "float64": "<f8"}[self.dtype]
+            samples = np.frombuffer(data, kind).astype(np.float32)
+            if self.dtype == "uint8":
+                samples = (samples - np.float32(128)) * np.float32(2.0**-7)
+            elif self.is_pcm:
+                samples *= np.float32(2.0 ** (1 - 8 * DTYPES[self.dtype][1]))
+        return np.ascontiguousarray(samples.reshape(-1, self.channels).T)
+
+
+class _Collector:
+    """A write-only file object for libsndfile: keeps what is written until `take`."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.position = 0
+
+    def write(self, data: bytes) -> int:
+        self.parts.append(bytes(data))
+        self.position += len(data)
+        return len(data)
+
+    def seek(self, offset: int, whence: int = 0) -> int:  # libsndfile asks for the length once, when opening
+        return self.position
+
+    def tell(self) -> int:
+        return self.position
+
+    def read(self, size: int = -1) -> bytes:
+        return b""
+
+    def take(self) -> bytes:
+        data, self.parts = b"".join(self.parts), []
+        return data
+
+
+class Encoder:
+    """float (channels, frames) blocks -> bytes in `fmt`, by one libsndfile writer kept open (the conversion
+    `tse extract`'s files get). Integer formats clip to [-1, 1] first (never rescale), as
+    `tse_cli.audio.AtomicWriter` does."""
+
+    def __init__(self, fmt: PcmFormat) -> None:
+        self.format = fmt
+        self._sink = _Collector()
+        self._file = sf.SoundFile(
+            self._sink, "w", samplerate=fmt.sample_rate, channels=fmt.channels, subtype=fmt.subtype, format="RAW"
         )
 
-    def decode(self, data: bytes) -> np.ndarray:
-        """Whole frames of bytes -> float32 (channels, frames), as libsndfile reads a file of this format."""
-        if not data:
-            return np.zeros((self.channels, 0), np.float32)
-        with self._raw(io.BytesIO(data), "r") as f:
-            return np.ascontiguousarray(f.read(dtype="float32", always_2d=True).T)
-
     def encode(self, x: np.ndarray) -> tuple[bytes, int]:
-        """float (channels, frames) -> (bytes, samples clipped). Integer formats clip to [-1, 1] (never rescale),
-        as `tse_cli.audio.AtomicWriter` does, then libsndfile converts."""
+        """A block (channels, frames) -> (its bytes, samples clipped)."""
         clipped = 0
-        if self.is_pcm:
+        if self.format.is_pcm:
             over = np.abs(x) > 1.0
             if over.any():
                 clipped = int(over.sum())
                 x = np.clip(x, -1.0, 1.0)
-        buffer = io.BytesIO()
         if x.shape[1]:
-            with self._raw(buffer, "w") as f:
-                f.write(np.ascontiguousarray(x.T, dtype=np.float32))
-        return buffer.getvalue(), clipped
+            self._file.write(np.ascontiguousarray(x.T, dtype=np.float32))
+        return self._sink.take(), clipped
+
+    def close(self) -> None:
+        """Close the writer (nothing is buffered in it)."""
+        self._file.close()
 
 
 # WAV headers -----------------------------------------------------------------------------------------------------
