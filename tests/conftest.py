@@ -1,9 +1,13 @@
-"""Shared test fixtures: the `../shared` material (skipped with a reason where a clone lacks it)."""
+"""Shared test fixtures: the `../shared` material (skipped with a reason where a clone lacks it) and tiny
+checkpoint directories of every architecture (`tiny_checkpoint`; the configs are in tiny.py)."""
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -32,3 +36,29 @@ def shared() -> Path:
 def fixtures(shared: Path) -> Path:
     """`../shared/fixtures`: outputs of the authors' implementations on fixed inputs."""
     return shared / "fixtures"
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """`tiny_checkpoint(name, seed=0, **overrides)`: a checkpoint directory (config.json + model.safetensors) of
+    architecture `name` at its tiny config (`tiny.tiny`), weights drawn with `torch.manual_seed(seed)`.
+
+    Written once per session for each set of arguments and shared: tests read it and never change it (a test
+    that breaks a checkpoint writes its own with `save_checkpoint`). The global RNG is left as it was.
+    """
+    from tiny import tiny
+
+    from tse_cli.checkpoint import save_checkpoint
+
+    written: dict[str, Path] = {}
+
+    def make(name: str, seed: int = 0, **overrides: Any) -> Path:
+        key = json.dumps([name, seed, overrides], sort_keys=True)
+        if key not in written:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                model = tiny(name, **overrides)
+            written[key] = save_checkpoint(model, tmp_path_factory.mktemp("tiny-checkpoint") / name)
+        return written[key]
+
+    return make

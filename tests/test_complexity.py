@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from tiny import tiny
 from torch import nn
 
 from tse_cli.models import create
@@ -103,8 +104,9 @@ def test_scans_do_not_run_while_counting(monkeypatch: pytest.MonkeyPatch) -> Non
 
     monkeypatch.setattr(reference, "reference_core", fail)
     monkeypatch.setattr(reference, "naive_core", fail)
-    model = create("wavemamba-small", enc_dim=32, dec_dim=16, num_enc_layers=2)
+    model = tiny("wavemamba-small")
+    mixer = model.mask_gen.decoder.mixer
     result = count(model, 0.05)
-    assert result["scan_macs"] == scan_macs(1, math.ceil(round(0.05 * 44100) / 32), 32, 16)
+    assert result["scan_macs"] == scan_macs(1, math.ceil(round(0.05 * 44100) / 32), mixer.d_inner, mixer.d_state)
     with torch.no_grad(), pytest.raises(AssertionError, match="a scan ran"):  # the model still scans afterwards
         model(*example_inputs(model, 0.05))

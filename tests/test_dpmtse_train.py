@@ -10,6 +10,7 @@ import pytest
 import soundfile as sf
 import torch
 from safetensors.torch import load_file
+from tiny import TINY, tiny
 
 from tse_cli.checkpoint import load_checkpoint
 from tse_cli.data import layout
@@ -20,7 +21,6 @@ from tse_cli.train.tasks import DataError
 
 RATE = 16000
 LABELS = (2, 10, 18)  # Bark, Cough, Flute
-TINY = {"channels": [32, 32, 64, 64], "attention_head_dim": 8, "vocoder_channels": 64, "window_seconds": 0.32}
 
 
 def write_dpm_set(root: Path, counts: dict[str, int], seconds: float = 0.6, rate: int = RATE) -> Path:
@@ -78,7 +78,7 @@ def test_training_fits_the_unet_keeps_the_vocoder_and_evaluates(
             "arch": "dpm-tse",
             "data": str(dpm_set),
             "out": str(tmp_path / "run"),
-            "model_args": TINY,
+            "model_args": TINY["dpm-tse"],
             "task": {"crop_seconds": 0.32, "vocoder": str(first_stage), "eval_steps": 2},
             "batch_size": 2,
             "num_workers": 0,
@@ -105,9 +105,7 @@ def test_loss_is_the_velocity_mse_of_random_timesteps(dpm_set: Path) -> None:
     options = {**task.options, "crop_seconds": 0.32}
     batch = task.collate([task.dataset(dpm_set, "train", options, train=True)[i] for i in range(2)])
     assert batch["mixture"].shape == (2, 1, round(0.32 * RATE))
-    from tse_cli.models import create
-
-    model = create("dpm-tse", **TINY)
+    model = tiny("dpm-tse")
     loss = task.loss(model, batch, options)
     loss.backward()
     assert loss.ndim == 0 and 0.1 < loss.item() < 10

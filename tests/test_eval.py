@@ -12,20 +12,17 @@ import soundfile as sf
 import torch
 import torchaudio
 from test_metrics import np_si_snr, np_snr
-from test_train import TINY, write_scene_set
+from test_train import write_scene_set
 from typer.testing import CliRunner
 
-from tse_cli.checkpoint import save_checkpoint
 from tse_cli.classes import FSD_CLASSES, class_index
 from tse_cli.cli import app
 from tse_cli.data import layout
-from tse_cli.models import create
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    return save_checkpoint(create("wavemamba-small", **TINY), tmp_path_factory.mktemp("ckpt") / "model")
+def checkpoint(tiny_checkpoint) -> Path:
+    return tiny_checkpoint("wavemamba-small")
 
 
 def write_dpm_set(root: Path, count: int = 3, rate: int = 16000, seconds: float = 0.5) -> Path:

@@ -40,15 +40,9 @@ def json_lines(text: str) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny(tiny_checkpoint) -> Path:
     """A tiny Waveformer checkpoint directory (random weights)."""
-    pytest.importorskip("tse_cli.models.waveformer", reason="Waveformer not built yet")
-    from tse_cli.checkpoint import save_checkpoint
-    from tse_cli.models import create
-
-    torch.manual_seed(0)
-    model = create("waveformer-large", enc_dim=32, dec_dim=16, num_enc_layers=2)
-    return save_checkpoint(model, tmp_path_factory.mktemp("ckpt") / "tiny")
+    return tiny_checkpoint("waveformer-large")
 
 
 # inputs and outputs --------------------------------------------------------------------------------------------
@@ -89,7 +83,7 @@ def test_globs_and_filename_template(tmp_path: Path, tiny: Path) -> None:
     args = ("-c", "Meow", "--checkpoint", tiny, "-O", tmp_path / "out", "--filename", template)
     result = run("extract", pattern, *args, "--format", "flac")
     assert result.exit_code == 0, result.stderr
-    assert files(tmp_path / "out") == ["x/tiny/one-Meow.flac", "y/tiny/two-Meow.flac"]
+    assert files(tmp_path / "out") == [f"x/{tiny.name}/one-Meow.flac", f"y/{tiny.name}/two-Meow.flac"]  # {model}
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,7 @@
-"""`tse extract` end to end for every architecture family, through tiny saved checkpoints: the streamed causal
-models (Waveformer, WaveMamba), the diffusion model (DPM-TSE: one class, --steps/--eta/--seed) and the
-audio-visual window models (AV-SepFormer, AV-SepMamba: --visual, clue frames at the end of a file, batches)."""
+"""`tse extract` end to end for the families with their own options, through tiny saved checkpoints: the diffusion
+model (DPM-TSE: one class, --steps/--eta/--seed) and the audio-visual window models (AV-SepFormer, AV-SepMamba:
+--visual, clue frames at the end of a file, batches, folders pairing each recording with its clue). How the engine
+runs every architecture (streams, windows) is in test_contract.py."""
 
 from __future__ import annotations
 
@@ -12,29 +13,14 @@ import soundfile as sf
 import torch
 from typer.testing import CliRunner
 
-from tse_cli.checkpoint import load_checkpoint, save_checkpoint
-from tse_cli.classes import class_index, multi_hot
+from tse_cli.checkpoint import load_checkpoint
 from tse_cli.cli import app
-from tse_cli.models import create
-
-TINY = {
-    "waveformer-large": {"enc_dim": 32, "dec_dim": 16, "num_enc_layers": 2},
-    "wavemamba-large": {"enc_dim": 32, "dec_dim": 16, "num_enc_layers": 2},
-    "dpm-tse": {"channels": [32, 32, 64, 64], "attention_head_dim": 8, "vocoder_channels": 64, "window_seconds": 0.32},
-    "av-sepformer-small": {"d_model": 16, "n_heads": 2, "d_ffn": 32, "intra_layers": 1, "inter_layers": 2},
-    "av-sepmamba-small": {"d_model": 16, "intra_layers": 1, "inter_layers": 1},
-}
 
 
 @pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A tiny checkpoint directory (random weights) per architecture, saved once for the module."""
-    folder = tmp_path_factory.mktemp("checkpoints")
-    saved = {}
-    for name, config in TINY.items():
-        torch.manual_seed(0)
-        saved[name] = save_checkpoint(create(name, **config), folder / name)
-    return saved
+def checkpoints(tiny_checkpoint) -> dict[str, Path]:
+    """A tiny checkpoint directory (random weights) per family."""
+    return {name: tiny_checkpoint(name) for name in ("dpm-tse", "av-sepformer-small", "av-sepmamba-small")}
 
 
 def run(*args: str | Path):
@@ -53,30 +39,6 @@ def forward(checkpoint: Path, audio: np.ndarray, clue: np.ndarray) -> np.ndarray
     with torch.no_grad():
         model = load_checkpoint(checkpoint)
         return model(torch.from_numpy(audio)[None, None], torch.from_numpy(clue)[None])[0, 0].numpy()
-
-
-# streamed causal models ----------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("name", ["waveformer-large", "wavemamba-large"])
-def test_causal_models_stream_exactly(tmp_path: Path, checkpoints: dict[str, Path], name: str) -> None:
-    x = write(tmp_path / "mix.wav", 0.1, 44100)
-    out = tmp_path / "out.wav"
-    result = run(
-        "extract",
-        tmp_path / "mix.wav",
-        "-c",
-        "Cough",
-        "--checkpoint",
-        checkpoints[name],
-        "-o",
-        out,
-        "--block-size",
-        999,
-    )
-    assert result.exit_code == 0, result.stderr
-    expected = forward(checkpoints[name], x, multi_hot([class_index("Cough")]))
-    assert np.abs(sf.read(str(out), dtype="float32")[0] - expected).max() < 1e-5
 
 
 # diffusion -----------------------------------------------------------------------------------------------------
@@ -176,3 +138,18 @@ def test_visual_batches_equal_files_alone(tmp_path: Path, checkpoints: dict[str,
     for stem, (audio, clue) in pairs.items():
         estimate = sf.read(str(tmp_path / "out" / f"{stem}_visual.wav"), dtype="float32")[0]
         assert np.abs(estimate - forward(checkpoint, audio, clue)).max() < 1e-5, stem
+
+
+def test_folder_pairs_stems_and_reports_bad_clues(tmp_path: Path, checkpoints: dict[str, Path]) -> None:
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    write_pair(inputs, "good", 1.0, 25)
+    write_pair(inputs, "wrong_rate", 2.0, 60, seed=1)  # 30 fps
+    sf.write(inputs / "no_clue.wav", np.zeros(16000, np.float32), 16000)
+    out = tmp_path / "out"
+    result = run("extract", "--checkpoint", checkpoints["av-sepformer-small"], inputs, "-O", out)
+    assert result.exit_code == 1, result.output
+    written = sorted(p.name for p in out.rglob("*.wav"))
+    assert len(written) == 1 and written[0].startswith("good"), written
+    assert "wrong_rate.npy: 60 frames for 2.00 s of audio" in result.output
+    assert "no_clue.npy: no such file" in result.output

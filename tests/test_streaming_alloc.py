@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny import tiny
 
-from tse_cli.models import create
 from tse_cli.models.crossmamba import CrossMambaBlock
 from tse_cli.models.streaming import Scratch, count_allocations, scratch
 
-TINY = {"enc_dim": 32, "dec_dim": 16, "num_enc_layers": 3}
+DEEP = {"num_enc_layers": 3}  # on top of the tiny config: three context buffer sizes
 LAYER_NORM = 3  # allocations per F.layer_norm call: output, mean, rstd
 # Waveformer, per decoded group and decoder layer: its 3 LayerNorms, F.linear (attention projections, feed-forward),
 # nn.MultiheadAttention's head reshapes and scaled_dot_product_attention kernel, the 3 residual adds, the feed-forward
@@ -31,7 +31,7 @@ WARM_UP, CHUNKS = 30, 26
 def _steady_state(name: str, chunk: int, **extra) -> tuple[torch.nn.Module, dict[str, int]]:
     """Allocations per operator while streaming CHUNKS chunks of `chunk` samples after WARM_UP of them."""
     torch.manual_seed(0)
-    model = create(name, **TINY, **extra).eval()
+    model = tiny(name, **DEEP, **extra).eval()
     streamer = model.streamer(torch.eye(41)[:1])
     pieces = (torch.randn(1, 1, chunk * (WARM_UP + CHUNKS)) * 0.3).split(chunk, dim=-1)
     for piece in pieces[:WARM_UP]:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from tiny import TINY
 from typer.testing import CliRunner
 
 from tse_cli.checkpoint import load_checkpoint
@@ -21,7 +22,7 @@ from tse_cli.train.state import load_state
 
 RATE = 44100
 LABELS = ("Bark", "Cough", "Flute", "Gong")
-TINY = {"enc_dim": 16, "dec_dim": 8, "num_enc_layers": 2}
+MODEL_ARGS = TINY["waveformer-small"]
 
 
 def write_scene_set(root: Path, counts: dict[str, int], seconds: float = 0.25, seed: int = 0) -> Path:
@@ -56,12 +57,12 @@ def scene_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def tiny_config(data: Path, out: Path, **overrides) -> object:
-    """A waveformer-small of a few thousand parameters on `data`, logging every step."""
+    """A tiny waveformer-small on `data`, logging every step."""
     settings = {
         "arch": "waveformer-small",
         "data": str(data),
         "out": str(out),
-        "model_args": TINY,
+        "model_args": MODEL_ARGS,
         "batch_size": 2,
         "num_workers": 0,
         "lr": 3e-3,
@@ -84,9 +85,9 @@ def test_a_few_steps_reduce_the_loss(scene_set: Path, tmp_path: Path) -> None:
     assert result["step"] == 24 and len(losses) == 24
     assert np.mean(losses[-6:]) < np.mean(losses[:6]) - 0.5
     model = load_checkpoint(tmp_path / "run" / "best")
-    assert model.config["enc_dim"] == 16
+    assert model.config["enc_dim"] == MODEL_ARGS["enc_dim"]
     saved = json.loads((tmp_path / "run" / "train.json").read_text())
-    assert saved["max_steps"] == 24 and saved["model_args"] == TINY
+    assert saved["max_steps"] == 24 and saved["model_args"] == MODEL_ARGS
 
 
 def test_resume_replays_an_unbroken_run_exactly(scene_set: Path, tmp_path: Path) -> None:
@@ -142,14 +143,14 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(scene_set: Path, tmp_
 
 def test_cli_trains_saves_its_config_and_refuses_to_overwrite(scene_set: Path, tmp_path: Path) -> None:
     config = tmp_path / "settings.json"
-    config.write_text(json.dumps({"batch_size": 2, "num_workers": 0, "model_args": TINY, "log_every": 1}))
+    config.write_text(json.dumps({"batch_size": 2, "num_workers": 0, "model_args": MODEL_ARGS, "log_every": 1}))
     run = tmp_path / "run"
     args = ["train", "waveformer-small", "--data", str(scene_set), "-o", str(run), "--config", str(config)]
     result = CliRunner().invoke(app, [*args, "--max-steps", "2", "--set", "lr=0.001", "-m", "num_enc_layers=1", "-q"])
     assert result.exit_code == 0, result.output
     saved = json.loads((run / "train.json").read_text())
     assert saved["lr"] == 0.001 and saved["max_steps"] == 2 and saved["batch_size"] == 2
-    assert saved["model_args"] == {**TINY, "num_enc_layers": 1} and saved["grad_clip"] == 0.5
+    assert saved["model_args"] == {**MODEL_ARGS, "num_enc_layers": 1} and saved["grad_clip"] == 0.5
     assert len(train_losses(run)) == 2
     again = CliRunner().invoke(app, [*args, "--max-steps", "2"])
     assert again.exit_code == 2 and "already holds a run" in again.output

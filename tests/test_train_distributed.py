@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from test_train import TINY, write_scene_set
+from test_train import MODEL_ARGS, write_scene_set
 
 from tse_cli.checkpoint import load_checkpoint
 from tse_cli.train.state import load_state
@@ -23,7 +23,7 @@ def torchrun(*args: str) -> subprocess.CompletedProcess:
 def test_two_gloo_processes_train_and_checkpoint(tmp_path: Path) -> None:
     data = write_scene_set(tmp_path / "set", {"train": 8, "val": 2})
     run = tmp_path / "run"
-    model_args = [arg for k, v in TINY.items() for arg in ("-m", f"{k}={v}")]
+    model_args = [arg for k, v in MODEL_ARGS.items() for arg in ("-m", f"{k}={v}")]
     args = ["train", "waveformer-small", "--data", str(data), "-o", str(run), "--batch-size", "2", "-q"]
     args += ["--num-workers", "0", "--save-every", "3", "--set", "log_every=1", "--max-steps", "5", *model_args]
     result = torchrun(*args)
@@ -34,6 +34,6 @@ def test_two_gloo_processes_train_and_checkpoint(tmp_path: Path) -> None:
     assert all(line["processes"] == 2 for line in train)
     assert [line["epoch"] for line in train] == [0, 0, 1, 1, 2]
     assert [line["epoch"] for line in lines if line["event"] == "val"] == [1, 2, 2]
-    assert load_checkpoint(run / "best").config["enc_dim"] == TINY["enc_dim"]
+    assert load_checkpoint(run / "best").config["enc_dim"] == MODEL_ARGS["enc_dim"]
     state = load_state(run / "last")
     assert (state["step"], state["epoch"], state["batch"]) == (5, 2, 1)

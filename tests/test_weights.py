@@ -10,17 +10,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny import tiny
 from typer.testing import CliRunner
 
 from tse_cli import hub, weights
 from tse_cli.checkpoint import read_config, save_checkpoint
 from tse_cli.cli import app
 from tse_cli.model_info import describe
-from tse_cli.models import ARCHITECTURES, create
+from tse_cli.models import ARCHITECTURES
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
-TINY_WAVEFORMER = {"enc_dim": 32, "dec_dim": 16, "num_enc_layers": 2}
 
 ENTRY = """[tiny]
 description = "d"
@@ -141,7 +141,7 @@ def test_unknown_names_suggest_close_ones():
 
 
 def test_load_model_from_checkpoint_directory(tmp_path: Path):
-    model = create("waveformer-small", **TINY_WAVEFORMER)
+    model = tiny("waveformer-small")
     folder = save_checkpoint(model, tmp_path / "ckpt")
     loaded = weights.load_model(str(folder))
     assert not loaded.training
