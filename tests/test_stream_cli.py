@@ -21,32 +21,20 @@ import soundfile as sf
 import torch
 from typer.testing import CliRunner
 
-from tse_cli.checkpoint import load_checkpoint, save_checkpoint
+from tse_cli.checkpoint import load_checkpoint
 from tse_cli.cli import app
-from tse_cli.models import create
 from tse_cli.streamio import CausalChain, Meter, run
 from tse_cli.wavstream import DTYPES, ByteSink, ByteSource, Encoder, PcmFormat, StreamError, read_wav_header, wav_header
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = {"enc_dim": 32, "dec_dim": 16, "num_enc_layers": 2}
 RATE = 44100
 TIMEOUT = 300  # seconds for one subprocess (several start at once on a loaded 2-core machine)
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def ckpt(tiny_checkpoint) -> dict[str, Path]:
     """Tiny random checkpoints: the two causal families and a window model."""
-    folder = tmp_path_factory.mktemp("stream-ckpt")
-    configs = {
-        "waveformer-large": TINY,
-        "wavemamba-large": TINY,
-        "av-sepformer-small": {"d_model": 16, "n_heads": 2, "d_ffn": 32, "intra_layers": 1, "inter_layers": 2},
-    }
-    saved = {}
-    for name, config in configs.items():
-        torch.manual_seed(0)
-        saved[name] = save_checkpoint(create(name, **config), folder / name)
-    return saved
+    return {name: tiny_checkpoint(name) for name in ("waveformer-large", "wavemamba-large", "av-sepformer-small")}
 
 
 def noise(frames: int, channels: int, seed: int = 0) -> np.ndarray:
