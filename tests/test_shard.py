@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 from typer.testing import CliRunner
 
 from tse_cli.cli import app
@@ -19,15 +18,9 @@ from tse_cli.sharding import Shard, assign, parse
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny(tiny_checkpoint) -> Path:
     """A tiny random Waveformer checkpoint directory."""
-    from tse_cli.checkpoint import save_checkpoint
-    from tse_cli.models import create
-
-    torch.manual_seed(0)
-    return save_checkpoint(
-        create("waveformer-small", enc_dim=16, dec_dim=8, num_enc_layers=1), tmp_path_factory.mktemp("c") / "m"
-    )
+    return tiny_checkpoint("waveformer-small")
 
 
 @pytest.fixture
