@@ -45,6 +45,7 @@ def test_registry_metadata_matches_the_class(built: tuple[str, nn.Module]) -> No
     entry = architecture(name)
     declared = (model.sample_rate, model.clue_kind, model.clue_rate, model.max_classes)
     assert (entry.sample_rate, entry.clue_kind, entry.clue_rate, entry.max_classes) == declared
+    assert entry.causal == (model_kind(model) == "stream")
     assert type(model) is entry.load_class()
 
 

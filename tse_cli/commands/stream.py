@@ -28,9 +28,9 @@ DEFAULT_CHUNK = 416  # the published Waveformer hop: 13 frames of 32 samples, 9.
 EXIT_INTERRUPTED, EXIT_CLOSED = 130, 141  # 128 + SIGINT, 128 + SIGPIPE (what a shell reports for `cat`)
 
 
-def _registry_class(spec: str) -> type | None:
-    """The model class of registry entry `spec`, known without downloading its weights (None for a path, a Hub
-    repo or anything the registry cannot say; the loader reports those problems)."""
+def _registry_causal(spec: str) -> bool | None:
+    """Whether registry entry `spec` is a causal model, known from the registry alone (no model module, no
+    download); None for a path, a Hub repo or anything the registry cannot say (the loader reports those)."""
     from tse_cli.models import ARCHITECTURES
     from tse_cli.weights import WeightsError, load_registry
 
@@ -42,7 +42,7 @@ def _registry_class(spec: str) -> type | None:
         return None
     if entry is None or entry.architecture not in ARCHITECTURES:
         return None
-    return ARCHITECTURES[entry.architecture].load_class()
+    return ARCHITECTURES[entry.architecture].causal
 
 
 def _refuse_window_model(spec: str, causal: bool) -> None:
@@ -127,9 +127,9 @@ def stream(
     raw_format = PcmFormat(rate, channels or 1, dtype or "int16") if raw else None
     spec = checkpoint or model or DEFAULT_MODEL
     try:
-        registered = _registry_class(spec)
-        if registered is not None:  # a causal class defines the protocol's streamer(); checked before any download
-            _refuse_window_model(spec, hasattr(registered, "streamer"))
+        registered = _registry_causal(spec)
+        if registered is not None:  # checked before any download
+            _refuse_window_model(spec, registered)
         net = load_model_or_exit(spec, str(torch_device), indices)
         _refuse_window_model(spec, model_kind(net) == "stream")
         for name, fd, advice in (("stdin", 0, "pipe audio in"), ("stdout", 1, "redirect it to a file or a player")):

@@ -29,8 +29,8 @@ SPEECH_RATE = 16000  # the AV models and DPM-TSE (Hz)
 class Architecture:
     """One registry entry: class `cls` of module `module`, built with `defaults` (the published constructor
     arguments), and the protocol attributes its instances declare (`tse_cli.models.protocol`): `sample_rate`
-    (Hz), `clue_kind` ("class" or "visual"), `clue_rate` (visual frames per second, None for class queries) and
-    `max_classes` (None for no limit)."""
+    (Hz), `clue_kind` ("class" or "visual"), `clue_rate` (visual frames per second, None for class queries),
+    `max_classes` (None for no limit) and `causal` (a `CausalModel` that streams, not a `WindowModel`)."""
 
     module: str
     cls: str
@@ -39,6 +39,7 @@ class Architecture:
     defaults: dict[str, Any] = field(default_factory=dict)
     clue_rate: float | None = None
     max_classes: int | None = None
+    causal: bool = False
 
     def load_class(self) -> type[nn.Module]:
         """The model class (imports its module, and torch)."""
@@ -46,11 +47,11 @@ class Architecture:
 
 
 def _waveformer(**defaults: Any) -> Architecture:
-    return Architecture("tse_cli.models.waveformer", "Waveformer", DCC_RATE, "class", defaults)
+    return Architecture("tse_cli.models.waveformer", "Waveformer", DCC_RATE, "class", defaults, causal=True)
 
 
 def _wavemamba(**defaults: Any) -> Architecture:
-    return Architecture("tse_cli.models.wavemamba", "WaveMamba", DCC_RATE, "class", defaults)
+    return Architecture("tse_cli.models.wavemamba", "WaveMamba", DCC_RATE, "class", defaults, causal=True)
 
 
 def _av(module: str, cls: str, d_model: int) -> Architecture:
