@@ -4,11 +4,19 @@ Every sample array here is float32 shaped (channels, frames) at the file's own r
 `BlockReader` yields fixed-size blocks, `AtomicWriter` appends blocks to a temporary file in the destination
 folder and renames it into place only when the caller finishes without an error (Ctrl-C included).
 Resampling lives in `tse_cli.resample` (`StreamResampler` is re-exported here, its former home).
+
+What is refused, each with a one-line `AudioError` naming the file: paths that are not regular files (folders,
+FIFOs, sockets, devices, broken links), unreadable, empty or 0-frame files, files whose header promises more audio
+than the file holds (`truncation`), and samples that are NaN/inf or beyond +-`MAX_SAMPLE` (`check_samples`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
+import re
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +33,9 @@ FLOAT_SUBTYPES = ("FLOAT", "DOUBLE")
 AUDIO_EXTENSIONS = frozenset(
     {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".aifc", ".au", ".caf", ".w64", ".rf64"}
 )
+# Samples beyond this are refused (inputs) or fail the file (model outputs): 90 dB above full scale, beyond any
+# recording (float files stored at integer scale peak at 32767) and far inside what float32 models can square.
+MAX_SAMPLE = 2.0**15
 
 
 class AudioError(ValueError):
@@ -48,13 +59,76 @@ class AudioInfo:
         return self.frames / self.sample_rate
 
 
+_KINDS = (
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def special_kind(path: Path) -> str | None:
+    """What an existing `path` is when it is not a regular file (after links): "a folder", "a named pipe (FIFO)",
+    "a socket", "a character device", "a block device"; None for a regular file or a path that does not exist."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None
+    return next((kind for test, kind in _KINDS if test(mode)), None)
+
+
+def not_a_file(path: Path) -> str | None:
+    """Why `path` cannot be opened as an audio file, from what the file system says of it alone (None for a
+    readable regular file, or a link to one). Never opens it, so a FIFO cannot block."""
+    try:
+        path.stat()
+    except FileNotFoundError:
+        return f"broken symbolic link (to {os.readlink(path)})" if path.is_symlink() else "no such file"
+    except OSError as err:
+        return f"cannot read ({err.strerror or err})"
+    kind = special_kind(path)
+    if kind:
+        return f"is {kind}, not an audio file"
+    if not os.access(path, os.R_OK):
+        return "cannot read (permission denied)"
+    return None
+
+
+# libsndfile's header log says "<chunk> : <declared> (should be <present>)" when the file is shorter than its
+# header says (WAV/AIFF/AU data chunks, W64's riff chunk), and these lines for other containers' truncation.
+_SHORT_CHUNK = re.compile(r"^\s*(?:data|SSND|Data Size|riff)\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
+_TRUNCATED = (
+    "> file length",  # AIFF and others: a chunk runs past the end of the file
+    "does not match value from 'ds64'",  # RF64
+    "not equal to frame count",  # AIFF: fewer frames than COMM declares
+    "lacks an end-of-stream bit",  # Ogg (Vorbis, Opus): the last complete page is not the stream's last
+)
+_UNKNOWN_SIZES = (0, 0xFFFFFFFF)  # written by streaming writers that could not seek back: no length declared
+
+
+def truncation(header_log: str) -> str | None:
+    """Why a file is shorter than its header declares, from libsndfile's header log (`soundfile.info(...)
+    .extra_info`), or None. Formats whose header declares no length (MP3, a streamed WAV) cannot be checked here;
+    `BlockReader` still fails a file that ends before its frame count."""
+    for match in _SHORT_CHUNK.finditer(header_log):
+        declared, present = int(match.group(1)), int(match.group(2))
+        if declared not in _UNKNOWN_SIZES and present < declared:
+            return f"truncated: its header declares {declared} bytes of audio, the file holds {present}"
+    for marker in _TRUNCATED:
+        if marker in header_log:
+            line = next(line for line in header_log.splitlines() if marker in line)
+            return f"truncated: {line.strip(' *').rstrip('.')}"
+    return None
+
+
 def probe(path: str | Path) -> AudioInfo:
-    """Read the header of `path`; raise `AudioError` if it is missing, not audio, unreadable or empty."""
+    """Read the header of `path`; raise `AudioError` if it is not a readable regular file, not audio, empty or
+    truncated (see `not_a_file` and `truncation`)."""
     path = Path(path)
-    if not path.exists():
-        raise AudioError(f"{path}: no such file")
-    if not path.is_file():
-        raise AudioError(f"{path}: not a file")
+    problem = not_a_file(path)
+    if problem:
+        raise AudioError(f"{path}: {problem}")
     if path.stat().st_size == 0:
         raise AudioError(f"{path}: empty file (0 bytes)")
     try:
@@ -65,7 +139,28 @@ def probe(path: str | Path) -> AudioInfo:
         raise AudioError(f"{path}: no audio (0 frames)")
     if info.samplerate <= 0 or info.channels <= 0:
         raise AudioError(f"{path}: invalid header ({info.samplerate} Hz, {info.channels} channels)")
+    problem = truncation(info.extra_info)
+    if problem:
+        raise AudioError(f"{path}: {problem}")
     return AudioInfo(path, int(info.samplerate), int(info.channels), int(info.frames), info.subtype, info.format)
+
+
+def check_samples(block: np.ndarray, start: int) -> str | None:
+    """Why a float block (channels, frames) whose first frame is frame `start` of its file cannot be used: a NaN
+    or inf sample, or one beyond +-`MAX_SAMPLE`, with the first such frame; None when every sample is fine."""
+    peak = float(np.max(np.abs(block))) if block.size else 0.0  # NaN propagates through max
+    if peak <= MAX_SAMPLE:
+        return None
+    finite = np.isfinite(peak)
+    bad = np.abs(block) > MAX_SAMPLE if finite else ~np.isfinite(block)
+    index = int(np.argmax(bad.any(axis=0)))
+    if finite:
+        value = float(np.max(np.abs(block[:, index])))
+        return (
+            f"sample of magnitude {value:.3g} at frame {start + index} (beyond +-{MAX_SAMPLE:g}; audio is within +-1)"
+        )
+    frame = start + index
+    return f"non-finite sample (NaN or inf) at frame {frame}"
 
 
 def _reason(err: Exception) -> str:
@@ -77,8 +172,8 @@ def _reason(err: Exception) -> str:
 class BlockReader:
     """Iterate a file as float32 blocks of shape (channels, <= block_frames), checking every sample is finite.
 
-    Raises `AudioError` (naming the file and the sample position) for NaN/inf samples, decode errors, or a
-    file that ends before the frame count its header promised.
+    Raises `AudioError` (naming the file and the sample position) for NaN/inf samples or samples beyond
+    +-`MAX_SAMPLE` (`check_samples`), decode errors, or a file that ends before the frame count its header promised.
     """
 
     def __init__(self, info: AudioInfo, block_frames: int) -> None:
@@ -95,12 +190,12 @@ class BlockReader:
                     block = f.read(min(self.block_frames, self.info.frames - position), dtype="float32", always_2d=True)
                     if len(block) == 0:
                         raise AudioError(f"{path}: file ends at frame {position} of {self.info.frames} (truncated?)")
-                    bad = ~np.isfinite(block)
-                    if bad.any():
-                        frame = position + int(np.argmax(bad.any(axis=1)))
-                        raise AudioError(f"{path}: non-finite sample (NaN or inf) at frame {frame}")
-                    position += len(block)
-                    yield np.ascontiguousarray(block.T)
+                    block = np.ascontiguousarray(block.T)
+                    problem = check_samples(block, position)
+                    if problem:
+                        raise AudioError(f"{path}: {problem}")
+                    position += block.shape[1]
+                    yield block
         except sf.SoundFileError as err:
             raise AudioError(f"{path}: cannot decode at frame {position} ({_reason(err)})") from None
 
@@ -194,16 +289,35 @@ class AtomicWriter:
             if over.any():
                 self.clipped += int(over.sum())
                 block = np.clip(block, -1.0, 1.0)
-        self._file.write(np.ascontiguousarray(block.T))
+        try:
+            self._file.write(np.ascontiguousarray(block.T))
+        except sf.SoundFileError as err:
+            raise _write_error(self._file, err) from None
         self.frames += block.shape[1]
 
     def __exit__(self, exc_type, exc, tb) -> None:
         assert self._file is not None and self._target is not None
         try:
-            self._file.close()
+            try:
+                self._file.close()
+            except sf.SoundFileError as err:
+                raise _write_error(self._file, err) from None
         except BaseException as err:
             self._target.__exit__(type(err), err, err.__traceback__)
             raise
         finally:
             self._file = None
         self._target.__exit__(exc_type, exc, tb)
+
+
+def _write_error(file: sf.SoundFile, err: sf.SoundFileError) -> OSError:
+    """libsndfile's write error as an OSError with the system's reason: soundfile reports every failed write as
+    "System error.", while libsndfile keeps the reason (`sf_strerror` on the file: "No space left on device")."""
+    try:
+        text = sf._ffi.string(sf._snd.sf_strerror(file._file)).decode(errors="replace")
+    except (AttributeError, TypeError):  # soundfile's internals changed: keep its own message
+        text = str(err)
+    reason = text.split(":", 1)[-1].strip().rstrip(".") or str(err)
+    codes = {os.strerror(code): code for code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS)}
+    code = codes.get(reason)
+    return OSError(code, reason) if code else OSError(reason)

@@ -14,7 +14,7 @@ import string
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tse_cli.audio import AUDIO_EXTENSIONS, FORMATS, AudioError, check_subtype, output_format
+from tse_cli.audio import AUDIO_EXTENSIONS, FORMATS, AudioError, check_subtype, output_format, special_kind
 from tse_cli.classes import FSD_CLASSES
 
 if TYPE_CHECKING:
@@ -26,8 +26,11 @@ TEMPLATE_FIELDS = ("stem", "target", "model", "ext")
 # inputs --------------------------------------------------------------------------------------------------------
 
 
-def _is_audio(path: Path) -> bool:
-    return path.suffix.lower() in AUDIO_EXTENSIONS and path.is_file()  # temporary `.part` outputs are never taken
+def _is_audio(path: Path, recursive: bool) -> bool:
+    """An audio name in a folder or glob. Only regular files can be read, but the rest (a folder named `x.wav`
+    unless `recursive` descends into it, a FIFO, a broken link) is taken too, to fail with its reason rather than
+    vanish. Temporary `.part` outputs are never taken."""
+    return path.suffix.lower() in AUDIO_EXTENSIONS and not (recursive and path.is_dir())
 
 
 def _has_magic(text: str) -> bool:
@@ -42,8 +45,9 @@ def _glob_base(pattern: str) -> Path:
 
 
 def expand_inputs(inputs: list[str], recursive: bool, exclude: Path | None) -> list[Task]:
-    """Files as given, audio files in folders (all depths with `recursive`), glob matches; missing paths and
-    globs matching nothing become failed tasks. Files under `exclude` (the output folder) are left out."""
+    """Files as given, audio files in folders (all depths with `recursive`), glob matches; missing paths,
+    folders without audio files and globs matching nothing become failed tasks. Files under `exclude` (the output
+    folder) are left out."""
     from tse_cli.engine.records import Task  # the engine package loads torch: only once there is work
 
     tasks: list[Task] = []
@@ -61,13 +65,18 @@ def expand_inputs(inputs: list[str], recursive: bool, exclude: Path | None) -> l
         path = Path(text)
         if path.is_dir():
             walk = path.rglob("*") if recursive else path.iterdir()
-            for file in sorted(p for p in walk if _is_audio(p)):
+            found = sorted(p for p in walk if _is_audio(p, recursive))
+            if not found:
+                hint = "" if recursive else " (-r/--recursive descends into subfolders)"
+                error = f"{path}: a folder with no audio files{hint}"
+                tasks.append(Task(path, base=path, status="failed", error=error))
+            for file in found:
                 add(file, path)
         elif path.exists() or not _has_magic(text):
             add(path, path.parent)  # missing files fail later with a one-line reason
         else:
             matches = sorted(Path(m) for m in glob.glob(text, recursive=True))
-            files = [m for m in matches if _is_audio(m)]
+            files = [m for m in matches if _is_audio(m, recursive)]
             if not files:
                 tasks.append(Task(path, base=path.parent, status="failed", error=f"{text}: no audio files match"))
             for file in files:
@@ -176,7 +185,10 @@ def plan_outputs(
             taken[key] = task.input
         outputs = [p for p in (task.output, task.residual) if p is not None]
         existing = [p for p in outputs if p.exists()]
-        if existing and not overwrite:
+        blocked = [(p, kind) for p in existing if (kind := special_kind(p))]
+        if blocked:  # never replaced, even with --overwrite
+            task.status, task.error = "failed", f"{blocked[0][0]}: cannot write the output there: it is {blocked[0][1]}"
+        elif existing and not overwrite:
             if len(existing) == len(outputs):
                 task.status = "skipped"
             else:

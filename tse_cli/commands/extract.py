@@ -29,6 +29,7 @@ DEFAULT_TEMPLATE = "{stem}_{target}.{ext}"
 
 
 def extract(
+    ctx: typer.Context,
     inputs: list[str] = typer.Argument(..., help="Audio files, folders or glob patterns.", metavar="INPUT..."),
     classes: list[str] = typer.Option(
         None, "-c", "--class", help="Target sound class (repeat for a union; `tse classes` lists them)."
@@ -76,11 +77,13 @@ def extract(
 ) -> None:
     """Extract a target sound: `tse extract mix.wav --class Cough -o out.wav`.
 
-    Exit codes: 0 all done (or skipped), 1 some input failed, 2 usage error, 130 interrupted.
+    Exit codes: 0 all done (or skipped), 1 some input failed, 2 usage error, 130 Ctrl-C (SIGINT), 143 SIGTERM,
+    129 SIGHUP.
     """
-    from tse_cli import planning, sharding
+    from tse_cli import planning, sharding, signals
     from tse_cli.reporting import Reporter
 
+    ctx.with_resource(signals.exit_at_once())  # start-up (torch importing, the model loading): nothing to clean up
     indices = check_arguments(output, out_dir, model, checkpoint, sample_rate, template, classes, fmt, subtype)
     part = check_shard(shard, output)
     torch_device = check_device(sharding.local_device(device) if part and part.distributed else device)
@@ -233,9 +236,12 @@ def make_engine(
 
 def run(engine: Engine, tasks: list[Task], reporter: Reporter, part: Shard | None = None) -> bool:
     """Report the inputs planning decided, run the others and report each as it finishes, then the summary;
-    return whether any input failed (on any rank, under torchrun: rank 0 merges the others' outcomes). Ctrl-C
-    exits 130 once the engine has deleted every partial output."""
+    return whether any input failed (on any rank, under torchrun: rank 0 merges the others' outcomes). SIGINT,
+    SIGTERM and SIGHUP exit 128 + the signal's number once the engine has deleted every partial output
+    (`tse_cli.signals`)."""
     import time
+
+    from tse_cli import signals
 
     start = time.perf_counter()
     with reporter:
@@ -244,13 +250,14 @@ def run(engine: Engine, tasks: list[Task], reporter: Reporter, part: Shard | Non
                 reporter.outcome(task)
         try:
             todo = [task for task in tasks if task.status == "todo"]
-            engine.run(todo, on_result=reporter.outcome, on_progress=reporter.on_progress)
-            interrupted = False
-        except KeyboardInterrupt:  # the engine has deleted every temporary file by now
-            interrupted = True
-    if interrupted:
-        typer.echo("interrupted: no partial outputs were left", err=True)
-        raise typer.Exit(130)
+            with signals.cleanup_first():
+                engine.run(todo, on_result=reporter.outcome, on_progress=reporter.on_progress)
+            interrupted = None
+        except KeyboardInterrupt as err:  # SIGINT/SIGTERM/SIGHUP: the engine has deleted every temporary file
+            interrupted = err
+    if interrupted is not None:
+        typer.echo(f"interrupted ({signals.describe(interrupted)}): no partial outputs were left", err=True)
+        raise typer.Exit(signals.exit_code(interrupted))
     if part is not None and part.distributed:
         meet(reporter, part)
     reporter.summary(time.perf_counter() - start)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tse_cli.audio import AtomicWriter, AudioError, AudioInfo, BlockReader, default_subtype
+from tse_cli.audio import AtomicWriter, AudioError, AudioInfo, BlockReader, check_samples, default_subtype
 from tse_cli.engine.records import Task
 from tse_cli.resample import StreamResampler, resampled_length
 from tse_cli.visual import check_visual_clue, clue_frames, frames_covering, read_visual_clue
@@ -175,6 +175,10 @@ class TaskFiles:
         if self.error is not None:
             return
         estimate = estimate[:, : self.model_total - self._estimate_fed]
+        problem = check_samples(estimate, self._estimate_fed)
+        if problem:  # the model diverged on this input: nothing it wrote is kept
+            self.fail(f"{self.task.input}: the model's output is unusable: {problem} (at the model's rate)")
+            return
         self._estimate_fed += estimate.shape[1]
         self._guarded_write(lambda: self._from_model.feed(estimate) if self._from_model else estimate)
 
@@ -182,7 +186,7 @@ class TaskFiles:
         try:
             self._write(produce())
         except (OSError, RuntimeError, ValueError) as err:
-            self.fail(f"{self.task.output}: cannot write ({err})")
+            self.fail(f"{self.task.output}: cannot write ({_reason(err)})")
 
     def finish(self) -> None:
         """Flush, check the length and rename the outputs into place; drop them if the file failed.
@@ -194,7 +198,11 @@ class TaskFiles:
         if self.error is None and self._writers[0].frames != self.out_total:
             self.fail(f"{self.task.input}: model produced {self._writers[0].frames} of {self.out_total} samples")
         if self.error is None:
-            self._stack.close()
+            try:
+                self._stack.close()  # renames each output into place
+            except OSError as err:  # e.g. the output's name became a folder, or the disk filled on the last flush
+                self.fail(f"{self.task.output}: cannot write ({_reason(err)})")
+        if self.error is None:
             self._release()
         else:
             self.abort()
@@ -223,3 +231,8 @@ class TaskFiles:
     def clipped(self) -> int:
         """Output samples clipped to [-1, 1] so far, over every output of the task."""
         return sum(w.clipped for w in self._writers)
+
+
+def _reason(err: Exception) -> str:
+    """An OS error's reason without its errno prefix ("No space left on device"), else the error's message."""
+    return err.strerror if isinstance(err, OSError) and err.strerror else str(err)

@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from tse_cli import signals
+from tse_cli.atomic import remove_stale
 from tse_cli.engine.files import TaskFiles, prepare
 from tse_cli.engine.records import Progress, Task
 from tse_cli.engine.windows import OverlapAdd, plan_windows, stream_blocks, window_frames
@@ -86,8 +88,11 @@ class Engine:
         on_progress: Callable[[Progress], None] | None = None,
     ) -> list[Task]:
         """Process every task, filling in its outcome (`status`, `error`, `seconds`, `elapsed`, `clipped`) and
-        passing it to `on_result` as it is decided; return `tasks`. Ctrl-C deletes all partial outputs."""
+        passing it to `on_result` as it is decided; return `tasks`. Ctrl-C deletes all partial outputs, and the
+        temporaries a killed run left in the output folders (`tse_cli.atomic.remove_stale`) are removed first."""
         start = time.perf_counter()
+        for folder in sorted({p.parent for t in tasks for p in (t.output, t.residual) if p is not None}):
+            remove_stale(folder)
         reported = 0
         ready: list[TaskFiles] = []
         running: list[TaskFiles] = []  # the files of the group in flight
@@ -170,6 +175,7 @@ class Engine:
                     reason = first_line(err) if str(err).strip() else ""
                     for f in live:
                         f.fail(f"{f.task.input}: extraction failed ({type(err).__name__}: {reason})")
+            signals.check()  # an interruption a finaliser swallowed: nothing of this group is called done
             for f in files:  # the failed ones too: their temporary outputs go, and every file's buffers
                 f.finish()
         except BaseException:
