@@ -86,6 +86,11 @@ class Diverging(nn.Module):
 
     sample_rate = 16000
     clue_kind = "class"
+    clue_rate = None
+    max_classes = None
+    inference_options = ()
+    takes_progress = False
+    latency_samples = 0
 
     def __init__(self, value: float, after: int) -> None:
         super().__init__()

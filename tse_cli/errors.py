@@ -10,6 +10,11 @@ def first_line(err: BaseException) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
+def os_reason(err: BaseException) -> str:
+    """An OS error's reason without its errno and file name ("No space left on device"), else `first_line`."""
+    return err.strerror if isinstance(err, OSError) and err.strerror else first_line(err)
+
+
 class DataError(ValueError):
     """A data set that cannot be used (`tse mix` sources, a `tse train` / `tse eval` data folder): the message
     is one line naming the file or folder and what is wrong with it."""

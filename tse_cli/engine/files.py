@@ -16,6 +16,7 @@ import numpy as np
 
 from tse_cli.audio import AtomicWriter, AudioError, AudioInfo, BlockReader, check_samples, default_subtype
 from tse_cli.engine.records import Task
+from tse_cli.errors import os_reason
 from tse_cli.resample import StreamResampler, resampled_length
 from tse_cli.visual import check_visual_clue, clue_frames, frames_covering, read_visual_clue
 
@@ -186,7 +187,7 @@ class TaskFiles:
         try:
             self._write(produce())
         except (OSError, RuntimeError, ValueError) as err:
-            self.fail(f"{self.task.output}: cannot write ({_reason(err)})")
+            self.fail(f"{self.task.output}: cannot write ({os_reason(err)})")
 
     def finish(self) -> None:
         """Flush, check the length and rename the outputs into place; drop them if the file failed.
@@ -201,7 +202,7 @@ class TaskFiles:
             try:
                 self._stack.close()  # renames each output into place
             except OSError as err:  # e.g. the output's name became a folder, or the disk filled on the last flush
-                self.fail(f"{self.task.output}: cannot write ({_reason(err)})")
+                self.fail(f"{self.task.output}: cannot write ({os_reason(err)})")
         if self.error is None:
             self._release()
         else:
@@ -231,8 +232,3 @@ class TaskFiles:
     def clipped(self) -> int:
         """Output samples clipped to [-1, 1] so far, over every output of the task."""
         return sum(w.clipped for w in self._writers)
-
-
-def _reason(err: Exception) -> str:
-    """An OS error's reason without its errno prefix ("No space left on device"), else the error's message."""
-    return err.strerror if isinstance(err, OSError) and err.strerror else str(err)
