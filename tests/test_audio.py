@@ -50,7 +50,7 @@ def test_probe_rejects_bad_inputs_in_one_line(tmp_path: Path) -> None:
         "zero.wav": "0 frames",
         "text.wav": "not a readable audio file",
         "corrupt.wav": "not a readable audio file",
-        "folder.wav": "not a file",
+        "folder.wav": "is a folder, not an audio file",
     }
     for name, reason in cases.items():
         with pytest.raises(AudioError) as err:

@@ -3,6 +3,7 @@ the OS can produce that are not audio files, outputs that cannot be written, and
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -274,6 +275,19 @@ def test_a_full_disk_says_so(tmp_path: Path, tiny: Path, full_disk: Path) -> Non
     assert result.exit_code == 1
     assert errors(result.stderr) == [f"error: {full_disk / 'big_Cough.wav'}: cannot write (No space left on device)"]
     assert tree(full_disk) == ["small_Cough.wav"]
+    fill(full_disk)
+    again = run("extract", big, "-c", "Cough", "--checkpoint", tiny, "-o", full_disk / "x.wav")
+    assert again.exit_code == 1
+    (line,) = errors(again.stderr)
+    assert line.startswith(f"error: {full_disk / 'x.wav'}: cannot ") and line.endswith("(No space left on device)")
+    assert "x.wav" not in " ".join(tree(full_disk))
+
+
+def fill(folder: Path) -> None:
+    """Fill the file system of `folder` to its last block."""
+    with contextlib.suppress(OSError), open(folder / "fill", "wb", buffering=0) as f:
+        while True:
+            f.write(b"\0" * 512)
 
 
 # signals (real processes) -----------------------------------------------------------------------------------------

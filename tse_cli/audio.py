@@ -265,14 +265,17 @@ class AtomicWriter:
         self._target = atomic_file(self.path)
         self._tmp = self._target.__enter__()
         try:
-            self._file = sf.SoundFile(
-                str(self._tmp),
-                "w",
-                samplerate=self.sample_rate,
-                channels=self.channels,
-                subtype=self.subtype,
-                format=self.format,
-            )
+            try:
+                self._file = sf.SoundFile(
+                    str(self._tmp),
+                    "w",
+                    samplerate=self.sample_rate,
+                    channels=self.channels,
+                    subtype=self.subtype,
+                    format=self.format,
+                )
+            except sf.SoundFileError as err:
+                raise _write_error(None, err) from None
         except BaseException as err:
             self._target.__exit__(type(err), err, err.__traceback__)
             raise
@@ -310,11 +313,13 @@ class AtomicWriter:
         self._target.__exit__(exc_type, exc, tb)
 
 
-def _write_error(file: sf.SoundFile, err: sf.SoundFileError) -> OSError:
-    """libsndfile's write error as an OSError with the system's reason: soundfile reports every failed write as
-    "System error.", while libsndfile keeps the reason (`sf_strerror` on the file: "No space left on device")."""
+def _write_error(file: sf.SoundFile | None, err: sf.SoundFileError) -> OSError:
+    """libsndfile's error on writing `file` (or opening one, with None) as an OSError with the system's reason:
+    soundfile reports every failed write as "System error.", while libsndfile keeps the reason (`sf_strerror` on
+    the file, or its last error: "No space left on device")."""
     try:
-        text = sf._ffi.string(sf._snd.sf_strerror(file._file)).decode(errors="replace")
+        handle = file._file if file is not None else sf._ffi.NULL
+        text = sf._ffi.string(sf._snd.sf_strerror(handle)).decode(errors="replace")
     except (AttributeError, TypeError):  # soundfile's internals changed: keep its own message
         text = str(err)
     reason = text.split(":", 1)[-1].strip().rstrip(".") or str(err)

@@ -115,7 +115,7 @@ class TaskFiles:
         try:
             self._open_audio(block_frames)
         except (OSError, RuntimeError) as err:
-            self.fail(f"{self.task.output}: cannot create ({err})")
+            self.fail(f"{self.task.output}: cannot create ({os_reason(err)})")
 
     def _open_audio(self, block_frames: int) -> None:
         rate, convert = self.info.sample_rate, self.info.sample_rate != self.model_rate
