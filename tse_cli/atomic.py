@@ -20,6 +20,7 @@ import re
 import secrets
 import shutil
 from collections.abc import Iterator
+from glob import escape as glob_escape
 from pathlib import Path
 
 TEMP_SUFFIX = ".part"
@@ -112,6 +113,16 @@ def atomic_dir(directory: str | Path) -> Iterator[Path]:
         replace_dir(staging, directory)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def remove_own(path: str | Path) -> None:
+    """Delete this process's temporaries for `path` (`.<name>.tse-<this pid>-*.part` beside it): those an
+    interruption left between their creation and the `with` block that would have removed them."""
+    path = Path(path)
+    stem = path.name.encode()[:_NAME_BYTES].decode(errors="ignore")
+    for tmp in path.parent.glob(f".{glob_escape(stem)}.tse-{os.getpid()}-*{TEMP_SUFFIX}"):
+        if temp_owner(tmp.name) == os.getpid() and tmp.is_file():
+            tmp.unlink(missing_ok=True)
 
 
 def pid_alive(pid: int) -> bool:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tse_cli.atomic import remove_own
 from tse_cli.audio import AtomicWriter, AudioError, AudioInfo, BlockReader, check_samples, default_subtype
 from tse_cli.engine.records import Task
 from tse_cli.errors import os_reason
@@ -219,6 +220,9 @@ class TaskFiles:
     def abort(self) -> None:
         """Delete the temporary outputs (a failure, or Ctrl-C); a no-op once they were renamed into place."""
         self._stack.__exit__(RuntimeError, RuntimeError("aborted"), None)
+        for path in (self.task.output, self.task.residual):  # one created just before an interruption, too
+            if path is not None:
+                remove_own(path)
         self._release()
 
     def _release(self) -> None:
