@@ -29,10 +29,6 @@ ENVIRONMENT = (
         "tensors; reference otherwise.",
     ),
     (
-        "TSE_PROGRESS_INTERVAL",
-        "Seconds between plain progress lines when stderr is not a terminal (a log file or a pipe); default 5.",
-    ),
-    (
         "OMP_WAIT_POLICY",
         "tse sets PASSIVE unless already set: waiting OpenMP threads sleep instead of spinning, which keeps CPU "
         "extraction fast on busy machines.",

@@ -19,7 +19,7 @@ convert_app = typer.Typer(
 )
 
 OUT_OPTION = typer.Option(
-    ..., "-o", "--output", metavar="DIR", help="Checkpoint directory to write (config.json + model.safetensors)."
+    ..., "-o", "--output", help="Checkpoint directory to write (config.json + model.safetensors)."
 )
 OVERWRITE_OPTION = typer.Option(False, "--overwrite", help="Replace DIR if it already exists.")
 
@@ -46,9 +46,7 @@ def write_converted(fmt: str, files: dict[str, Path], out: Path, overwrite: bool
 @convert_app.command("waveformer")
 def waveformer(
     checkpoint: Path = typer.Argument(..., help="The published checkpoint, e.g. default_ckpt.pt.", metavar="CKPT"),
-    config: Path = typer.Option(
-        ..., "--config", metavar="FILE", help="The published config JSON, e.g. default_config.json."
-    ),
+    config: Path = typer.Option(..., "--config", help="The published config JSON, e.g. default_config.json."),
     output: Path = OUT_OPTION,
     overwrite: bool = OVERWRITE_OPTION,
 ) -> None:

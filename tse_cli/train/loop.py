@@ -37,11 +37,11 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from tse_cli.atomic import replace_dir, write_bytes
 from tse_cli.checkpoint import write_checkpoint
 from tse_cli.models import create
-from tse_cli.train.config import ConfigError, TrainConfig
+from tse_cli.train.config import TrainConfig
 from tse_cli.train.evaluation import evaluate, first, to_device
 from tse_cli.train.metrics import METRICS
 from tse_cli.train.state import load_state, save_state
-from tse_cli.train.tasks import Task, check_rate, get_task
+from tse_cli.train.tasks import Task, get_task
 
 LAST, BEST, CONFIG_FILE, METRICS_FILE = "last", "best", "train.json", "metrics.jsonl"
 
@@ -206,7 +206,7 @@ class _Log:
 def _optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
     kinds = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
     if config.optimizer not in kinds:
-        raise ConfigError(f"optimizer: unknown {config.optimizer!r}; known: {', '.join(kinds)}")
+        raise TrainingError(f"unknown optimizer {config.optimizer!r}; known: {', '.join(kinds)}")
     return kinds[config.optimizer](model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
 
@@ -214,7 +214,7 @@ def _scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer) -> Any:
     if config.scheduler == "none":
         return None
     if config.scheduler != "plateau":
-        raise ConfigError(f"scheduler: unknown {config.scheduler!r}; known: plateau, none")
+        raise TrainingError(f"unknown scheduler {config.scheduler!r}; known: plateau, none")
     return torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer,
         mode="max",
@@ -272,7 +272,7 @@ def task_options(task: Task, overrides: dict[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(overrides) - set(task.options))
     if unknown:
         known = ", ".join(task.options) or "none"
-        raise ConfigError(f"unknown option(s) {', '.join(unknown)} for {task.family}; known: {known}")
+        raise TrainingError(f"unknown option(s) {', '.join(unknown)} for {task.family}; known: {known}")
     return {**task.options, **overrides}
 
 
@@ -283,8 +283,7 @@ def train(config: TrainConfig, resume: bool = False, progress: Any = None, reset
     `config.lr` from there on (a fine-tuning phase).
 
     `progress`, when given, is called as `progress(event, **values)` on rank 0 with events "epoch"
-    (epoch, batches, done), "step" (loss, lr), "validating" (examples: this process's count), "validated"
-    (examples: how many more were evaluated) and "val" (metrics) for a user interface. Raises `TrainingError` (the
+    (epoch, batches), "step" (loss, lr), "val" (metrics) for a user interface. Raises `TrainingError` (the
     last good checkpoint stays in `out/last`), `tasks.DataError` or `config.ConfigError`.
     """
     rank, world, local_rank = _distributed()
@@ -293,7 +292,6 @@ def train(config: TrainConfig, resume: bool = False, progress: Any = None, reset
     options = task_options(task, config.task)
     root = Path(config.data)
     task.validate(root, (config.train_split, config.val_split))
-    check_rate(task, root, config.arch)
 
     out = Path(config.out)
     if rank == 0:
@@ -334,8 +332,7 @@ def train(config: TrainConfig, resume: bool = False, progress: Any = None, reset
 
     def validate() -> dict[str, float]:
         loader = _loader(task, val_set, config, val_sampler, config.seed, train=False)
-        notify("validating", examples=len(val_sampler))
-        records = evaluate(model, task, loader, options, device, lambda n: notify("validated", examples=n))
+        records = evaluate(model, task, loader, options, device)
         records = [r for r in records if all(math.isfinite(r[k]) for k in METRICS)]  # silent targets give inf
         sums = torch.tensor(
             [len(records)] + [sum(r[k] for r in records) for k in METRICS],
@@ -349,7 +346,7 @@ def train(config: TrainConfig, resume: bool = False, progress: Any = None, reset
         model.train()
         return result
 
-    stop = bool(config.max_steps and run.step >= config.max_steps)  # a finished run resumed: nothing to do
+    stop = False
     try:
         while run.epoch < config.epochs and not stop:
             sampler.set_epoch(run.epoch)
