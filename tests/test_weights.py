@@ -261,3 +261,16 @@ def test_extract_reads_each_registry_file_once(tmp_path: Path, monkeypatch: pyte
         assert result.exit_code == 0 and out.is_file(), result.output
         out.unlink()
         assert sorted(parsed) == (sorted([str(weights.REGISTRY_PATH), str(extra)]) if source[0] == "--model" else [])
+
+
+def test_a_damaged_converted_checkpoint_says_how_to_convert_it_again(tmp_path, monkeypatch):
+    from tse_cli.checkpoint import save_checkpoint
+    from tse_cli.models import create
+
+    monkeypatch.setenv("TSE_CACHE", str(tmp_path / "cache"))
+    folder = save_checkpoint(create("waveformer-small", enc_dim=16, dec_dim=8, num_enc_layers=2),
+                             weights.tse_cache_converted() / "tiny-0123456789abcdef")  # fmt: skip
+    data = (folder / "model.safetensors").read_bytes()
+    (folder / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(weights.WeightsError, match=f"truncated or damaged.*delete {folder} to convert it again"):
+        weights.load_model(str(folder))

@@ -20,9 +20,11 @@ def describe(name: str) -> dict[str, Any]:
 
     registry = load_registry()
     info: dict[str, Any] = {"name": name}
+    origin = name
     if name in registry:
         entry = registry[name]
         arch, config = entry.architecture, entry.config
+        origin = f"registry entry {name!r}"
         files = {role: str(spec.source) for role, spec in entry.files.items()}
         info |= {"description": entry.description, "license": entry.license, "citation": entry.citation}
         info |= {"format": entry.format, "source": files, "cached": cache_state(entry)}
@@ -32,19 +34,21 @@ def describe(name: str) -> dict[str, Any]:
         saved = read_config(name)
         arch, config = saved["arch"], saved.get("config", {})
         info["source"] = str(Path(name).resolve())
+        origin = str(Path(name) / "config.json")
     else:
         raise unknown_model(name, registry, ARCHITECTURES)
-    return info | {"architecture": arch, "config": config} | model_stats(arch, config)
+    return info | {"architecture": arch, "config": config} | model_stats(arch, config, origin)
 
 
-def model_stats(arch: str, config: dict[str, Any]) -> dict[str, Any]:
-    """Parameters, compute, latency, sample rate and clue of architecture `arch` built with `config`."""
-    import torch
+def model_stats(arch: str, config: dict[str, Any], origin: str = "") -> dict[str, Any]:
+    """Parameters, compute, latency, sample rate and clue of architecture `arch` built with `config`.
 
-    from tse_cli.models import create
+    Sizes beyond this machine's memory are refused first (`budget.ModelSizeError` naming `origin`, where the
+    sizes come from), as loading the model would refuse them."""
+    from tse_cli.models.budget import check_fits, meta_model
 
-    with torch.device("meta"):
-        model = create(arch, **config)
+    check_fits(arch, config, origin=origin)
+    model = meta_model(arch, config, origin)
     stats: dict[str, Any] = {
         "parameters": sum(p.numel() for p in model.parameters()),
         "sample_rate": model.sample_rate,

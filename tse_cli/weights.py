@@ -307,4 +307,5 @@ def load_model(name_or_path: str, device: str = "cpu", registry: dict[str, Entry
     try:
         return load_checkpoint(folder, device=device)
     except CheckpointError as err:
-        raise WeightsError(str(err)) from None
+        converted = tse_cache_converted() in folder.resolve().parents
+        raise WeightsError(f"{err}{f' (delete {folder} to convert it again)' if converted else ''}") from None
