@@ -251,10 +251,14 @@ def checkpoint_dir(entry: Entry) -> Path:
     return target
 
 
-def convert_files(fmt: str, files: dict[str, Path], out: Path, origin: str = "") -> Path:
+def convert_files(
+    fmt: str, files: dict[str, Path], out: Path, origin: str = "", about: dict[str, Any] | None = None
+) -> Path:
     """Convert published files (role -> path) of format `fmt` into the checkpoint directory `out`, atomically.
 
     The converter named by `FORMATS[fmt]` builds the model on CPU; errors become one-line WeightsErrors.
+    `converted_from` in its config.json records the format, the registry entry `origin` and `about` (e.g. the
+    experiment and epoch a file was picked from).
     """
     roles, converter = FORMATS[fmt]
     if converter is None or sorted(files) != sorted(roles):
@@ -270,7 +274,7 @@ def convert_files(fmt: str, files: dict[str, Path], out: Path, origin: str = "")
         detail = str(err) if isinstance(err, ValueError) else f"{', '.join(map(str, files.values()))}: {err!r}"
         label = f"{origin}: " if origin else ""
         raise WeightsError(f"{label}cannot convert ({fmt}): {' '.join(detail.split())}") from None
-    sources = {"format": fmt, **({"registry": origin} if origin else {})}
+    sources = {"format": fmt, **({"registry": origin} if origin else {}), **(about or {})}
     return save_checkpoint(model, out, extra={"converted_from": sources})
 
 
