@@ -154,6 +154,34 @@ def test_load_model_from_checkpoint_directory(tmp_path: Path):
         weights.load_model(str(folder))
 
 
+def test_mistyped_local_checkpoint_is_a_local_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A spec that can only be a path never reaches the Hub: `runs/bestt` beside `runs/best` is one line at once."""
+    monkeypatch.chdir(tmp_path)
+    save_checkpoint(create("waveformer-small", **TINY_WAVEFORMER), tmp_path / "runs" / "best")
+    monkeypatch.setattr(hub, "fetch", lambda *a, **k: pytest.fail("looked up on the Hub"))
+    cases = {
+        "runs/bestt": "runs/bestt: no such checkpoint directory; did you mean runs/best?",
+        "./ckpt": "./ckpt: no such checkpoint directory",
+        "~/no-such-tse-checkpoint": "~/no-such-tse-checkpoint: no such checkpoint directory",
+        "runs/x/best": "runs/x/best: no such checkpoint directory (runs exists, runs/x does not)",
+        "runs/": None,  # exists: a folder without config.json, which loading reports
+    }
+    for spec, message in cases.items():
+        assert weights.looks_local(spec), spec
+        if message is not None:
+            with pytest.raises(weights.WeightsError) as err:
+                weights.resolve(spec)
+            assert str(err.value) == message
+    assert not weights.looks_local("owner/repo") and not weights.looks_local("owner/repo@v1")
+    assert not weights.looks_local("waveformer")
+    (tmp_path / "mix.wav").write_bytes(b"")
+    result = runner.invoke(
+        app, ["extract", "mix.wav", "--checkpoint", "runs/bestt", "-c", "Cough", "-o", "out.wav", "-q"]
+    )
+    assert result.exit_code == 1
+    assert result.output == "error: runs/bestt: no such checkpoint directory; did you mean runs/best?\n"
+
+
 def test_lazy_package_export():
     import tse_cli
 

@@ -278,9 +278,37 @@ def convert_files(
     return save_checkpoint(model, out, extra={"converted_from": sources})
 
 
+def looks_local(text: str) -> bool:
+    """Whether a model spec can only mean a local path: it starts with `.`, `/` or `~`, ends with a separator,
+    has more than one separator or a backslash (a Hub repo is `owner/repo`), or its first folder exists here
+    (`runs/bestt` beside a `runs/` folder is a typo of a local checkpoint, not a Hub repo)."""
+    if not text:
+        return False
+    if text.startswith((".", "/", "~", os.sep)) or text.endswith(("/", os.sep)) or "\\" in text:
+        return True
+    parts = text.split("@")[0].split("/")
+    return len(parts) > 2 or (len(parts) == 2 and Path(parts[0]).expanduser().is_dir())
+
+
+def missing_local(text: str) -> UnknownModelError:
+    """The one-line error for a local checkpoint path that does not exist: the deepest folder of it that exists,
+    and the closest names in that folder (an `UnknownModelError`: it names the spec itself)."""
+    path = Path(text).expanduser()
+    parent = next((p for p in path.parents if p.is_dir()), None)
+    message = f"{text}: no such checkpoint directory"
+    if parent is not None and parent != path.parent:
+        return UnknownModelError(f"{message} ({parent} exists, {path.parent} does not)")
+    if parent is not None:
+        close = difflib.get_close_matches(path.name, [p.name for p in parent.iterdir() if p.is_dir()], n=3)
+        if close:
+            return UnknownModelError(f"{message}; did you mean {', '.join(str(path.parent / c) for c in close)}?")
+    return UnknownModelError(message)
+
+
 def resolve(name_or_path: str | Path, registry: dict[str, Entry] | None = None) -> Path:
     """The checkpoint directory for a local directory, a registry name or a Hub repo `owner/repo[@rev]`.
 
+    A spec that `looks_local` but does not exist is a `missing_local` error at once, never a Hub lookup.
     `registry` (default `load_registry()`, read only for names that are not local paths) lets a caller that has
     already read the registry pass it on instead of parsing the files again."""
     text = str(name_or_path)
@@ -289,6 +317,8 @@ def resolve(name_or_path: str | Path, registry: dict[str, Entry] | None = None) 
         return path
     if path.exists():
         raise WeightsError(f"{text}: is a file; expected a checkpoint directory (config.json + model.safetensors)")
+    if looks_local(text):
+        raise missing_local(text)
     registry = load_registry() if registry is None else registry
     if text in registry:
         return checkpoint_dir(registry[text])
