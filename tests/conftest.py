@@ -62,3 +62,28 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., P
         return written[key]
 
     return make
+
+
+# `tse extract` tests (test_extract_cli.py, test_extract_io.py) ----------------------------------------------------
+
+
+@pytest.fixture
+def tiny(tiny_checkpoint: Callable[..., Path]) -> Path:
+    """A tiny Waveformer checkpoint directory (random weights)."""
+    return tiny_checkpoint("waveformer-large")
+
+
+@pytest.fixture
+def stand_in(monkeypatch: pytest.MonkeyPatch):
+    """Replace the registry with a stand-in model; returns the list of specs asked for."""
+    asked: list[str] = []
+
+    def use(model: torch.nn.Module) -> list[str]:
+        def load_model(spec: str, device: str = "cpu", registry: dict | None = None) -> torch.nn.Module:
+            asked.append(spec)
+            return model
+
+        monkeypatch.setattr("tse_cli.weights.load_model", load_model)
+        return asked
+
+    return use
