@@ -132,8 +132,14 @@ files.config_path = {{ source = "{config}", sha256 = "{sha(official / "config.js
 """
     )
     monkeypatch.setenv("TSE_REGISTRY", str(registry))
+    from tse_cli.model_info import describe
+
+    assert "parameters" not in describe("tiny-waveformer"), "no size before its config is here"
     model = weights.load_model("tiny-waveformer")
     assert max_error(model, official) < 1e-5
+    sized = describe("tiny-waveformer")  # now from the downloaded config, as the published file says
+    assert sized["parameters"] == json.loads((official / "meta.json").read_text())["params"]
+    assert sized["config"]["enc_dim"] == 64 and sized["architecture"] == "waveformer"
     folder = weights.resolve("tiny-waveformer")
     assert hub_env["HF_HOME"] in str(folder) and (folder / "model.safetensors").is_file()
     stamp = (folder / "model.safetensors").stat().st_mtime_ns

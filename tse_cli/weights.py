@@ -33,15 +33,26 @@ CHECKPOINT_FORMAT = "tse-checkpoint"
 
 class Format(NamedTuple):
     """A weights format: the file `roles` an entry names (the converter's keyword arguments) and the
-    "module:function" `converter` that builds a model from them (None: already a checkpoint directory)."""
+    "module:function" `converter` that builds a model from them (None: already a checkpoint directory).
+
+    `config_role`/`config_reader`: for formats whose model size is in a published config file (Waveformer's
+    default_config.json), that file's role and the "module:function" reading it into (architecture, config), so
+    the size comes from the file, not from the entry."""
 
     roles: tuple[str, ...]
     converter: str | None
+    config_role: str | None = None
+    config_reader: str | None = None
 
 
 FORMATS: dict[str, Format] = {
     CHECKPOINT_FORMAT: Format(("config", "weights"), None),
-    "waveformer-published": Format(("checkpoint_path", "config_path"), "tse_cli.models.waveformer:load_published"),
+    "waveformer-published": Format(
+        ("checkpoint_path", "config_path"),
+        "tse_cli.models.waveformer:load_published",
+        "config_path",
+        "tse_cli.models.waveformer:published_architecture",
+    ),
     "dpm-tse-published": Format(("checkpoint_path", "first_stage_path"), "tse_cli.models.dpmtse:load_published"),
     "av-sepformer-published": Format(("checkpoint_path",), "tse_cli.models.avsepformer:load_published"),
 }
@@ -199,6 +210,19 @@ def cache_state(entry: Entry) -> str:
     return "yes" if any(pattern.fullmatch(p.name) for p in _children(tse_cache_converted())) else "partial"
 
 
+def published_size(entry: Entry) -> tuple[str, dict[str, Any]] | None:
+    """(architecture, config) from the published config file of an entry whose format keeps its size there, once
+    that file is cached (None before: the size is not known yet). Entries of other formats: their own."""
+    fmt = FORMATS[entry.format]
+    if fmt.config_role is None or fmt.config_reader is None:
+        return entry.architecture, entry.config
+    path = hub.cached_path(entry.files[fmt.config_role].source)
+    if path is None:
+        return None
+    module, _, function = fmt.config_reader.partition(":")
+    return getattr(import_module(module), function)(path)
+
+
 def tse_cache_converted() -> Path:
     """Where converted checkpoint directories are cached."""
     return hub.tse_cache() / "converted"
@@ -260,7 +284,7 @@ def convert_files(
     `converted_from` in its config.json records the format, the registry entry `origin` and `about` (e.g. the
     experiment and epoch a file was picked from).
     """
-    roles, converter = FORMATS[fmt]
+    roles, converter = FORMATS[fmt].roles, FORMATS[fmt].converter
     if converter is None or sorted(files) != sorted(roles):
         raise WeightsError(f"format {fmt} cannot be converted from files {', '.join(files)}")
     from tse_cli.checkpoint import save_checkpoint
