@@ -80,3 +80,28 @@ def full_disk(tmp_path: Path):
         yield mount
     finally:
         subprocess.run(["umount", str(mount)], check=True)
+
+
+# `tse extract` tests (test_extract_cli.py, test_extract_io.py) ----------------------------------------------------
+
+
+@pytest.fixture
+def tiny(tiny_checkpoint: Callable[..., Path]) -> Path:
+    """A tiny Waveformer checkpoint directory (random weights)."""
+    return tiny_checkpoint("waveformer-large")
+
+
+@pytest.fixture
+def stand_in(monkeypatch: pytest.MonkeyPatch):
+    """Replace the registry with a stand-in model; returns the list of specs asked for."""
+    asked: list[str] = []
+
+    def use(model: torch.nn.Module) -> list[str]:
+        def load_model(spec: str, device: str = "cpu", registry: dict | None = None) -> torch.nn.Module:
+            asked.append(spec)
+            return model
+
+        monkeypatch.setattr("tse_cli.weights.load_model", load_model)
+        return asked
+
+    return use

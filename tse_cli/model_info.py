@@ -12,22 +12,30 @@ from tse_cli.models.protocol import ExtractionModel, model_kind
 def describe(name: str) -> dict[str, Any]:
     """What `tse models info` reports for an architecture name, a registry entry or a checkpoint directory.
 
-    Weights are never downloaded: the model is built from its architecture and config on the meta device.
+    Weights are never downloaded: the model is built from its architecture and config on the meta device. An
+    entry whose size is in a published config file (`waveformer`) is sized from that file once it is cached;
+    before, its size is reported as unknown (`size` says how to get it), never guessed.
     """
     from tse_cli.checkpoint import read_config
     from tse_cli.models import ARCHITECTURES
-    from tse_cli.weights import cache_state, load_registry, unknown_model
+    from tse_cli.weights import cache_state, load_registry, published_size, unknown_model
 
     registry = load_registry()
     info: dict[str, Any] = {"name": name}
     origin = name
     if name in registry:
         entry = registry[name]
-        arch, config = entry.architecture, entry.config
         origin = f"registry entry {name!r}"
         files = {role: str(spec.source) for role, spec in entry.files.items()}
         info |= {"description": entry.description, "license": entry.license, "citation": entry.citation}
         info |= {"format": entry.format, "source": files, "cached": cache_state(entry)}
+        sized = published_size(entry)
+        if sized is None:
+            declared = ARCHITECTURES[entry.architecture]  # what every size of the architecture shares
+            unknown = f"from its published config, once downloaded (`tse models download {name}`)"
+            info |= {"architecture": entry.architecture, "config": None, "size": unknown}
+            return info | {"sample_rate": declared.sample_rate, "clue": declared.clue_kind}
+        arch, config = sized
     elif name in ARCHITECTURES:
         arch, config = name, {}
     elif Path(name).is_dir():
