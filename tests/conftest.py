@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -62,3 +64,44 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., P
         return written[key]
 
     return make
+
+
+@pytest.fixture
+def full_disk(tmp_path: Path):
+    """A 64 KiB tmpfs (root on Linux only), for the "No space left on device" paths."""
+    mount = tmp_path / "full"
+    mount.mkdir()
+    if sys.platform != "linux" or os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root on Linux")
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True)
+    if made.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+# `tse extract` tests (test_extract_cli.py, test_extract_io.py) ----------------------------------------------------
+
+
+@pytest.fixture
+def tiny(tiny_checkpoint: Callable[..., Path]) -> Path:
+    """A tiny Waveformer checkpoint directory (random weights)."""
+    return tiny_checkpoint("waveformer-large")
+
+
+@pytest.fixture
+def stand_in(monkeypatch: pytest.MonkeyPatch):
+    """Replace the registry with a stand-in model; returns the list of specs asked for."""
+    asked: list[str] = []
+
+    def use(model: torch.nn.Module) -> list[str]:
+        def load_model(spec: str, device: str = "cpu", registry: dict | None = None) -> torch.nn.Module:
+            asked.append(spec)
+            return model
+
+        monkeypatch.setattr("tse_cli.weights.load_model", load_model)
+        return asked
+
+    return use

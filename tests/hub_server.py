@@ -25,12 +25,18 @@ _PREFIXES = {"model": "", "dataset": "datasets/", "space": "spaces/"}
 
 
 class FakeHub:
-    """Serve files the test adds; `requests` records (method, path) of every request."""
+    """Serve files the test adds; `requests` records (method, path) of every request.
+
+    `faults` maps a request path (as in `requests`) to a misbehaviour: an HTTP status (e.g. 500) answered to
+    every request for it, or "cut": the headers announce the whole file but the body stops halfway and the
+    connection closes (a download interrupted mid-transfer).
+    """
 
     def __init__(self) -> None:
         self.repos: dict[str, dict[str, bytes]] = {}  # "{prefix}{owner}/{repo}" -> path -> content
         self.urls: dict[str, bytes] = {}
         self.requests: list[tuple[str, str]] = []
+        self.faults: dict[str, int | str] = {}
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -74,6 +80,9 @@ class FakeHub:
             def _serve(self, body: bool) -> None:
                 path = unquote(self.path.split("?")[0])
                 hub.requests.append((self.command, path))
+                fault = hub.faults.get(path)
+                if isinstance(fault, int):
+                    return self._reply(fault, b"server error", {}, body)
                 if path.startswith("/files/"):
                     data = hub.urls.get(path[len("/files/") :])
                     return self._reply(200 if data is not None else 404, data, {}, body)
@@ -95,7 +104,10 @@ class FakeHub:
                     self.send_header(key, value)
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
-                if body:
+                if body and hub.faults.get(unquote(self.path.split("?")[0])) == "cut":
+                    self.wfile.write(payload[: len(payload) // 2])
+                    self.close_connection = True
+                elif body:
                     self.wfile.write(payload)
 
         return Handler

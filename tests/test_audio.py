@@ -150,3 +150,107 @@ def test_subtype_defaults_and_checks() -> None:
         check_subtype("FLOAT", "FLAC")
     with pytest.raises(AudioError, match="unsupported subtype"):
         check_subtype("PCM_12", "WAV")
+
+
+# ---- output formats, clip modes, pipes ----
+
+
+def test_formats_include_the_common_ones_this_libsndfile_writes() -> None:
+    from tse_cli.audio import FORMATS
+
+    available = sf.available_formats()
+    for name, major, codec in [("wav", "WAV", None), ("flac", "FLAC", None), ("ogg", "OGG", "VORBIS")]:
+        assert FORMATS[name].major == major and FORMATS[name].codec == codec
+    for name, major, codec in [("opus", "OGG", "OPUS"), ("mp3", "MP3", "MPEG_LAYER_III")]:
+        writable = major in available and codec in sf.available_subtypes(major)
+        assert (name in FORMATS) == writable, name
+
+
+@pytest.mark.parametrize("name", ["wav", "flac", "ogg", "opus", "mp3", "aiff", "au", "caf", "w64", "rf64"])
+def test_each_format_round_trips_through_soundfile(tmp_path: Path, name: str) -> None:
+    from tse_cli.audio import FORMATS, format_of_major, format_of_suffix
+
+    if name not in FORMATS:
+        pytest.skip(f"this libsndfile does not write {name}")
+    fmt = FORMATS[name]
+    rate = fmt.storable_rate(44100)
+    t = np.arange(rate) / rate
+    x = np.stack([0.5 * np.sin(2 * np.pi * 440 * t), 0.3 * np.sin(2 * np.pi * 660 * t)]).astype(np.float32)
+    path = tmp_path / f"a.{name}"
+    subtype = fmt.subtype(None, "PCM_16")
+    with AtomicWriter(path, rate, 2, subtype, fmt.major) as w:
+        for start in range(0, x.shape[1], 5000):
+            w.write(x[:, start : start + 5000])
+    info = sf.info(str(path))
+    assert (info.format, info.subtype, info.samplerate, info.channels) == (fmt.major, subtype, rate, 2)
+    assert format_of_suffix(path) is fmt and format_of_major(info.format, info.subtype) is fmt
+    y, _ = sf.read(str(path), dtype="float32", always_2d=True)
+    if fmt.codec is None:
+        np.testing.assert_allclose(y.T, x, atol=2**-15)
+    else:  # lossy: the same tones, after the codec's delay
+        assert abs(len(y) - x.shape[1]) < rate // 10
+        spectrum = np.abs(np.fft.rfft(y[: rate // 2, 0] * np.hanning(rate // 2)))
+        assert np.argmax(spectrum) * 2 == pytest.approx(440, abs=4)
+
+
+def test_format_subtypes_and_rates() -> None:
+    from tse_cli.audio import FORMATS
+
+    assert FORMATS["wav"].subtype(None, "PCM_24") == "PCM_24"
+    assert FORMATS["flac"].subtype("pcm_16", "FLOAT") == "PCM_16"
+    assert FORMATS["ogg"].subtype(None, "PCM_16") == "VORBIS"
+    with pytest.raises(AudioError, match="ogg is lossy"):
+        FORMATS["ogg"].subtype("PCM_16", None)
+    assert FORMATS["wav"].storable_rate(44100) == 44100
+    if "opus" in FORMATS:
+        opus = FORMATS["opus"]
+        assert [opus.storable_rate(r) for r in (16000, 22050, 44100, 96000)] == [16000, 24000, 48000, 48000]
+
+
+@pytest.mark.parametrize("subtype", ["PCM_16", "FLOAT"])
+def test_clip_modes(tmp_path: Path, subtype: str) -> None:
+    x = np.array([[0.5, 1.5, -2.0, 1.0, -1.0, 0.25]], np.float32)
+    written = {}
+    for mode in ("clamp", "rescale", "none"):
+        path = tmp_path / f"{mode}.wav"
+        with AtomicWriter(path, 8000, 1, subtype, "WAV", clip=mode) as w:
+            w.write(x[:, :2])
+            w.write(x[:, 2:])
+        written[mode] = (w, sf.read(str(path), dtype="float32")[0])
+        assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == [], "temporaries left"
+    clamp, rescale, none = (written[m] for m in ("clamp", "rescale", "none"))
+    step = 2**-15 if subtype == "PCM_16" else 0
+    if subtype == "PCM_16":
+        assert clamp[0].clipped == 2
+        np.testing.assert_allclose(clamp[1], np.clip(x[0], -1, 1), atol=step)
+    else:  # float keeps every value
+        assert clamp[0].clipped == 0
+        np.testing.assert_array_equal(clamp[1], x[0])
+        np.testing.assert_array_equal(none[1], x[0])
+    assert rescale[0].gain == pytest.approx(0.5) and rescale[0].peak == 2.0 and rescale[0].clipped == 0
+    np.testing.assert_allclose(rescale[1], x[0] / 2, atol=step)
+    assert none[0].clipped == 0
+
+
+def test_rescale_leaves_nothing_on_error(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError), AtomicWriter(tmp_path / "a.wav", 8000, 1, "PCM_16", "WAV", clip="rescale") as w:
+        w.write(noise(1, 100) * 10)
+        assert len(list(tmp_path.iterdir())) == 2  # the output's temporary and the held samples
+        raise RuntimeError("disk full")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_spool_stdin_and_send_to_stdout(tmp_path: Path) -> None:
+    import io
+
+    from tse_cli.audio import send_to_stdout, spool_stdin
+
+    source = tmp_path / "a.flac"
+    sf.write(str(source), noise(2, 1000).T, 16000, subtype="PCM_16")
+    spooled = spool_stdin(tmp_path, io.BytesIO(source.read_bytes()))
+    assert spooled.read_bytes() == source.read_bytes() and probe(spooled).format == "FLAC"
+    with pytest.raises(AudioError, match="standard input is empty"):
+        spool_stdin(tmp_path, io.BytesIO(b""))
+    out = io.BytesIO()
+    send_to_stdout(source, out)
+    assert out.getvalue() == source.read_bytes()

@@ -11,6 +11,7 @@ import torch
 from tiny import tiny, tiny_config
 
 from tse_cli.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from tse_cli.models import create
 
 
 @pytest.fixture
@@ -59,3 +60,65 @@ def test_missing_files(saved, tmp_path: Path):
         load_checkpoint(directory)
     with pytest.raises(CheckpointError, match="no config.json"):
         load_checkpoint(tmp_path)
+
+
+def _edit_config(directory: Path, **config) -> None:
+    path = directory / "config.json"
+    saved = json.loads(path.read_text())
+    path.write_text(json.dumps({**saved, "config": {**saved["config"], **config}}))
+
+
+def test_weights_of_other_shapes_are_one_line_naming_the_file(saved, tmp_path: Path):
+    _, directory = saved
+    save_checkpoint(tiny("wavemamba-small", enc_dim=48), tmp_path / "other")
+    (directory / "model.safetensors").write_bytes((tmp_path / "other" / "model.safetensors").read_bytes())
+    with pytest.raises(CheckpointError, match=r"model.safetensors: weights do not match wavemamba-small") as err:
+        load_checkpoint(directory)
+    assert "wrong shape: " in str(err.value) and "\n" not in str(err.value)
+    _edit_config(tmp_path / "other", num_enc_layers=3)  # a layer the file does not have
+    with pytest.raises(CheckpointError, match=r"missing: .*dcc_2"):
+        load_checkpoint(tmp_path / "other")
+
+
+@pytest.mark.parametrize("keep", [0, 7, 100, 0.5])
+def test_a_cut_weights_file_is_one_line(saved, keep: float):
+    _, directory = saved
+    data = (directory / "model.safetensors").read_bytes()
+    (directory / "model.safetensors").write_bytes(data[: int(len(data) * keep) if isinstance(keep, float) else keep])
+    with pytest.raises(CheckpointError, match="not a complete safetensors file.*truncated or damaged") as err:
+        load_checkpoint(directory)
+    assert str(directory / "model.safetensors") in str(err.value) and "\n" not in str(err.value)
+
+
+def test_absurd_sizes_are_refused_before_anything_is_allocated(saved):
+    from tse_cli.models.budget import ModelSizeError
+
+    _, directory = saved
+    _edit_config(directory, enc_dim=2_000_000, dec_dim=8)  # trillions of parameters: terabytes
+    with pytest.raises(CheckpointError, match=r"config.json: wavemamba-small with .* need [\d.]+ [TP]B, more th") as e:
+        load_checkpoint(directory)
+    assert "\n" not in str(e.value)
+    with pytest.raises(ModelSizeError, match="more than 10,000 layers and modules"):
+        create("av-sepformer-small", intra_layers=1_000_000)  # gives up after 10,000 modules, on shapes only
+    with pytest.raises(ValueError, match="num_enc_layers must be 1 to 32"):
+        create("waveformer-small", num_enc_layers=10_000_000)  # (its dilations 2^i would fill memory first)
+
+
+def test_unknown_or_refused_arguments_are_one_line():
+    with pytest.raises(ValueError, match=r"waveformer-small: unknown argument\(s\) bogus; known: .*enc_dim"):
+        create("waveformer-small", bogus=1)
+    with pytest.raises(ValueError, match="waveformer-small with enc_dim='wide'") as err:
+        create("waveformer-small", enc_dim="wide")
+    assert "\n" not in str(err.value)
+
+
+def test_models_info_refuses_absurd_sizes_at_once(saved):
+    from typer.testing import CliRunner
+
+    from tse_cli.cli import app
+
+    _, directory = saved
+    _edit_config(directory, enc_dim=2_000_000, dec_dim=8)
+    result = CliRunner().invoke(app, ["models", "info", str(directory)])
+    assert result.exit_code == 1 and "check its sizes" in result.output and "config.json" in result.output
+    assert len(result.output.strip().splitlines()) == 1

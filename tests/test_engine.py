@@ -289,7 +289,7 @@ def test_pcm_output_clipping_is_counted_not_rescaled(tmp_path: Path) -> None:
     model = PointwiseWindow()  # gain 0.5 * (1 + 1) ... with clue sum 1 -> x; scale up to force clipping
     model.scale.data.fill_(1.0)  # y = 2x: 0.6 -> 1.2 and -0.7 -> -1.4 clip
     (result,) = Engine(model).run([task])
-    assert result.clipped == 100
+    assert result.written[0].clipped == 100 and result.written[0].gain == 1.0
     y = read(task.output)
     assert sf.info(str(task.output)).subtype == "PCM_16"
     np.testing.assert_allclose(y[0, :4], [0.2, 1.0, -1.0, 0.4], atol=1e-4)
@@ -397,3 +397,82 @@ def test_clue_failures_are_reported_before_any_work(tmp_path: Path) -> None:
     assert [r.status for r in results] == ["done", "failed"]
     assert results[1].error == f"{tmp_path / 'bad.npy'}: contains NaN or infinite values"
     assert order == ["b.wav", "a.wav"]
+
+
+# ---- several tasks of one input (--each), output rates, clip modes ----
+
+
+def test_tasks_of_one_input_read_it_once_and_equal_separate_runs(tmp_path: Path, monkeypatch) -> None:
+    from tse_cli.engine import files
+
+    x = noise(2, 3001)
+    source = write(tmp_path / "in.wav", x, 16000)
+    classes = [[10], [2], [2, 10]]
+
+    def tasks(prefix: str) -> list[Task]:
+        return [
+            Task(source, tmp_path / f"{prefix}{i}.wav", tmp_path / f"{prefix}{i}_r.wav", clue=multi_hot(c))
+            for i, c in enumerate(classes)
+        ]
+
+    separate = [Engine(CausalFir(), block_frames=300).run([t])[0] for t in tasks("alone")]
+    opened = []
+    reader = files.BlockReader
+    monkeypatch.setattr(files, "BlockReader", lambda *a: opened.append(a) or reader(*a))
+    model = CausalFir()
+    together = Engine(model, block_frames=300, jobs=2).run(tasks("each"))
+    assert [t.status for t in together] == ["done"] * 3 and len(opened) == 1, "one read of the input for all"
+    assert model.batches == [6], "one batch: a row per class and channel"
+    for a, b in zip(separate, together, strict=True):
+        np.testing.assert_array_equal(read(b.output), read(a.output))
+        np.testing.assert_array_equal(read(b.residual), read(a.residual))
+    assert not np.allclose(read(together[0].output), read(together[1].output)), "each class its own estimate"
+
+
+def test_a_third_output_rate_keeps_the_residual_exact(tmp_path: Path) -> None:
+    x = noise(1, 16000 // 3)
+    task = Task(write(tmp_path / "in.wav", x, 16000), tmp_path / "e.wav", residual=tmp_path / "r.wav", clue=CLUE)
+    (result,) = Engine(CausalFir(), block_frames=333, sample_rate=12000).run([task])
+    assert result.status == "done", result.error
+    assert [w.sample_rate for w in result.written] == [12000, 12000]
+    estimate, residual = read(task.output), read(task.residual)
+    mixture = AF.resample(AF.resample(torch.from_numpy(x), 16000, RATE), RATE, 12000).numpy()
+    assert estimate.shape == residual.shape == mixture.shape
+    np.testing.assert_allclose(estimate + residual, mixture, atol=1e-5)
+
+
+def test_formats_move_to_a_rate_they_store(tmp_path: Path) -> None:
+    from tse_cli.audio import FORMATS
+
+    if "opus" not in FORMATS:
+        pytest.skip("this libsndfile writes no Opus")
+    task = Task(write(tmp_path / "in.wav", noise(1, 8000), 44100), tmp_path / "e.opus", clue=CLUE, format="opus")
+    (result,) = Engine(CausalFir()).run([task])
+    assert result.status == "done", result.error
+    info = sf.info(str(task.output))
+    assert (info.samplerate, info.subtype, result.written[0].sample_rate) == (48000, "OPUS", 48000)
+
+
+def test_clip_counts_name_each_output_and_rescale_scales_each(tmp_path: Path) -> None:
+    x = np.tile(np.array([[0.1, 0.6, -0.7, 0.2]], dtype=np.float32), 50)
+    model = PointwiseWindow()
+    model.scale.data.fill_(1.0)  # y = 2x: 100 samples beyond [-1, 1]
+
+    def run(clip: str, name: str) -> Task:
+        source = write(tmp_path / f"{name}.wav", 1.6 * x)  # float input, PCM output
+        task = Task(source, tmp_path / f"{name}_e.wav", clue=multi_hot([40]), subtype="PCM_16")
+        task.residual = tmp_path / f"{name}_r.wav"
+        (result,) = Engine(model, clip=clip).run([task])
+        assert result.status == "done", result.error
+        return result
+
+    clamp = run("clamp", "a")
+    assert [w.path.name for w in clamp.written] == ["a_e.wav", "a_r.wav"]
+    assert [w.clipped for w in clamp.written] == [100, 50]  # estimate 3.2x: 0.6 and -0.7; residual -1.6x: -0.7
+    rescale = run("rescale", "b")
+    assert [w.clipped for w in rescale.written] == [0, 0]
+    peak = 2 * 1.6 * 0.7
+    assert rescale.written[0].gain == pytest.approx(1 / peak, rel=1e-6)
+    assert rescale.written[1].gain == pytest.approx(1 / (1.6 * 0.7), rel=1e-6)
+    np.testing.assert_allclose(np.abs(read(rescale.output)).max(), 1.0, atol=1e-4)
+    np.testing.assert_allclose(read(rescale.output), 2 * read(tmp_path / "b.wav") / peak, atol=1e-4)

@@ -105,7 +105,7 @@ def test_eval_reads_dpm_tse_sets_and_writes_csv(tmp_path: Path, checkpoint: Path
         (["--data", "DATA"], 2, "exactly one of --model NAME or --checkpoint DIR"),
         (["--data", "DATA", "--checkpoint", "CKPT", "--out", "r.txt"], 2, "must end in .json or .csv"),
         (["--data", "DATA", "--checkpoint", "CKPT", "--split", "val"], 1, "no rendered scenes"),
-        (["--data", "DATA", "--checkpoint", "MISSING"], 1, "not a checkpoint directory"),
+        (["--data", "DATA", "--checkpoint", "MISSING"], 1, "no such checkpoint directory"),
         (["--data", "DATA", "--checkpoint", "CKPT", "--device", "gpu0"], 1, "invalid device 'gpu0'; use auto, cpu"),
     ],
 )

@@ -253,22 +253,6 @@ def test_an_output_name_taken_by_a_folder_mid_run_fails_alone(
     assert tree(out) == ["a_Cough.wav", "b_Cough.wav"] and (out / "a_Cough.wav").is_dir()
 
 
-@pytest.fixture
-def full_disk(tmp_path: Path):
-    """A 64 KiB tmpfs (root on Linux only)."""
-    mount = tmp_path / "full"
-    mount.mkdir()
-    if sys.platform != "linux" or os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root on Linux")
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True)
-    if made.returncode:
-        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.decode().strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=True)
-
-
 def test_a_full_disk_says_so(tmp_path: Path, tiny: Path, full_disk: Path) -> None:
     big, small = noise(tmp_path / "big.wav", frames=44100), noise(tmp_path / "small.wav", frames=2000)
     result = run("extract", big, small, "-c", "Cough", "--checkpoint", tiny, "-O", full_disk)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -222,3 +223,79 @@ def test_cli_download_reports_bad_checksum(hub_env, fake_hub: FakeHub, tmp_path:
     result = run_tse("models", "download", "tiny", env={**hub_env, "TSE_REGISTRY": str(registry)})
     assert result.returncode == 1
     assert "sha256 mismatch" in result.stderr and "Traceback" not in result.stderr
+
+
+# ---- the cache is verified on every use ----
+
+
+def same_stamp(path: Path) -> None:
+    """Other bytes of the same size, with the old mtime put back (as `cp -p` or `touch -r` would)."""
+    st = path.stat()
+    path.write_bytes(bytes(255 - b for b in path.read_bytes()))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_a_replaced_or_cut_cached_file_is_caught_deleted_and_fetched_again(hub_env, fake_hub: FakeHub):
+    data = b"the published weights" * 1000
+    url = hub.parse_source(fake_hub.add_url("exp/w.pt", data))  # unpinned: checked against its recorded sha256
+    lfs = hub.parse_source(fake_hub.add_hub_file("Someone/Repo", "w.pt", data))  # unpinned: its etag is its sha256
+    for source in (url, lfs):
+        cached = hub.fetch(source).path
+        for damage in (
+            lambda p: p.write_bytes(b"other weights" * 1000),
+            lambda p: p.write_bytes(data[:1000]),
+            same_stamp,
+        ):
+            blob = cached.resolve()
+            damage(blob)
+            with pytest.raises(hub.HubError, match="sha256 mismatch.*was changed or damaged after it was fetched") as e:
+                hub.fetch(source)
+            assert str(blob) in str(e.value) and "run again" in str(e.value) and "\n" not in str(e.value)
+            assert hub.cached_path(source) is None, "the bad copy is deleted"
+            cached = hub.fetch(source).path
+            assert cached.read_bytes() == data, "the next fetch downloads it again"
+
+
+def test_the_hash_is_recorded_and_recomputed_only_when_the_file_changes(
+    hub_env, fake_hub: FakeHub, monkeypatch: pytest.MonkeyPatch
+):
+    data = b"weights" * 1000
+    source = hub.parse_source(fake_hub.add_hub_file("Someone/Repo", "w.pt", data))
+    path = hub.fetch(source, sha(data)).path.resolve()
+    hashed: list[Path] = []
+    real = hub.sha256_file
+    monkeypatch.setattr(hub, "sha256_file", lambda p: hashed.append(Path(p)) or real(p))
+    hub.fetch(source, sha(data))
+    assert hashed == [], "an unchanged file is trusted from its verified-hash record"
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 1))  # same bytes, another mtime
+    hub.fetch(source, sha(data))
+    assert hashed == [path], "a file whose stamp changed is hashed again"
+
+
+def test_a_failing_hub_is_tried_three_times_in_about_3_s(hub_env, fake_hub: FakeHub, monkeypatch):
+    source = hub.parse_source(fake_hub.add_hub_file("Someone/Repo", "w.pt", b"x" * 100))
+    fake_hub.faults["/Someone/Repo/resolve/main/w.pt"] = 500
+    waits: list[float] = []
+    monkeypatch.setattr(time, "sleep", waits.append)
+    with pytest.raises(hub.HubError, match=r"the server answers HTTP 500 \(3 tries\); try again later") as err:
+        hub.fetch(source)
+    assert "\n" not in str(err.value)
+    assert waits == list(hub.RETRY_WAITS) and sum(waits) <= 3
+    assert [m for m, p in fake_hub.requests if p.endswith("/w.pt")] == ["HEAD"] * 3
+
+
+def test_a_download_cut_halfway_is_one_line(hub_env, fake_hub: FakeHub, tmp_path: Path, monkeypatch):
+    registry = write_registry(tmp_path / "reg.toml", fake_hub, pin=False)
+    fake_hub.faults["/tse-test/tiny/resolve/main/model.safetensors"] = "cut"
+    no_backoff(monkeypatch)
+    with pytest.raises(hub.HubError, match="download interrupted .*run again to resume it") as err:
+        hub.fetch(hub.parse_source("hf://tse-test/tiny/model.safetensors"))
+    assert "\n" not in str(err.value)
+    url = hub.parse_source(fake_hub.add_url("exp/w.pt", b"w" * 10_000))
+    fake_hub.faults["/files/exp/w.pt"] = "cut"
+    with pytest.raises(hub.HubError, match="download interrupted"):
+        hub.fetch(url)
+    assert hub.cached_path(url) is None
+    result = run_tse("models", "download", "tiny", env={**hub_env, "TSE_REGISTRY": str(registry)})
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.count("\n") == 1 and "download interrupted" in result.stderr, result.stderr

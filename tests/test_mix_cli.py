@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import soundfile as sf
@@ -123,19 +124,25 @@ def test_failed_scenes_exit_1_with_their_names(tmp_path_factory, tmp_path):
     assert json.loads((tmp_path / "out/summary.json").read_text())["mixtures"] == {"train": 2, "val": 1, "test": 2}
 
 
+def start_mix(src: Path, cache: Path, out: Path, *options: str, **popen) -> subprocess.Popen:
+    """`tse mix` of the train split into `out` in a subprocess, returned once 3 mixtures are done."""
+    cmd = [sys.executable, "-c", _APP_CODE, "mix", "--fsd", str(src / "fsd"), "--tau", str(src / "tau"), "-o", str(out),
+           "--split", "train", "--cache-dir", str(cache), *options]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, **popen)
+    deadline = time.monotonic() + 240
+    while len(list(out.glob("specs/train/*.done.json"))) < 3:
+        assert proc.poll() is None, "the run ended before it could be stopped"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    return proc
+
+
 def test_resume_after_killed_run_is_byte_identical(tmp_path_factory, tmp_path):
     src = corpus(tmp_path_factory)
     cache = built_set(tmp_path_factory, "dpm-tse", count=3, stems=True) / ".cache"  # sources decoded already
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-c", _APP_CODE, "mix", "--fsd", str(src / "fsd"), "--tau", str(src / "tau"), "-o", str(out),
-           "--split", "train", "--count", "40", "--jobs", "1", "--stems", "--cache-dir", str(cache)]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = start_mix(src, cache, out, "--count", "40", "--jobs", "1", "--stems", stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 120
-        while len(list(out.glob("specs/train/*.done.json"))) < 3:
-            assert proc.poll() is None, "the run ended before it could be killed"
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         proc.wait()
@@ -152,3 +159,22 @@ def test_resume_after_killed_run_is_byte_identical(tmp_path_factory, tmp_path):
     build(Options("dpm-tse", src / "fsd", src / "tau", fresh, ("train",), 40, jobs=2, stems=True, cache_dir=cache))
     assert tree_bytes(out) == tree_bytes(fresh)
     assert (out / "meta.csv").read_bytes() == (fresh / "meta.csv").read_bytes()
+
+
+@pytest.mark.parametrize(("sig", "group"), [(signal.SIGINT, True), (signal.SIGTERM, False)], ids=["ctrl-c", "kill"])
+def test_an_interrupted_run_exits_128_plus_n_without_worker_tracebacks(tmp_path_factory, tmp_path, sig, group):
+    """Ctrl-C reaches every process of the group (workers included); `kill PID` the parent only."""
+    src = corpus(tmp_path_factory)
+    cache = built_set(tmp_path_factory, "dpm-tse", count=3, stems=True) / ".cache"
+    out = tmp_path / "out"
+    proc = start_mix(src, cache, out, "--count", "400", "--jobs", "2", stderr=subprocess.PIPE, text=True,
+                     start_new_session=True)  # fmt: skip
+    try:
+        os.killpg(proc.pid, sig) if group else os.kill(proc.pid, sig)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + sig, stderr
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
+    assert stderr.rstrip().endswith("rerun the same command to resume")
+    assert not [p for p in out.rglob("*") if p.name.endswith(".part")], "the workers finished or removed their files"

@@ -197,11 +197,39 @@ def test_cpu_path_never_imports_mamba_ssm(monkeypatch):
     selective_scan(**_inputs(length=5), delta_softplus=True)
 
 
-def test_bad_shapes_are_rejected():
+@pytest.mark.parametrize(
+    ("name", "cut", "message"),
+    [
+        ("B", lambda t: t[..., :9], r"B \(2, 4, 9\) \(expected \(2, 4, 10\)\)"),
+        ("C", lambda t: t[..., :9], r"C \(2, 4, 9\) \(expected \(2, 4, 10\)\)"),
+        ("delta", lambda t: t[:1], r"delta \(1, 5, 10\) \(expected \(2, 5, 10\)\)"),
+        ("D", lambda t: t[:3], r"D \(3,\) \(expected \(5,\)\)"),
+        ("initial_state", lambda t: t[..., :2], r"state \(2, 5, 2\) \(expected \(2, 5, 4\)\)"),
+        ("u", lambda t: t[0], r"u \(5, 10\) \(expected \(batch, d_inner, length\)\)"),
+    ],
+)
+def test_bad_shapes_are_one_value_error_naming_them(name, cut, message):
+    """A B/C (or any input) that does not fit u and A is a ValueError naming the tensor, its shape and the
+    expected one, for the whole-sequence scan and the streaming step alike."""
     x = _inputs(length=10)
-    x["B"] = x["B"][..., :9]
-    with pytest.raises(ValueError, match="selective_scan: expected"):
+    x[name] = cut(x[name])
+    with pytest.raises(ValueError, match="selective_scan: shapes do not fit u .*" + message):
         selective_scan(**x)
+    state = x.pop("initial_state")
+    with pytest.raises(ValueError, match=r"selective_scan(_step)?: shapes do not fit u .*" + message):
+        selective_scan_step(state, **x, in_place=True)
+
+
+@pytest.mark.parametrize("name", ["A", "u", "B"])
+def test_complex_inputs_are_refused(name):
+    """The scan is real: a complex A (or input) is refused instead of losing its imaginary part."""
+    x = _inputs(length=6)
+    x[name] = torch.complex(x[name], torch.ones_like(x[name]))
+    with pytest.raises(ValueError, match=f"selective_scan: the scan takes real floating-point tensors, got {name} "):
+        selective_scan(**x)
+    state = x.pop("initial_state")
+    with pytest.raises(ValueError, match="real floating-point"):
+        selective_scan_step(state, **x, in_place=True)
 
 
 needs_kernel = pytest.mark.skipif(

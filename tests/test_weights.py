@@ -56,7 +56,7 @@ def test_published_entries():
     assert wf.format == "waveformer-published" and wf.sample_rate == 44100
     assert str(wf.files["checkpoint_path"].source) == "https://targetsound.cs.washington.edu/files/default_ckpt.pt"
     assert str(wf.files["config_path"].source) == "https://targetsound.cs.washington.edu/files/default_config.json"
-    assert "inferred" in wf.description
+    assert wf.architecture == "waveformer" and "default_config.json" in wf.description  # no size guessed
     assert dpm.format == "dpm-tse-published" and dpm.sample_rate == 16000
     for role, path in (("checkpoint_path", "ckpts/base_v_1000.pt"), ("first_stage_path", "ckpts/first_stage.pt")):
         source = dpm.files[role].source
@@ -74,13 +74,14 @@ def test_published_entries():
 def test_entries_match_architectures_and_converters(name: str):
     entry = weights.load_registry()[name]
     assert entry.architecture in ARCHITECTURES, f"{name}: unknown architecture {entry.architecture}"
-    roles, converter = weights.FORMATS[entry.format]
+    roles, converter = weights.FORMATS[entry.format].roles, weights.FORMATS[entry.format].converter
     if converter is not None:
         module, _, function = converter.partition(":")
         parameters = inspect.signature(getattr(import_module(module), function)).parameters
         assert set(roles) <= set(parameters), f"{converter} does not take the roles {roles}"
     info = describe(name)  # builds the architecture on the meta device: no weights needed
-    assert info["sample_rate"] == entry.sample_rate and info["parameters"] > 0
+    assert info["sample_rate"] == entry.sample_rate
+    assert info["parameters"] > 0 if "size" not in info else entry.format == "waveformer-published"
     assert info["cached"] in ("yes", "partial", "no")
 
 
@@ -154,6 +155,34 @@ def test_load_model_from_checkpoint_directory(tmp_path: Path):
         weights.load_model(str(folder))
 
 
+def test_mistyped_local_checkpoint_is_a_local_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A spec that can only be a path never reaches the Hub: `runs/bestt` beside `runs/best` is one line at once."""
+    monkeypatch.chdir(tmp_path)
+    save_checkpoint(tiny("waveformer-small"), tmp_path / "runs" / "best")
+    monkeypatch.setattr(hub, "fetch", lambda *a, **k: pytest.fail("looked up on the Hub"))
+    cases = {
+        "runs/bestt": "runs/bestt: no such checkpoint directory; did you mean runs/best?",
+        "./ckpt": "./ckpt: no such checkpoint directory",
+        "~/no-such-tse-checkpoint": "~/no-such-tse-checkpoint: no such checkpoint directory",
+        "runs/x/best": "runs/x/best: no such checkpoint directory (runs exists, runs/x does not)",
+        "runs/": None,  # exists: a folder without config.json, which loading reports
+    }
+    for spec, message in cases.items():
+        assert weights.looks_local(spec), spec
+        if message is not None:
+            with pytest.raises(weights.WeightsError) as err:
+                weights.resolve(spec)
+            assert str(err.value) == message
+    assert not weights.looks_local("owner/repo") and not weights.looks_local("owner/repo@v1")
+    assert not weights.looks_local("waveformer")
+    (tmp_path / "mix.wav").write_bytes(b"")
+    result = runner.invoke(
+        app, ["extract", "mix.wav", "--checkpoint", "runs/bestt", "-c", "Cough", "-o", "out.wav", "-q"]
+    )
+    assert result.exit_code == 1
+    assert result.output == "error: runs/bestt: no such checkpoint directory; did you mean runs/best?\n"
+
+
 def test_lazy_package_export():
     import tse_cli
 
@@ -182,14 +211,16 @@ def test_models_list_json_and_table():
 def test_models_info_without_weights():
     result = runner.invoke(app, ["models", "info", "waveformer", "--json"])
     assert result.exit_code == 0, result.output
-    info = json.loads(result.output)
+    published = json.loads(result.output)  # its size is in default_config.json, not downloaded here
+    assert "parameters" not in published and "tse models download waveformer" in published["size"]
+    assert published["license"] == "MIT" and "default_ckpt.pt" in published["source"]["checkpoint_path"]
+    info = json.loads(runner.invoke(app, ["models", "info", "waveformer-large", "--json"]).output)
     assert info["parameters"] == 3_878_144 and info["sample_rate"] == 44100 and info["classes"] == 41
-    assert info["license"] == "MIT" and "default_ckpt.pt" in info["source"]["checkpoint_path"]
     assert info["latency_ms"] == pytest.approx(448 / 44.1)
     mamba = json.loads(runner.invoke(app, ["models", "info", "wavemamba-large", "--json"]).output)
     assert mamba["parameters"] == 3_656_704 and mamba["latency_ms"] < info["latency_ms"]
     assert 0 < mamba["gmac_per_second"] < info["gmac_per_second"], "WaveMamba is cheaper than Waveformer"
-    table = runner.invoke(app, ["models", "info", "waveformer"])
+    table = runner.invoke(app, ["models", "info", "waveformer-large"])
     assert table.exit_code == 0 and "3,878,144" in table.output
 
 
@@ -261,3 +292,16 @@ def test_extract_reads_each_registry_file_once(tmp_path: Path, monkeypatch: pyte
         assert result.exit_code == 0 and out.is_file(), result.output
         out.unlink()
         assert sorted(parsed) == (sorted([str(weights.REGISTRY_PATH), str(extra)]) if source[0] == "--model" else [])
+
+
+def test_a_damaged_converted_checkpoint_says_how_to_convert_it_again(tmp_path, monkeypatch):
+    from tse_cli.checkpoint import save_checkpoint
+    from tse_cli.models import create
+
+    monkeypatch.setenv("TSE_CACHE", str(tmp_path / "cache"))
+    folder = save_checkpoint(create("waveformer-small", enc_dim=16, dec_dim=8, num_enc_layers=2),
+                             weights.tse_cache_converted() / "tiny-0123456789abcdef")  # fmt: skip
+    data = (folder / "model.safetensors").read_bytes()
+    (folder / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(weights.WeightsError, match=f"truncated or damaged.*delete {folder} to convert it again"):
+        weights.load_model(str(folder))

@@ -23,6 +23,8 @@ from collections.abc import Iterator
 from glob import escape as glob_escape
 from pathlib import Path
 
+from tse_cli.crashpoints import crash_point
+
 TEMP_SUFFIX = ".part"
 _TEMP_NAME = re.compile(r"^\..+\.tse-(\d+)-[0-9a-f]{8}\.part$", re.DOTALL)
 _NAME_BYTES = 200  # of the destination's name kept in a temporary's (file names are limited to 255 bytes)
@@ -82,19 +84,72 @@ def write_json(path: str | Path, obj: object) -> None:
     write_text(path, json.dumps(obj, indent=1) + "\n")
 
 
+def old_copy(directory: Path) -> Path:
+    """Where `replace_dir` keeps the folder it replaces while it swaps: `.<name>.old` beside it."""
+    return directory.with_name(f".{directory.name}.old")
+
+
 def replace_dir(staging: Path, directory: Path) -> None:
     """Move a finished `staging` folder to `directory` (same file system), replacing what was there.
 
-    An existing `directory` is first renamed to `.<name>.old` beside it and removed after the swap.
+    The staged files are flushed to disk first; then an existing `directory` becomes `.<name>.old`, `staging`
+    becomes `directory`, and `.<name>.old` is removed. A kill at any point leaves a complete `directory`, or
+    (between the two renames) a complete `staging` beside `.<name>.old`: `recover_dir` finishes the swap.
+    Crash points (`tse_cli.crashpoints`): `<name>:old-moved` between the renames, `<name>:swapped` after them.
     """
+    _fsync_tree(staging)
+    old = old_copy(directory)
+    shutil.rmtree(old, ignore_errors=True)
     if directory.exists():
-        old = directory.with_name(f".{directory.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
         os.replace(directory, old)
-        os.replace(staging, directory)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(staging, directory)
+        crash_point(f"{directory.name}:old-moved")
+    os.replace(staging, directory)
+    _fsync_dir(directory.parent)
+    crash_point(f"{directory.name}:swapped")
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def complete_copy(directory: Path, staging: Path) -> Path | None:
+    """The folder holding the newest complete version of `directory` after a `replace_dir(staging, directory)`
+    that a kill may have interrupted (read only): `directory`, else `staging` when `.<name>.old` shows that the
+    kill came between the two renames (so `staging` was finished), else `.<name>.old`; None when there is none."""
+    if directory.is_dir():
+        return directory
+    if old_copy(directory).is_dir():
+        return staging if staging.is_dir() else old_copy(directory)
+    return None
+
+
+def recover_dir(directory: Path, staging: Path) -> None:
+    """Finish a `replace_dir(staging, directory)` that a kill interrupted: afterwards `directory` is the newest
+    complete version (or absent if there never was one) and neither `staging` nor `.<name>.old` is left."""
+    found = complete_copy(directory, staging)
+    if found is not None and found != directory:
+        os.replace(found, directory)
+        _fsync_dir(directory.parent)
+    shutil.rmtree(old_copy(directory), ignore_errors=True)
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def _fsync_tree(folder: Path) -> None:
+    """Flush the files directly in `folder`, and `folder` itself, to disk."""
+    for path in folder.iterdir():
+        if path.is_file():
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    _fsync_dir(folder)
+
+
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError):  # not every file system lets a folder be opened and flushed
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 @contextlib.contextmanager

@@ -68,14 +68,61 @@ def read_config(directory: str | Path) -> dict[str, Any]:
     return config
 
 
+def check_weights(path: Path, model: nn.Module) -> None:
+    """Raise `CheckpointError` (one line naming `path`) unless the safetensors file `path` is complete and holds
+    exactly `model`'s tensors with its shapes (`models.published.mismatches`); only the file's header is read."""
+    from safetensors import SafetensorError, safe_open
+
+    from tse_cli.models.published import mismatches
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            shapes = {key: f.get_slice(key).get_shape() for key in f.keys()}  # noqa: SIM118 (not a dict)
+    except (SafetensorError, OSError) as err:
+        raise CheckpointError(
+            f"{path}: not a complete safetensors file ({' '.join(str(err).split())}); it is truncated or damaged: "
+            "copy, download or convert it again"
+        ) from None
+    problems = mismatches(model.state_dict(), {k: torch.empty(s, device="meta") for k, s in shapes.items()})
+    if problems:
+        arch = getattr(model, "arch", type(model).__name__)
+        raise CheckpointError(f"{path}: weights do not match {arch} with its config's sizes: {'; '.join(problems)}")
+
+
+def load_weights(model: nn.Module, path: Path, device: str | torch.device | None = None) -> None:
+    """Load the safetensors file `path` into `model` strictly (onto `device`, default the model's) after
+    `check_weights`; every problem is a one-line `CheckpointError`."""
+    from safetensors import SafetensorError
+
+    check_weights(path, model)
+    try:
+        load_model(model, str(path), strict=True, device=str(device or next(model.parameters()).device))
+    except (SafetensorError, OSError, RuntimeError) as err:
+        raise CheckpointError(f"{path}: cannot load ({' '.join(str(err).split())[:300]})") from None
+
+
 def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """Build the model a checkpoint directory describes and load its weights strictly, in eval mode."""
+    """Build the model a checkpoint directory describes and load its weights strictly, in eval mode.
+
+    Sizes beyond this machine's (or `device`'s) memory are refused before anything is allocated
+    (`models.budget`), and the weights file's header is checked against the model before its data is read;
+    every problem is a one-line `CheckpointError` naming the file."""
     from tse_cli.models import create
+    from tse_cli.models.budget import check_fits
 
     config = read_config(directory)
+    origin = Path(directory) / "config.json"
     weights = Path(directory) / "model.safetensors"
     if not weights.is_file():
         raise CheckpointError(f"{directory}: model.safetensors is missing")
-    model = create(config["arch"], **config.get("config", {}))
-    load_model(model, str(weights), strict=True, device=str(device))
+    arguments = config.get("config", {})
+    if not isinstance(arguments, dict):
+        raise CheckpointError(f"{origin}: config must be an object of constructor arguments")
+    try:
+        if torch.device(device).type != "cpu":
+            check_fits(config["arch"], arguments, device)
+        model = create(config["arch"], **arguments)
+    except ValueError as err:  # an unknown architecture or argument, or sizes too large for this machine
+        raise CheckpointError(f"{origin}: {err}") from None
+    load_weights(model, weights, "cpu")
     return model.to(device).eval()

@@ -3,8 +3,17 @@
 Hub files go through `huggingface_hub.hf_hub_download` and live in its cache (`HF_HUB_CACHE`, default
 `$HF_HOME/hub`); `HF_ENDPOINT`, `HF_HUB_OFFLINE` and a Hub token are honoured. URL files are downloaded with
 huggingface_hub's HTTP helper into tse's own cache (`$TSE_CACHE`, default `$HF_HOME/tse`), atomically.
-Every file with a pinned sha256 is checked; a mismatching download is deleted. The environment is read at
-call time (huggingface_hub reads some of it once at import), so setting it after import works too.
+The environment is read at call time (huggingface_hub reads some of it once at import), so setting it after
+import works too.
+
+Verification, on every fetch: a file is checked against its pinned sha256, else against what it is known to
+be (a Hub LFS file's etag is its sha256; a URL download's sha256 was recorded when it was fetched). The hash is
+not recomputed each time: `verified_sha256` keeps a record per file in `$TSE_CACHE/verified/` bound to the
+file's size, mtime, ctime and inode, and hashes again whenever any of them changed (a replaced, edited, cut or
+copied file). A file that does not match is deleted and the error says so, in one line.
+
+A Hub server that fails (HTTP 5xx or 429, a timeout, no connection) is tried `len(RETRY_WAITS) + 1` times
+over about 3 s before the one-line error, instead of huggingface_hub's 20-odd seconds of backoff.
 
 Source syntax: `hf://[datasets/|spaces/]owner/repo[@revision]/path/in/repo`, `https://host/path` (or
 `http://`), `package:relative/path` (a file shipped inside `tse_cli/`).
@@ -12,17 +21,26 @@ Source syntax: `hf://[datasets/|spaces/]owner/repo[@revision]/path/in/repo`, `ht
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import logging
 import os
+import re
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from tse_cli.atomic import atomic_file, write_text
+from tse_cli.errors import os_reason
 
 PACKAGE_DIR = Path(__file__).resolve().parent
+RETRY_WAITS = (1.0, 2.0)  # seconds before the 2nd and 3rd try of a Hub server that fails
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 _REPO_TYPES = {"datasets": "dataset", "spaces": "space", "models": "model"}
 _TRUE = {"1", "on", "yes", "true"}
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class HubError(RuntimeError):
@@ -146,24 +164,59 @@ def cached_path(source: Source) -> Path | None:
     return Path(found) if isinstance(found, str) else None
 
 
-def _mismatch(source: Source, expected: str, actual: str, delete: list[Path]) -> HubError:
-    """Delete `delete` (a bad download) and return the error to raise."""
+def verified_sha256(path: Path) -> str:
+    """The sha256 of `path`: from its record in `$TSE_CACHE/verified/` when the file's size, mtime, ctime and
+    inode are those recorded, else hashed (and recorded, when the file did not change while it was read)."""
+    resolved = path.resolve()
+    record = tse_cache() / "verified" / f"{hashlib.sha256(str(resolved).encode()).hexdigest()[:32]}.json"
+    before = _stamp(resolved)
+    try:
+        saved = json.loads(record.read_text())
+        if saved["path"] == str(resolved) and saved["stamp"] == before:
+            return saved["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    digest = sha256_file(resolved)
+    if _stamp(resolved) == before:
+        with contextlib.suppress(OSError):  # a read-only cache: hash again next time
+            record.parent.mkdir(parents=True, exist_ok=True)
+            write_text(record, json.dumps({"path": str(resolved), "stamp": before, "sha256": digest}) + "\n")
+    return digest
+
+
+def _stamp(path: Path) -> list[int]:
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+
+
+def _check(path: Path, expected: str | None, source: Source, delete: list[Path]) -> str | None:
+    """`path`'s sha256 from `verified_sha256` (None when there is nothing to check it against); raises
+    `_mismatch(..., cached=True)` when it is not `expected`."""
+    if not expected:
+        return None
+    actual = verified_sha256(path)
+    if actual != expected:
+        raise _mismatch(source, expected, actual, delete, path)
+    return actual
+
+
+def _mismatch(source: Source, expected: str, actual: str, delete: list[Path], cached: Path | None) -> HubError:
+    """Delete `delete` and return the error: for a fresh download (`cached` None) or for the file `cached`
+    that was already in the cache (or the package) and changed since."""
     for p in delete:
         p.unlink(missing_ok=True)
-    removed = " (the downloaded file was deleted)" if delete else ""
-    return HubError(f"{source}: sha256 mismatch: expected {expected}, got {actual}{removed}")
-
-
-def _check(path: Path, expected: str | None, source: Source, delete: list[Path]) -> None:
-    """Raise HubError (after deleting `delete`) when `expected` is given and `path` does not hash to it."""
-    if expected and (actual := sha256_file(path)) != expected:
-        raise _mismatch(source, expected, actual, delete)
+    mismatch = f"{source}: sha256 mismatch: expected {expected}, got {actual}"
+    if cached is None:
+        return HubError(f"{mismatch} (the downloaded file was deleted)")
+    fix = "it was deleted: run again to download it afresh" if delete else "reinstall tse"
+    return HubError(f"{mismatch}: the file {cached} was changed or damaged after it was fetched; {fix}")
 
 
 # ---- Hugging Face Hub ----
 
 
 def _fetch_hf(source: Source, sha256: str | None) -> Fetched:
+    import httpx2
     from huggingface_hub import constants, hf_hub_download
     from huggingface_hub.errors import (
         GatedRepoError,
@@ -176,16 +229,20 @@ def _fetch_hf(source: Source, sha256: str | None) -> Fetched:
 
     offline = is_offline() or constants.HF_HUB_OFFLINE
     where = f"{source} ({endpoint()})"
+    cached = cached_path(source) is not None
     try:
-        path = hf_hub_download(
-            source.repo_id,
-            source.path,
-            repo_type=source.repo_type,
-            revision=source.revision,
-            cache_dir=hub_cache(),
-            endpoint=endpoint(),
-            local_files_only=offline,
-        )
+        if not offline and not cached:
+            _probe(source)  # a failing server: a few seconds of retries, not huggingface_hub's backoff
+        with _quiet_hub_logs():
+            path = hf_hub_download(
+                source.repo_id,
+                source.path,
+                repo_type=source.repo_type,
+                revision=source.revision,
+                cache_dir=hub_cache(),
+                endpoint=endpoint(),
+                local_files_only=offline,
+            )
     except RemoteEntryNotFoundError:
         raise HubError(f"{where}: file not found in the repo (404)") from None
     except GatedRepoError:
@@ -200,12 +257,64 @@ def _fetch_hf(source: Source, sha256: str | None) -> Fetched:
         cause = err.__cause__
         reason = f" ({_one_line(cause)})" if cause else ""
         raise OfflineError(f"{source}: cannot reach {endpoint()}{reason} and the file is not cached") from None
-    except (HfHubHTTPError, ValueError) as err:  # other HTTP statuses; ValueError: an invalid repo id or path
+    except HfHubHTTPError as err:  # other HTTP statuses
+        status = err.response.status_code if err.response is not None else None
+        if status in RETRY_STATUSES:
+            tries = len(RETRY_WAITS) + 1
+            raise HubError(f"{where}: the server answers HTTP {status} ({tries} tries); try again later") from None
         raise HubError(f"{where}: {_one_line(err)}") from None
+    except ValueError as err:  # an invalid repo id or path
+        raise HubError(f"{where}: {_one_line(err)}") from None
+    except (httpx2.ConnectError, httpx2.ConnectTimeout) as err:
+        reason = _one_line(err)
+        raise OfflineError(f"{source}: cannot reach {endpoint()} ({reason}) and the file is not cached") from None
+    except httpx2.TransportError as err:  # the connection broke during the transfer
+        raise HubError(f"{where}: download interrupted ({_one_line(err)}); run again to resume it") from None
+    except OSError as err:
+        raise HubError(f"{where}: cannot write to the cache {hub_cache()} ({os_reason(err)})") from None
     link = Path(path)
     blob = link.resolve()
-    _check(blob, sha256, source, delete=[link, blob])
+    known = sha256 or (blob.name if _SHA256.fullmatch(blob.name) else None)  # an LFS file's etag is its sha256
+    if cached:
+        _check(blob, known, source, [link, blob])
+    elif known and (actual := verified_sha256(blob)) != known:
+        raise _mismatch(source, known, actual, [link, blob], None)
     return Fetched(link, f"etag:{blob.name}")
+
+
+def _probe(source: Source) -> None:
+    """HEAD `source` on the Hub, trying again after each of `RETRY_WAITS` when the server fails (5xx, 429,
+    timeouts, no connection); raises huggingface_hub's (or httpx's) error of the last try."""
+    import httpx2
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.errors import HfHubHTTPError
+
+    url = hf_hub_url(
+        source.repo_id, source.path, repo_type=source.repo_type, revision=source.revision, endpoint=endpoint()
+    )
+    for wait in (*RETRY_WAITS, None):
+        try:
+            get_hf_file_metadata(url, endpoint=endpoint())
+            return
+        except HfHubHTTPError as err:
+            if wait is None or (err.response is not None and err.response.status_code not in RETRY_STATUSES):
+                raise
+        except httpx2.TransportError:
+            if wait is None:
+                raise
+        time.sleep(wait)
+
+
+@contextlib.contextmanager
+def _quiet_hub_logs() -> Iterator[None]:
+    """huggingface_hub logs a warning for each retry and resumed transfer; the user gets our one line instead."""
+    hub_log = logging.getLogger("huggingface_hub")
+    level = hub_log.level
+    hub_log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        hub_log.setLevel(level)
 
 
 # ---- plain URLs ----
@@ -226,20 +335,22 @@ def _fetch_url(source: Source, sha256: str | None) -> Fetched:
     path = _url_path(source)
     sidecar = _url_sidecar(path)
     if path.is_file() and sidecar.is_file():
-        recorded = sidecar.read_text().strip()
-        if sha256 and recorded != sha256:
-            raise _mismatch(source, sha256, recorded, delete=[path, sidecar])
-        return Fetched(path, f"sha256:{recorded}")
+        actual = _check(path, sha256 or sidecar.read_text().strip(), source, [path, sidecar])
+        return Fetched(path, f"sha256:{actual}")
     if is_offline():
         raise OfflineError(f"{source}: not in the cache ({path.parent}) and HF_HUB_OFFLINE is set")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_file(path) as tmp:
-        with tmp.open("wb") as f:
-            _http_download(source, f)
-        actual = sha256_file(tmp)
-        if sha256 and actual != sha256:
-            raise _mismatch(source, sha256, actual, delete=[tmp])
-    write_text(sidecar, actual + "\n")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(path) as tmp:
+            with tmp.open("wb") as f:
+                _http_download(source, f)
+            actual = sha256_file(tmp)
+            if sha256 and actual != sha256:
+                raise _mismatch(source, sha256, actual, [tmp], None)
+        write_text(sidecar, actual + "\n")
+        verified_sha256(path)  # records the hash against the file's final stamp (renaming changes its ctime)
+    except OSError as err:
+        raise HubError(f"{source}: cannot write to the cache {path.parent} ({os_reason(err)})") from None
     return Fetched(path, f"sha256:{actual}")
 
 
@@ -249,20 +360,17 @@ def _http_download(source: Source, f) -> None:
     from huggingface_hub.errors import HfHubHTTPError
     from huggingface_hub.file_download import http_get
 
-    # http_get resumes a broken transfer a few times and logs a warning for each try; the user gets our one line
-    hub_log = logging.getLogger("huggingface_hub.file_download")
-    level = hub_log.level
-    hub_log.setLevel(logging.ERROR)
     try:
-        http_get(source.path, f, displayed_filename=source.path.rpartition("/")[2])
+        with _quiet_hub_logs():  # http_get resumes a broken transfer a few times, with a warning for each try
+            http_get(source.path, f, displayed_filename=source.path.rpartition("/")[2])
     except HfHubHTTPError as err:
         status = err.response.status_code if err.response is not None else "?"
         detail = "file not found (404)" if status == 404 else f"HTTP {status}"
         raise HubError(f"{source}: {detail}") from None
-    except (httpx2.TransportError, OSError) as err:
+    except (httpx2.ConnectError, httpx2.ConnectTimeout) as err:
         raise OfflineError(f"{source}: cannot download ({_one_line(err)})") from None
-    finally:
-        hub_log.setLevel(level)
+    except httpx2.TransportError as err:  # the connection broke during the transfer
+        raise HubError(f"{source}: download interrupted ({_one_line(err)}); run again") from None
 
 
 # ---- package files ----
@@ -274,7 +382,8 @@ def _fetch_package(source: Source, sha256: str | None) -> Fetched:
         raise HubError(f"{source}: {path} is missing from the installed package")
     if not sha256:
         raise HubError(f"{source}: no sha256 pinned for this packaged file in weights.toml")
-    _check(path, sha256, source, delete=[])
+    if (actual := sha256_file(path)) != sha256:  # small files in the package: hashed on every use, no record
+        raise _mismatch(source, sha256, actual, [], path)
     return Fetched(path, f"sha256:{sha256}")
 
 

@@ -1,21 +1,35 @@
 """Planning a `tse extract` run: from the command line's inputs to one `Task` per input, before any audio is read.
 
-Input expansion (files, folders, globs), output naming (`--filename` templates under `-O`, mirroring input
-folders), the output format and subtype, skips (outputs that exist) and clashes (two inputs, one output; an
-output that is an input), and the pairing of visual clues with their inputs. A header is read only where it
-decides the output format, and then kept on the task for the engine (`Task.header`). Errors a user made are
-`ValueError`s with a one-line message; problems of one input become that task's `failed` status.
+Input expansion (files, folders, globs, `-` for standard input), one task per class with `--each`
+(`split_classes`), output naming (`--filename` templates under `-O`, mirroring input folders; `-o -` for
+standard output), the output format (`--format`, or the suffix of `-o` or of the template, which must agree with
+it) and subtype, skips (outputs that exist: a task whose main output exists writes only a missing residual) and
+clashes (two inputs, one output; an output that is an input), and the pairing of visual clues with their inputs.
+A header is read only where it decides the output format, and then kept on the task for the engine
+(`Task.header`). Errors a user made are `ValueError`s with a one-line message; problems of one input become that
+task's `failed` status.
 """
 
 from __future__ import annotations
 
 import glob
 import string
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tse_cli.audio import AUDIO_EXTENSIONS, FORMATS, AudioError, check_subtype, output_format, special_kind
-from tse_cli.classes import FSD_CLASSES
+from tse_cli.audio import (
+    AUDIO_EXTENSIONS,
+    FORMATS,
+    STDIO,
+    AudioError,
+    OutputFormat,
+    format_of_major,
+    format_of_suffix,
+    output_format,
+    special_kind,
+)
+from tse_cli.classes import FSD_CLASSES, multi_hot
 
 if TYPE_CHECKING:
     from tse_cli.engine.records import Task
@@ -44,10 +58,10 @@ def _glob_base(pattern: str) -> Path:
     return Path(*parts[:first_magic]) if first_magic else Path(".")
 
 
-def expand_inputs(inputs: list[str], recursive: bool, exclude: Path | None) -> list[Task]:
-    """Files as given, audio files in folders (all depths with `recursive`), glob matches; missing paths,
-    folders without audio files and globs matching nothing become failed tasks. Files under `exclude` (the output
-    folder) are left out."""
+def expand_inputs(inputs: list[str], recursive: bool, exclude: Path | None, stdin: Path | None = None) -> list[Task]:
+    """Files as given, audio files in folders (all depths with `recursive`), glob matches, and `-` (standard
+    input, read from its copy `stdin`); missing paths, folders without audio files and globs matching nothing
+    become failed tasks (exit 1, the same for all three). Files under `exclude` (the output folder) are left out."""
     from tse_cli.engine.records import Task  # the engine package loads torch: only once there is work
 
     tasks: list[Task] = []
@@ -63,7 +77,9 @@ def expand_inputs(inputs: list[str], recursive: bool, exclude: Path | None) -> l
 
     for text in inputs:
         path = Path(text)
-        if path.is_dir():
+        if text == STDIO:
+            tasks.append(Task(path, base=Path(), source=stdin))
+        elif path.is_dir():
             walk = path.rglob("*") if recursive else path.iterdir()
             found = sorted(p for p in walk if _is_audio(p, recursive))
             if not found:
@@ -122,27 +138,57 @@ def residual_path(output: Path) -> Path:
     return output.with_name(f"{output.stem}_residual{output.suffix}")
 
 
-def choose_format(requested: str | None, output: Path | None, input_format: str | None) -> str:
-    """The libsndfile format: --format, else -o's suffix, else the input's when WAV/FLAC, else WAV."""
+def template_suffix(template: str) -> str | None:
+    """What a `--filename` template's names end in: `{ext}` (the format's suffix), a literal suffix such as
+    `mp3` (written after a dot at the very end), or None when its names would have no suffix."""
+    name = template.replace("\\", "/").rsplit("/", 1)[-1]
+    parts = list(string.Formatter().parse(name))
+    literal, field = (parts[-1][0], parts[-1][1]) if parts else ("", None)
+    if field == "ext" and literal.endswith("."):
+        return "{ext}"
+    if field is None and "." in literal:
+        return literal.rsplit(".", 1)[1] or None
+    return None
+
+
+def choose_format(requested: str | None, named: Path | None, input_format: OutputFormat | None) -> OutputFormat:
+    """The output format: `--format`, else the suffix of `named` (-o's file, or a template's literal suffix),
+    else the input's when tse writes it losslessly, else wav. A `named` suffix that names another format than
+    `--format`, or none at all, is a ValueError."""
+    suffix_format = format_of_suffix(named) if named is not None else None
+    if named is not None and suffix_format is None:
+        known = ", ".join(f".{f}" for f in FORMATS)
+        raise ValueError(f"{named}: cannot write .{named.suffix.lstrip('.') or '(none)'} files; use {known}")
     if requested:
         fmt = output_format(requested)
-        if output is not None and output.suffix.lower() != f".{requested.lower()}":
-            raise ValueError(f"-o {output} does not end in .{requested.lower()} (--format {requested})")
+        if suffix_format is not None and suffix_format is not fmt:
+            raise ValueError(f"{named} does not end in .{fmt.name} (--format {fmt.name})")
         return fmt
-    if output is not None:
-        suffix = output.suffix.lower().lstrip(".")
-        if suffix not in FORMATS:
-            raise ValueError(f"-o {output}: cannot write .{suffix or '(none)'} files; use .wav or .flac")
-        return FORMATS[suffix]
-    return input_format if input_format in FORMATS.values() else "WAV"
+    if suffix_format is not None:
+        return suffix_format
+    return input_format if input_format is not None and input_format.codec is None else FORMATS["wav"]
 
 
-def _input_format(task: Task) -> str | None:
-    """The input's libsndfile format, None when it is not usable audio (the engine then reports why)."""
+def _input_format(task: Task) -> OutputFormat | None:
+    """The input's format, None when tse does not write it or it is not usable audio (the engine says why)."""
     try:
-        return task.header().format
+        header = task.header()
     except AudioError:
         return None
+    return format_of_major(header.format, header.subtype)
+
+
+def split_classes(tasks: list[Task], classes: list[int]) -> list[Task]:
+    """`--each`: every input task becomes one task per class (in the order given), sharing the input's header,
+    with that class's query and `target` name; tasks already decided (failed inputs) stay as they are."""
+    split: list[Task] = []
+    for task in tasks:
+        if task.status != "todo":
+            split.append(task)
+            continue
+        for index in classes:
+            split.append(replace(task, clue=multi_hot([index]), target=FSD_CLASSES[index], written=[]))
+    return split
 
 
 def plan_outputs(
@@ -151,52 +197,80 @@ def plan_outputs(
     output: Path | None,
     out_dir: Path | None,
     template: str,
-    target: str,
     model_name: str,
     fmt: str | None,
     subtype: str | None,
     residual: bool,
     overwrite: bool,
+    stdout_file: Path | None = None,
 ) -> None:
-    """Fill `output`/`residual`/`format`/`subtype` of each todo task and mark skips; raise ValueError for
-    clashes (two inputs, one output; an output that is an input) and subtypes the format cannot store."""
+    """Fill `output`/`residual`/`format`/`subtype` of each todo task (its `{target}` is `Task.target`) and mark
+    skips (`_skip_existing`). `-o -` writes to `stdout_file`, streamed out afterwards. Raise ValueError for
+    clashes (two inputs, one output; an output that is an input), suffixes that contradict the format, and
+    subtypes the format cannot store."""
+    to_stdout = output is not None and str(output) == STDIO
+    named = None if to_stdout else output
+    if out_dir is not None:
+        suffix = template_suffix(template)
+        if suffix is None:
+            raise ValueError(f"--filename {template!r} gives names without a suffix; end it in .{{ext}} or .wav")
+        named = None if suffix == "{ext}" else Path(f"name.{suffix}")
     taken: dict[Path, Path] = {}
     for task in tasks:
         if task.status != "todo":
             continue
-        decides = not fmt and output is None  # the header is read only when it decides the format
-        task.format = choose_format(fmt, output, _input_format(task) if decides else None)
-        task.subtype = check_subtype(subtype, task.format) if subtype else None
-        ext = task.format.lower()
-        if output is not None:
+        decides = not fmt and named is None and not to_stdout  # the header is read only when it decides the format
+        chosen = choose_format(fmt, named, _input_format(task) if decides else None)
+        task.format = chosen.name
+        task.subtype = chosen.subtype(subtype, None) if subtype or chosen.codec else None
+        if to_stdout:
+            assert stdout_file is not None
+            task.output, task.stdout = stdout_file, True
+        elif output is not None:
             task.output = output
             task.residual = residual_path(output) if residual else None
         else:
             assert out_dir is not None
-            rel, fields = rel_dir(task), {"stem": task.input.stem, "model": model_name, "ext": ext}
-            task.output = render(template, out_dir, rel, target=target, **fields)
-            task.residual = render(template, out_dir, rel, target=f"{target}_residual", **fields) if residual else None
+            rel, fields = rel_dir(task), {"stem": _stem(task), "model": model_name, "ext": chosen.name}
+            task.output = render(template, out_dir, rel, target=task.target, **fields)
+            if residual:
+                task.residual = render(template, out_dir, rel, target=f"{task.target}_residual", **fields)
         for path in filter(None, (task.output, task.residual)):
             key = path.resolve()
-            if key == task.input.resolve():
+            if task.input.exists() and key == task.input.resolve():
                 raise ValueError(f"{path}: output would overwrite its own input")
             if key in taken:
                 raise ValueError(f"{taken[key]} and {task.input} would both write {path} (use --filename)")
             taken[key] = task.input
-        outputs = [p for p in (task.output, task.residual) if p is not None]
-        existing = [p for p in outputs if p.exists()]
-        blocked = [(p, kind) for p in existing if (kind := special_kind(p))]
-        if blocked:  # never replaced, even with --overwrite
-            task.status, task.error = "failed", f"{blocked[0][0]}: cannot write the output there: it is {blocked[0][1]}"
-        elif existing and not overwrite:
-            if len(existing) == len(outputs):
-                task.status = "skipped"
-            else:
-                task.status, task.error = "failed", f"{existing[0]} exists but not every output does; use --overwrite"
-    inputs = {task.input.resolve() for task in tasks}
+        _skip_existing(task, overwrite)
+    inputs = {task.input.resolve() for task in tasks if task.input.exists()}
     for key, source in taken.items():
         if key in inputs:
             raise ValueError(f"the output for {source} ({key}) is also an input")
+
+
+def _stem(task: Task) -> str:
+    """The `{stem}` of a task's output names (`stdin` for standard input)."""
+    return "stdin" if str(task.input) == STDIO else task.input.stem
+
+
+def _skip_existing(task: Task, overwrite: bool) -> None:
+    """An output path that is a folder, FIFO, socket or device fails the task (even with `overwrite`). Without
+    `overwrite`, outputs that exist stay as they are: a task whose outputs all exist is skipped, one with some of
+    them writes only the others (`Task.kept`: a residual added to a finished folder)."""
+    if task.stdout:
+        return
+    outputs = [p for p in (task.output, task.residual) if p is not None]
+    existing = tuple(p for p in outputs if p.exists())
+    blocked = [(p, kind) for p in existing if (kind := special_kind(p))]
+    if blocked:  # never replaced, even with --overwrite
+        task.status, task.error = "failed", f"{blocked[0][0]}: cannot write the output there: it is {blocked[0][1]}"
+    elif overwrite:
+        return
+    elif len(existing) == len(outputs):
+        task.status = "skipped"
+    else:
+        task.kept = existing
 
 
 # clues ---------------------------------------------------------------------------------------------------------

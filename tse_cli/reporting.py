@@ -1,5 +1,9 @@
-"""What `tse extract` prints: each input's outcome as it is decided (a JSON line on stdout with --json, one-line
-errors and warnings on stderr), a rich progress bar on a terminal, and the summary at the end."""
+"""What `tse extract` prints: each task's outcome as it is decided (a JSON line on stdout with --json, one-line
+errors and warnings on stderr), a rich progress bar on a terminal, and the summary at the end.
+
+stdout carries data only: the JSON lines, or the audio of `-o -` (then nothing else is printed there); every
+message goes to stderr, and the progress display never captures stdout.
+"""
 
 from __future__ import annotations
 
@@ -10,18 +14,36 @@ from typing import Any
 from tse_cli.engine.records import Progress, Task
 
 
+def output_name(task: Task) -> str | None:
+    """The main output as the user named it (`-` for standard output)."""
+    if task.stdout:
+        return "-"
+    return str(task.output) if task.output else None
+
+
 def record(task: Task, model_name: str) -> dict[str, Any]:
-    """The --json object for one input; `elapsed`, `clipped` and `model` only for inputs the engine processed."""
-    out = {
+    """The --json object for one task. For tasks the engine processed also `elapsed`, `model`, the `target`, the
+    `sample_rate` written, and per output the samples `clipped` (clip mode clamp) and the `gain` (rescale):
+    `clipped`/`gain` for the main output, `residual_clipped`/`residual_gain` for the residual; `kept` lists
+    outputs that existed and were left as they are."""
+    out: dict[str, Any] = {
         "input": str(task.input),
-        "output": str(task.output) if task.output else None,
+        "output": output_name(task),
         "residual": str(task.residual) if task.residual else None,
         "seconds": round(task.seconds, 6) if task.seconds is not None else None,
         "status": task.status,
         "error": task.error,
     }
     if task.elapsed is not None:
-        out |= {"elapsed": round(task.elapsed, 3), "clipped": task.clipped, "model": model_name}
+        out |= {"elapsed": round(task.elapsed, 3), "model": model_name, "target": task.target}
+        written = {w.path: w for w in task.written}
+        for key, path in (("", task.output), ("residual_", task.residual)):
+            if path is not None and path in written:
+                out |= {f"{key}clipped": written[path].clipped, f"{key}gain": round(written[path].gain, 6)}
+        if task.written:
+            out["sample_rate"] = task.written[0].sample_rate
+        if task.kept:
+            out["kept"] = [str(p) for p in task.kept]
     return out
 
 
@@ -53,6 +75,8 @@ class Reporter:
                 TimeElapsedColumn(),
                 console=self.err,
                 transient=True,
+                redirect_stdout=False,  # stdout is data (JSON lines, audio): never captured into the display
+                redirect_stderr=False,
             )
             self._task = self.progress.add_task("extract", total=1.0, files=0, nfiles=total, rtf=0.0, step="")
 
@@ -73,7 +97,7 @@ class Reporter:
             self.progress.update(self._task, files=p.files_done, rtf=p.rtf, step=step)
 
     def outcome(self, task: Task) -> None:
-        """One input finished (or was skipped / failed before any work)."""
+        """One task finished (or was skipped / failed before any work)."""
         self.counts[task.status] += 1
         self.seconds += task.seconds or 0.0
         self.rows.append(record(task, self.model_name))
@@ -84,14 +108,21 @@ class Reporter:
             self.err.print(f"error: {task.error}", markup=False)
         elif not self.quiet:
             if task.status == "skipped":
-                self.err.print(f"skipped {task.input}: {task.output} exists (--overwrite to redo)", markup=False)
+                self.err.print(f"skipped {task.input}: {output_name(task)} exists (--overwrite to redo)", markup=False)
             elif not self.as_json:
-                self.err.print(f"{task.input} -> {task.output}", markup=False)
-        if task.clipped:
-            self.err.print(
-                f"warning: {task.output}: {task.clipped} samples clipped to [-1, 1] (use --subtype FLOAT to keep them)",
-                markup=False,
-            )
+                kept = f" (kept {', '.join(map(str, task.kept))})" if task.kept else ""
+                written = ", ".join("-" if task.stdout else str(w.path) for w in task.written)
+                self.err.print(f"{task.input} -> {written}{kept}", markup=False)
+        for w in task.written:
+            name = "-" if task.stdout and w.path == task.output else w.path
+            if w.clipped:
+                self.err.print(
+                    f"warning: {name}: {w.clipped} samples clipped to [-1, 1] "
+                    "(--clip-mode rescale scales the file instead; --subtype FLOAT keeps them)",
+                    markup=False,
+                )
+            if w.gain != 1.0 and not self.quiet:
+                self.err.print(f"{name}: rescaled by {w.gain:.3f} to fit [-1, 1]", markup=False)
 
     def merge(self, rows: list[dict[str, Any]], counts: dict[str, int], seconds: float) -> None:
         """Add another shard's outcomes (its `rows`, `counts` and audio `seconds`): their JSON lines are printed

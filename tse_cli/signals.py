@@ -11,6 +11,13 @@ process is then ending, and any further signal exits at once):
   in the main thread, so every `with` block deletes its temporary files on the way out; a second signal exits at
   once (what it leaves, tse's own `.part` names, the next run removes: `tse_cli.atomic.remove_stale`).
   `check()` re-raises a signal whose `Interrupted` a finaliser swallowed: call it before declaring work done.
+- `stop_when_asked(notice)`: for a loop that stops by itself at a safe point (`tse train`: after the current step,
+  once its checkpoint is saved): the first signal is only recorded (`requested()`) and `notice(signum)` called;
+  the loop then calls `check()`, which raises `Interrupted`. A second signal exits at once.
+
+`quiet_children()` starts child processes with SIGINT and SIGHUP blocked: a terminal's Ctrl-C or hang-up reaches
+the whole process group, and workers leave the decision to their parent instead of printing KeyboardInterrupt
+tracebacks (`tse mix`: the parent stops its pool, running tasks finish, pending ones are dropped).
 
 Signals other than these three (SIGKILL, SIGQUIT, ...) end the process without cleanup; their `.part` files are
 removed by the next run in that folder. Handlers are installed from the main thread only (elsewhere these are
@@ -102,3 +109,46 @@ def check() -> None:
     swallowed by a finaliser running at that moment)."""
     if _received is not None:
         raise Interrupted(_received)
+
+
+@contextlib.contextmanager
+def stop_when_asked(notice: Callable[[int], None] | None = None) -> Iterator[None]:
+    """While a loop can stop by itself at a safe point: the first signal is recorded (`requested()`, then
+    `check()` raises it) and `notice(signum)` called; a second signal exits at once."""
+    global _received
+    _received = None
+
+    def record(signum: int, frame: FrameType | None) -> None:
+        global _received
+        _received = signum
+        _install(_exit_now)
+        if notice is not None:
+            notice(signum)
+
+    with _phase(record):
+        yield
+
+
+def requested() -> int | None:
+    """The signal recorded in the current `stop_when_asked` (or `cleanup_first`) phase, if any."""
+    return _received
+
+
+@contextlib.contextmanager
+def quiet_children() -> Iterator[None]:
+    """Block SIGINT and SIGHUP in this thread while child processes are started, so that they inherit them
+    blocked (the mask survives fork and exec); signals that arrive meanwhile are delivered here once the block
+    ends. SIGTERM stays as it is (a `kill` of the whole group still ends the workers)."""
+    from multiprocessing import resource_tracker
+
+    terminal = {signal.SIGINT, signal.SIGHUP}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, terminal)
+    try:
+        # multiprocessing starts its resource tracker at the first pool and then *unblocks* SIGINT in the calling
+        # thread (it blocked it for the tracker): start it here, under the block (so a hang-up spares it too),
+        # and block again
+        resource_tracker.ensure_running()
+        signal.pthread_sigmask(signal.SIG_BLOCK, terminal)
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)

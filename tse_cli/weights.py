@@ -33,15 +33,26 @@ CHECKPOINT_FORMAT = "tse-checkpoint"
 
 class Format(NamedTuple):
     """A weights format: the file `roles` an entry names (the converter's keyword arguments) and the
-    "module:function" `converter` that builds a model from them (None: already a checkpoint directory)."""
+    "module:function" `converter` that builds a model from them (None: already a checkpoint directory).
+
+    `config_role`/`config_reader`: for formats whose model size is in a published config file (Waveformer's
+    default_config.json), that file's role and the "module:function" reading it into (architecture, config), so
+    the size comes from the file, not from the entry."""
 
     roles: tuple[str, ...]
     converter: str | None
+    config_role: str | None = None
+    config_reader: str | None = None
 
 
 FORMATS: dict[str, Format] = {
     CHECKPOINT_FORMAT: Format(("config", "weights"), None),
-    "waveformer-published": Format(("checkpoint_path", "config_path"), "tse_cli.models.waveformer:load_published"),
+    "waveformer-published": Format(
+        ("checkpoint_path", "config_path"),
+        "tse_cli.models.waveformer:load_published",
+        "config_path",
+        "tse_cli.models.waveformer:published_architecture",
+    ),
     "dpm-tse-published": Format(("checkpoint_path", "first_stage_path"), "tse_cli.models.dpmtse:load_published"),
     "av-sepformer-published": Format(("checkpoint_path",), "tse_cli.models.avsepformer:load_published"),
 }
@@ -199,6 +210,19 @@ def cache_state(entry: Entry) -> str:
     return "yes" if any(pattern.fullmatch(p.name) for p in _children(tse_cache_converted())) else "partial"
 
 
+def published_size(entry: Entry) -> tuple[str, dict[str, Any]] | None:
+    """(architecture, config) from the published config file of an entry whose format keeps its size there, once
+    that file is cached (None before: the size is not known yet). Entries of other formats: their own."""
+    fmt = FORMATS[entry.format]
+    if fmt.config_role is None or fmt.config_reader is None:
+        return entry.architecture, entry.config
+    path = hub.cached_path(entry.files[fmt.config_role].source)
+    if path is None:
+        return None
+    module, _, function = fmt.config_reader.partition(":")
+    return getattr(import_module(module), function)(path)
+
+
 def tse_cache_converted() -> Path:
     """Where converted checkpoint directories are cached."""
     return hub.tse_cache() / "converted"
@@ -251,12 +275,16 @@ def checkpoint_dir(entry: Entry) -> Path:
     return target
 
 
-def convert_files(fmt: str, files: dict[str, Path], out: Path, origin: str = "") -> Path:
+def convert_files(
+    fmt: str, files: dict[str, Path], out: Path, origin: str = "", about: dict[str, Any] | None = None
+) -> Path:
     """Convert published files (role -> path) of format `fmt` into the checkpoint directory `out`, atomically.
 
     The converter named by `FORMATS[fmt]` builds the model on CPU; errors become one-line WeightsErrors.
+    `converted_from` in its config.json records the format, the registry entry `origin` and `about` (e.g. the
+    experiment and epoch a file was picked from).
     """
-    roles, converter = FORMATS[fmt]
+    roles, converter = FORMATS[fmt].roles, FORMATS[fmt].converter
     if converter is None or sorted(files) != sorted(roles):
         raise WeightsError(f"format {fmt} cannot be converted from files {', '.join(files)}")
     from tse_cli.checkpoint import save_checkpoint
@@ -270,13 +298,41 @@ def convert_files(fmt: str, files: dict[str, Path], out: Path, origin: str = "")
         detail = str(err) if isinstance(err, ValueError) else f"{', '.join(map(str, files.values()))}: {err!r}"
         label = f"{origin}: " if origin else ""
         raise WeightsError(f"{label}cannot convert ({fmt}): {' '.join(detail.split())}") from None
-    sources = {"format": fmt, **({"registry": origin} if origin else {})}
+    sources = {"format": fmt, **({"registry": origin} if origin else {}), **(about or {})}
     return save_checkpoint(model, out, extra={"converted_from": sources})
+
+
+def looks_local(text: str) -> bool:
+    """Whether a model spec can only mean a local path: it starts with `.`, `/` or `~`, ends with a separator,
+    has more than one separator or a backslash (a Hub repo is `owner/repo`), or its first folder exists here
+    (`runs/bestt` beside a `runs/` folder is a typo of a local checkpoint, not a Hub repo)."""
+    if not text:
+        return False
+    if text.startswith((".", "/", "~", os.sep)) or text.endswith(("/", os.sep)) or "\\" in text:
+        return True
+    parts = text.split("@")[0].split("/")
+    return len(parts) > 2 or (len(parts) == 2 and Path(parts[0]).expanduser().is_dir())
+
+
+def missing_local(text: str) -> UnknownModelError:
+    """The one-line error for a local checkpoint path that does not exist: the deepest folder of it that exists,
+    and the closest names in that folder (an `UnknownModelError`: it names the spec itself)."""
+    path = Path(text).expanduser()
+    parent = next((p for p in path.parents if p.is_dir()), None)
+    message = f"{text}: no such checkpoint directory"
+    if parent is not None and parent != path.parent:
+        return UnknownModelError(f"{message} ({parent} exists, {path.parent} does not)")
+    if parent is not None:
+        close = difflib.get_close_matches(path.name, [p.name for p in parent.iterdir() if p.is_dir()], n=3)
+        if close:
+            return UnknownModelError(f"{message}; did you mean {', '.join(str(path.parent / c) for c in close)}?")
+    return UnknownModelError(message)
 
 
 def resolve(name_or_path: str | Path, registry: dict[str, Entry] | None = None) -> Path:
     """The checkpoint directory for a local directory, a registry name or a Hub repo `owner/repo[@rev]`.
 
+    A spec that `looks_local` but does not exist is a `missing_local` error at once, never a Hub lookup.
     `registry` (default `load_registry()`, read only for names that are not local paths) lets a caller that has
     already read the registry pass it on instead of parsing the files again."""
     text = str(name_or_path)
@@ -285,6 +341,8 @@ def resolve(name_or_path: str | Path, registry: dict[str, Entry] | None = None) 
         return path
     if path.exists():
         raise WeightsError(f"{text}: is a file; expected a checkpoint directory (config.json + model.safetensors)")
+    if looks_local(text):
+        raise missing_local(text)
     registry = load_registry() if registry is None else registry
     if text in registry:
         return checkpoint_dir(registry[text])
@@ -307,4 +365,5 @@ def load_model(name_or_path: str, device: str = "cpu", registry: dict[str, Entry
     try:
         return load_checkpoint(folder, device=device)
     except CheckpointError as err:
-        raise WeightsError(str(err)) from None
+        converted = tse_cache_converted() in folder.resolve().parents
+        raise WeightsError(f"{err}{f' (delete {folder} to convert it again)' if converted else ''}") from None

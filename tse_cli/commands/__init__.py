@@ -13,7 +13,8 @@ import typer
 if TYPE_CHECKING:
     from tse_cli.models.protocol import ExtractionModel
 
-DEFAULT_MODEL = "demo"
+DEFAULT_MODEL = "waveformer"  # the best real model of the registry (`make demo` and `tse demo` use `demo`)
+FALLBACK_HINT = "or use --model demo (the small embedded model, for trying tse, not for real recordings)"
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -22,9 +23,10 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
-def load_model_or_exit(spec: str, device: str, classes: list[int]) -> ExtractionModel:
+def load_model_or_exit(spec: str, device: str, classes: list[int], default: bool = False) -> ExtractionModel:
     """The model `spec` on `device` (`tse_cli.loading.load_checked`); a union of `classes` it cannot extract is a
-    usage error (exit 2), found before any download where possible; any other problem is one line (exit 1)."""
+    usage error (exit 2), found before any download where possible; any other problem is one line (exit 1), which
+    for the `default` model (the user named none) also offers the embedded demo model (`FALLBACK_HINT`)."""
     from tse_cli.loading import ClassLimitError, load_checked
     from tse_cli.weights import UnknownModelError, WeightsError
 
@@ -35,4 +37,5 @@ def load_model_or_exit(spec: str, device: str, classes: list[int]) -> Extraction
     except UnknownModelError as err:  # already names the model and suggests registry names
         raise fail(str(err)) from None
     except (WeightsError, OSError, ValueError) as err:
-        raise fail(f"cannot load model {spec!r}: {err}") from None
+        hint = f"; {FALLBACK_HINT}" if default else ""
+        raise fail(f"cannot load model {spec!r}: {err}{hint}") from None

@@ -7,6 +7,7 @@ which runs the format's converter (`tse_cli.weights.FORMATS`) and writes DIR ato
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -24,8 +25,11 @@ OUT_OPTION = typer.Option(
 OVERWRITE_OPTION = typer.Option(False, "--overwrite", help="Replace DIR if it already exists.")
 
 
-def write_converted(fmt: str, files: dict[str, Path], out: Path, overwrite: bool) -> None:
-    """Check the inputs, convert `files` (role -> path) of format `fmt` and write `out` atomically.
+def write_converted(
+    fmt: str, files: dict[str, Path], out: Path, overwrite: bool, about: dict[str, Any] | None = None
+) -> None:
+    """Check the inputs, convert `files` (role -> path) of format `fmt` and write `out` atomically; `about` goes
+    into its config.json's `converted_from` (`tse_cli.weights.convert_files`).
 
     Every failure is one line on stderr and exit code 1 (2 for a refused overwrite); nothing is left at `out`.
     """
@@ -34,24 +38,69 @@ def write_converted(fmt: str, files: dict[str, Path], out: Path, overwrite: bool
     for path in files.values():
         if not path.is_file():
             raise fail(f"{path}: no such file")
-    if out.exists() and not overwrite:
-        raise fail(f"{out}: already exists (use --overwrite to replace it)", code=2)
+    check_free(out, overwrite)
     try:
-        folder = convert_files(fmt, files, out)
+        folder = convert_files(fmt, files, out, about=about)
     except WeightsError as err:
         raise fail(str(err)) from None
     typer.echo(f"wrote {folder}")
 
 
+def check_free(out: Path, overwrite: bool) -> None:
+    """Refuse to replace an existing `out` without `--overwrite` (exit 2)."""
+    if out.exists() and not overwrite:
+        raise fail(f"{out}: already exists (use --overwrite to replace it)", code=2)
+
+
 @convert_app.command("waveformer")
 def waveformer(
-    checkpoint: Path = typer.Argument(..., help="The published checkpoint, e.g. default_ckpt.pt.", metavar="CKPT"),
-    config: Path = typer.Option(..., "--config", help="The published config JSON, e.g. default_config.json."),
+    source: Path = typer.Argument(
+        ...,
+        help="A published checkpoint (default_ckpt.pt), or the authors' experiments: experiments.zip, its unzipped "
+        "folder, or one experiment's folder of <epoch>.pt files.",
+        metavar="SOURCE",
+    ),
+    config: Path | None = typer.Option(
+        None,
+        "--config",
+        help="The published config JSON (default_config.json) \\[default for experiments: <exp>/config.json].",
+    ),
+    experiment: str | None = typer.Option(
+        None, "--experiment", help="Which experiment of a zip or folder of several, e.g. dcc_tf_ckpt_E512_10_D256_1."
+    ),
+    epoch: int | None = typer.Option(
+        None, "--epoch", min=0, help="Convert this epoch \\[default: the best by validation SI-SNRi, as eval.py]."
+    ),
     output: Path = OUT_OPTION,
     overwrite: bool = OVERWRITE_OPTION,
 ) -> None:
-    """Convert a published Waveformer checkpoint (default_ckpt.pt + default_config.json) into DIR."""
-    write_converted("waveformer-published", {"checkpoint_path": checkpoint, "config_path": config}, output, overwrite)
+    """Convert a published Waveformer checkpoint (default_ckpt.pt + default_config.json), or the best epoch of one
+    of the authors' experiments (experiments.zip), into DIR."""
+    if not source.exists():
+        raise fail(f"{source}: no such file or folder")
+    if source.is_file() and source.suffix.lower() != ".zip":
+        if config is None:
+            raise fail(f"{source}: a single checkpoint needs --config (its published config.json)", code=2)
+        if experiment is not None or epoch is not None:
+            raise fail("--experiment and --epoch are for experiment folders and experiments.zip", code=2)
+        files = {"checkpoint_path": source, "config_path": config}
+        write_converted("waveformer-published", files, output, overwrite)
+        return
+    import tempfile
+
+    from tse_cli.models.published import PublishedFormatError
+    from tse_cli.models.waveformer_experiments import select_epoch
+
+    check_free(output, overwrite)
+    with tempfile.TemporaryDirectory(prefix="tse-convert-") as workdir:
+        try:
+            chosen = select_epoch(source, Path(workdir), experiment, epoch, config)
+        except PublishedFormatError as err:
+            raise fail(str(err)) from None
+        how = f"best validation {chosen.metric} {chosen.value:.2f}" if chosen.value is not None else "as asked"
+        typer.echo(f"{chosen.experiment}: epoch {chosen.epoch} of {chosen.last_epoch} ({how})", err=True)
+        files = {"checkpoint_path": chosen.checkpoint, "config_path": chosen.config}
+        write_converted("waveformer-published", files, output, overwrite, about=chosen.describe())
 
 
 @convert_app.command("dpm-tse")

@@ -11,11 +11,13 @@ Only typer/rich are imported at module level; the data modules load inside the c
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
+from tse_cli import signals
 from tse_cli.commands import fail
 
 if TYPE_CHECKING:
@@ -85,6 +87,19 @@ def _run_with_progress(run) -> object:
     finally:
         if state["live"]:
             progress.stop()
+
+
+def _interruptible(run: Callable[[], Any]) -> Any:
+    """`run()` under `signals.cleanup_first`: SIGINT, SIGTERM and SIGHUP raise `Interrupted` (exit 128 + N), also
+    when the signal reached the worker processes first and the pool broke before the parent noticed it."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    with signals.cleanup_first():
+        try:
+            return run()
+        except BrokenProcessPool:
+            signals.check()
+            raise
 
 
 def _print_summary(summary, out: Path) -> None:
@@ -239,11 +254,12 @@ def register(app: typer.Typer) -> None:
                 recipe, fsd, tau, out, SPLITS if split == "all" else (split,), count, seed,
                 jobs or environment_jobs(), normalize, cache_dir, stems,
             )  # fmt: skip
-            summary = _run_with_progress(lambda s, r: build(opts, s, r))
+            summary = _interruptible(lambda: _run_with_progress(lambda s, r: build(opts, s, r)))
         except DataError as err:
             raise fail(str(err), 2) from None
-        except KeyboardInterrupt:
-            raise fail("interrupted: finished mixtures are kept, rerun the same command to resume", 130) from None
+        except KeyboardInterrupt as err:
+            message = "interrupted: finished mixtures are kept, rerun the same command to resume"
+            raise fail(message, signals.exit_code(err)) from None
         _finish(summary, out)
 
     @mix_app.command("render")
@@ -277,13 +293,16 @@ def register(app: typer.Typer) -> None:
             if not jams.is_dir():
                 raise fail(f"{jams}: no such folder", 2)
             target = out or default_jams_output(jams)
-            summary = _run_with_progress(
-                lambda s, r: render_jams_tree(jams, target, fsd, tau, jobs or environment_jobs(), normalize, s, r)
+            summary = _interruptible(
+                lambda: _run_with_progress(
+                    lambda s, r: render_jams_tree(jams, target, fsd, tau, jobs or environment_jobs(), normalize, s, r)
+                )
             )
         except (DataError, SourceError, ValueError) as err:
             raise fail(str(err), 2) from None
-        except KeyboardInterrupt:
-            raise fail("interrupted: finished scenes are kept, rerun the same command to resume", 130) from None
+        except KeyboardInterrupt as err:
+            message = "interrupted: finished scenes are kept, rerun the same command to resume"
+            raise fail(message, signals.exit_code(err)) from None
         _finish(summary, target)
 
     app.add_typer(mix_app, name="mix")

@@ -130,7 +130,7 @@ def stream(
         registered = _registry_causal(spec)
         if registered is not None:  # checked before any download
             _refuse_window_model(spec, registered)
-        net = load_model_or_exit(spec, str(torch_device), indices)
+        net = load_model_or_exit(spec, str(torch_device), indices, default=not (model or checkpoint))
         _refuse_window_model(spec, model_kind(net) == "stream")
         for name, fd, advice in (("stdin", 0, "pipe audio in"), ("stdout", 1, "redirect it to a file or a player")):
             if os.isatty(fd):

@@ -7,6 +7,7 @@ object (both pickle by name), run in a worker. Results come back in order of com
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -18,6 +19,8 @@ from typing import Any
 from tse_cli.data.render import Result
 from tse_cli.data.sources import Clip
 from tse_cli.data.wavio import SourceCache, SourceError
+from tse_cli.errors import os_reason
+from tse_cli.signals import quiet_children
 
 BATCH = 8  # tasks per worker call
 
@@ -63,8 +66,10 @@ def work(batch: list[Task]) -> list[Result]:
     for split, name, fn, args in batch:
         try:
             results.append(fn(_CTX, _CACHE, *args))
-        except (SourceError, ValueError, OSError) as err:
+        except (SourceError, ValueError) as err:
             results.append(Result(split, name, error=str(err)))
+        except OSError as err:  # writing it: a full disk, permissions
+            results.append(Result(split, name, error=f"cannot write ({os_reason(err)})"))
     return results
 
 
@@ -83,10 +88,11 @@ def run(ctx: Context, tasks: list[Task], jobs: int, on_result: Callable[[Any], N
             for r in entry(batch):
                 on_result(r)
         return
-    with ProcessPoolExecutor(
-        max_workers=jobs, mp_context=get_context("spawn"), initializer=_init_worker, initargs=(ctx,)
-    ) as ex:
-        futures = [ex.submit(entry, b) for b in batches]
+    with contextlib.ExitStack() as stack:
+        with quiet_children():  # the workers (started at submit) and multiprocessing's resource tracker
+            pool = ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_init_worker, initargs=(ctx,))
+            ex = stack.enter_context(pool)
+            futures = [ex.submit(entry, b) for b in batches]
         try:
             for fut in as_completed(futures):
                 for r in fut.result():

@@ -15,19 +15,34 @@ import numpy as np
 from tse_cli.audio import AudioInfo, probe
 
 
+@dataclass(frozen=True)
+class Written:
+    """One output file of a finished task: its `path`, `sample_rate` (Hz), the samples clipped to [-1, 1]
+    (`clipped`, clip mode clamp) and the `gain` it was scaled by (clip mode rescale; 1.0 otherwise)."""
+
+    path: Path
+    sample_rate: int
+    clipped: int = 0
+    gain: float = 1.0
+
+
 @dataclass(eq=False)
 class Task:
     """One input file: where it comes from, what to do with it, and what happened to it.
 
     What to do: `output` (and `residual`, mixture minus estimate) paths; `clue`: the (41,) multi-hot query for
-    class models; `visual`: a (frames, 512) lip-embedding `.npy` path for visual models; `format`: the
-    libsndfile major format (`WAV`/`FLAC`); `subtype` None keeps the input's (mapped to what the format can
-    store); `base`: the folder `input` is mirrored relative to under an output folder (planning only).
+    class models (`target`: its name in output names); `visual`: a (frames, 512) lip-embedding `.npy` path for
+    visual models; `format`: the output format's name (`tse_cli.audio.FORMATS`: wav, flac, ogg, ...);
+    `subtype` None keeps the input's (mapped to what the format can store); `base`: the folder `input` is
+    mirrored relative to under an output folder (planning only). Standard input and output: `input` `-` is read
+    from `source` (standard input copied to a temporary file); with `stdout`, `output` is a temporary file that
+    the command streams to standard output once the task is done. `kept`: outputs that exist and stay as they
+    are (the engine writes only the others: a residual added to a finished folder).
 
     What happened: `status` is `todo` until decided: `skipped` or `failed` by planning, `done` or `failed` by the
     engine, with a one-line `error` when failed. `seconds`: audio duration of the input (None if it was not
-    read); `elapsed`: wall seconds of its batch (None until the engine reported on it); `clipped`: output
-    samples beyond [-1, 1] in PCM outputs (clipped, never rescaled).
+    read); `elapsed`: wall seconds of its batch (None until the engine reported on it); `written`: what each
+    output written got (`Written`: main output first, then the residual), once done.
     """
 
     input: Path
@@ -35,21 +50,25 @@ class Task:
     residual: Path | None = None
     clue: np.ndarray | None = None
     visual: Path | None = None
-    format: str = "WAV"
+    target: str = ""
+    format: str = "wav"
     subtype: str | None = None
     base: Path | None = None
+    source: Path | None = None
+    stdout: bool = False
+    kept: tuple[Path, ...] = ()
     status: str = "todo"
     error: str | None = None
     seconds: float | None = None
     elapsed: float | None = None
-    clipped: int = 0
+    written: list[Written] = field(default_factory=list)
     info: AudioInfo | None = field(default=None, repr=False)
 
     def header(self) -> AudioInfo:
         """The input's header (`tse_cli.audio.probe`), read on first use and kept, so that planning and the
         engine read it once between them; `AudioError` (one line) if the input is unusable."""
         if self.info is None:
-            self.info = probe(self.input)
+            self.info = probe(self.source or self.input, label=str(self.input))
         return self.info
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,7 +19,8 @@ import torch
 
 from tse_cli import signals
 from tse_cli.atomic import remove_stale
-from tse_cli.engine.files import TaskFiles, prepare
+from tse_cli.audio import CLIP_MODES
+from tse_cli.engine.files import InputReader, TaskFiles, prepare
 from tse_cli.engine.records import Progress, Task
 from tse_cli.engine.windows import OverlapAdd, plan_windows, stream_blocks, window_frames
 from tse_cli.errors import first_line
@@ -41,13 +43,15 @@ class _Inline:
 
 
 class Engine:
-    """Run `model` (any `tse_cli.models.protocol.ExtractionModel`) over tasks. `sample_rate`: `keep` (outputs at
-    the input's rate) or `model`.
+    """Run `model` (any `tse_cli.models.protocol.ExtractionModel`) over tasks. `sample_rate`: the outputs' rate,
+    `keep` (the input's), `model` (the model's) or a rate in Hz (each moved to the nearest rate its format stores).
 
-    `block_frames`: model-rate samples per streaming block (and input frames per read); `batch_size`: files
-    run together; `jobs`: I/O threads; `options`: the model's `inference_options` for `forward` (DPM-TSE's
-    `steps`, `eta`, and `seed` -> a `generator` on the device, reseeded for each batch so that a file's result
-    does not depend on the files run before it); ValueError for options the model does not declare.
+    `block_frames`: model-rate samples per streaming block (and input frames per read); `batch_size`: inputs
+    run together (all the tasks of one input always run together, one batch row per task and channel, reading
+    the input once); `jobs`: I/O threads; `clip`: what the writers do with samples beyond [-1, 1]
+    (`tse_cli.audio.CLIP_MODES`); `options`: the model's `inference_options` for `forward` (DPM-TSE's `steps`,
+    `eta`, and `seed` -> a `generator` on the device, reseeded for each batch so that a file's result does not
+    depend on the files run before it); ValueError for options the model does not declare.
     """
 
     def __init__(
@@ -59,11 +63,14 @@ class Engine:
         block_frames: int = 1 << 16,
         batch_size: int = 1,
         jobs: int = 1,
-        sample_rate: str = "keep",
+        sample_rate: str | int = "keep",
+        clip: str = "clamp",
         options: dict[str, Any] | None = None,
     ) -> None:
-        if sample_rate not in ("keep", "model"):
-            raise ValueError(f"sample_rate must be 'keep' or 'model', not {sample_rate!r}")
+        if sample_rate not in ("keep", "model") and not (isinstance(sample_rate, int) and sample_rate > 0):
+            raise ValueError(f"sample_rate must be 'keep', 'model' or a rate in Hz, not {sample_rate!r}")
+        if clip not in CLIP_MODES:
+            raise ValueError(f"clip must be one of {', '.join(CLIP_MODES)}, not {clip!r}")
         if block_frames <= 0 or batch_size <= 0 or jobs <= 0:
             raise ValueError("block_frames, batch_size and jobs must be positive")
         self.device, self.dtype = torch.device(device), dtype
@@ -72,7 +79,7 @@ class Engine:
         self.rate = int(model.sample_rate)
         self.clue_rate = float(model.clue_rate) if model.clue_kind == "visual" else None
         self.block_frames, self.batch_size, self.jobs = block_frames, batch_size, jobs
-        self.keep_rate = sample_rate == "keep"
+        self.sample_rate, self.clip = sample_rate, clip
         options = dict(options or {})
         self.seed = options.pop("seed", None)
         if self.seed is not None:
@@ -87,7 +94,7 @@ class Engine:
         on_result: Callable[[Task], None] | None = None,
         on_progress: Callable[[Progress], None] | None = None,
     ) -> list[Task]:
-        """Process every task, filling in its outcome (`status`, `error`, `seconds`, `elapsed`, `clipped`) and
+        """Process every task, filling in its outcome (`status`, `error`, `seconds`, `elapsed`, `written`) and
         passing it to `on_result` as it is decided; return `tasks`. Ctrl-C deletes all partial outputs, and the
         temporaries a killed run left in the output folders (`tse_cli.atomic.remove_stale`) are removed first."""
         start = time.perf_counter()
@@ -98,17 +105,19 @@ class Engine:
         running: list[TaskFiles] = []  # the files of the group in flight
         seconds_done = 0.0  # audio seconds of the groups finished
 
-        def report(task: Task, error: str | None, seconds: float | None = None, elapsed: float = 0.0, clipped: int = 0):
+        def report(task: Task, error: str | None, seconds: float | None = None, elapsed: float = 0.0) -> None:
             nonlocal reported
             task.status, task.error = ("failed" if error else "done"), error
-            task.seconds, task.elapsed, task.clipped = seconds, elapsed, clipped
+            task.seconds, task.elapsed = seconds, elapsed
+            if error:
+                task.written = []
             reported += 1
             if on_result:
                 on_result(task)
 
         for task in tasks:
             try:
-                ready.append(prepare(task, self.rate, self.keep_rate, self.clue_rate))
+                ready.append(prepare(task, self.rate, self.sample_rate, self.clue_rate))
             except (ValueError, OSError) as err:  # AudioError, or a bad visual clue
                 report(task, str(err))
         total_seconds = sum(f.info.seconds for f in ready)
@@ -128,7 +137,7 @@ class Engine:
                 running = group
                 self._run_group(running, pool, progress)
                 for f in group:
-                    report(f.task, f.error, f.info.seconds, time.perf_counter() - group_start, f.clipped)
+                    report(f.task, f.error, f.info.seconds, time.perf_counter() - group_start)
                 seconds_done += sum(f.info.seconds for f in running)
                 running = []
                 progress()
@@ -137,31 +146,36 @@ class Engine:
         return tasks
 
     def _groups(self, ready: list[TaskFiles]) -> Iterator[list[TaskFiles]]:
-        """Batches of up to `batch_size` files of one model-rate length (and clue length), so that each row gets
-        exactly what it would get alone: the published causal models look ahead within a decoder chunk, and the
-        window models normalise over the whole window, so padding a shorter row would change its output."""
-        if self.batch_size == 1:
-            yield from ([f] for f in ready)
-            return
+        """Batches of the tasks of up to `batch_size` inputs of one model-rate length (and clue length), so that
+        each row gets exactly what it would get alone: the published causal models look ahead within a decoder
+        chunk, and the window models normalise over the whole window, so padding a shorter row would change its
+        output. The tasks of one input (one per class with `--each`) are never split across batches."""
+        inputs: dict[Path, list[TaskFiles]] = {}
+        for f in ready:
+            inputs.setdefault(f.key, []).append(f)
 
-        def shape(f: TaskFiles) -> tuple[int, int]:
-            return f.model_total, f.clue_frames
+        def shape(tasks: list[TaskFiles]) -> tuple[int, int]:
+            return tasks[0].model_total, tasks[0].clue_frames
 
-        group: list[TaskFiles] = []
-        for f in sorted(ready, key=shape):
-            if group and (len(group) == self.batch_size or shape(group[0]) != shape(f)):
-                yield group
+        units = list(inputs.values()) if self.batch_size == 1 else sorted(inputs.values(), key=shape)
+        group: list[list[TaskFiles]] = []
+        for unit in units:
+            if group and (len(group) == self.batch_size or shape(group[0]) != shape(unit)):
+                yield [f for tasks in group for f in tasks]
                 group = []
-            group.append(f)
+            group.append(unit)
         if group:
-            yield group
+            yield [f for tasks in group for f in tasks]
 
     # running ---------------------------------------------------------------------------------------------------
 
     def _run_group(self, files: list[TaskFiles], pool: Any, progress: Callable[..., None]) -> None:
+        readers: dict[Path, InputReader] = {}
         try:
             for f in files:
-                f.open(self.block_frames)
+                if f.key not in readers:
+                    readers[f.key] = InputReader(f.info, self.rate, self.block_frames)
+                f.open(readers[f.key], self.clip)
             live = [f for f in files if f.error is None]
             self._inflight = []
             if live:
@@ -183,6 +197,9 @@ class Engine:
             for f in files:
                 f.abort()
             raise
+        finally:
+            for reader in readers.values():
+                reader.close()
 
     def _batch(self, parts: list[np.ndarray]) -> torch.Tensor:
         """Stack per-file (channels, n) arrays as (rows, 1, n) on the device."""
@@ -207,19 +224,21 @@ class Engine:
         return torch.from_numpy(np.concatenate(rows)).to(self.device, self.dtype)
 
     def _steps(self, files: list[TaskFiles], pool: Any, sizes: list[int]) -> Iterator[list[np.ndarray]]:
-        """Per step, every file's next `sizes[k]` samples; the next step is read ahead in the pool."""
+        """Per step, every file's next `sizes[k]` samples, read once per input (the tasks of an input get the same
+        samples); the next step is read ahead in the pool."""
+        readers = list(dict.fromkeys(f.reader for f in files))
 
-        def read(n: int) -> list[Future]:
-            futures = [pool.submit(f.take, n) for f in files]
-            self._inflight.extend(futures)
+        def read(n: int) -> dict[InputReader, Future]:
+            futures = {reader: pool.submit(reader.take, n) for reader in readers}
+            self._inflight.extend(futures.values())
             return futures
 
-        pending = read(sizes[0]) if sizes else []
+        pending = read(sizes[0]) if sizes else {}
         for k in range(len(sizes)):
-            parts = [p.result() for p in pending]
+            parts = {reader: p.result() for reader, p in pending.items()}
             if k + 1 < len(sizes):
                 pending = read(sizes[k + 1])
-            yield parts
+            yield [parts[f.reader] for f in files]
 
     def _write(self, files: list[TaskFiles], pool: Any, parts: list[np.ndarray], writes: list[Future]) -> list[Future]:
         for w in writes:  # keep each file's blocks in order

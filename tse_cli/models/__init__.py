@@ -12,6 +12,7 @@ and `config` (the constructor arguments), which is all a checkpoint directory ne
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
@@ -91,10 +92,35 @@ def architecture(name: str) -> Architecture:
 
 
 def create(name: str, **overrides: Any) -> nn.Module:
-    """Build architecture `name` with its published arguments, replaced by `overrides` (tiny test configs)."""
+    """Build architecture `name` with its published arguments, replaced by `overrides` (tiny test configs).
+
+    Raises ValueError (one line) for an unknown name or argument, or arguments the constructor refuses, and
+    `budget.ModelSizeError` for sizes beyond this machine's memory (checked on shapes only, before anything is
+    allocated; not when building on the meta device)."""
+    import torch
+
+    from tse_cli.models import budget
+
     entry = architecture(name)
     config = {**entry.defaults, **overrides}
-    model = entry.load_class()(**config)
+    builder = entry.load_class()
+    known = inspect.signature(builder).parameters
+    unknown = sorted(set(config) - set(known))
+    if unknown:
+        raise ValueError(f"{name}: unknown argument(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    if not budget.measuring() and torch.get_default_device().type != "meta":
+        budget.check_fits(name, overrides)
+    try:
+        model = builder(**config)
+    except budget.ModelSizeError:
+        raise
+    except (TypeError, ValueError, RuntimeError) as err:  # bad values: wrong types, sizes the layers refuse
+        detail = " ".join(str(err).split())
+        raise ValueError(f"{name} with {_listed(overrides) or 'its defaults'}: {detail}") from None
     model.arch = name
     model.config = config
     return model
+
+
+def _listed(config: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in config.items())

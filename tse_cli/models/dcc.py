@@ -131,8 +131,12 @@ class DepthwiseSeparableConv(nn.Module):
 class DilatedCausalEncoder(nn.Module):
     """Residual stack of `num_layers` causal convs with dilation 2^i, each seeing (kernel-1)*2^i past frames."""
 
+    MAX_LAYERS = 32  # layer i looks 2^i frames back: more layers than this only describe absurd receptive fields
+
     def __init__(self, channels: int, num_layers: int, kernel_size: int = 3):
         super().__init__()
+        if not 1 <= num_layers <= self.MAX_LAYERS:
+            raise ValueError(f"num_enc_layers must be 1 to {self.MAX_LAYERS} (layer i dilates 2^i), got {num_layers}")
         self.channels = channels
         self.contexts = [(kernel_size - 1) * 2**i for i in range(num_layers)]
         self.dcc_layers = nn.Sequential(

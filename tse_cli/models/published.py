@@ -29,14 +29,29 @@ class PublishedFormatError(CheckpointError):
 
 def read_torch_file(path: str | Path) -> Any:
     """The object in a torch pickle, loaded on the CPU with `weights_only=True`; `PublishedFormatError` for a
-    missing file or anything torch refuses to read (the first line of its reason)."""
+    missing file or anything torch refuses to read (the first line of its reason).
+
+    Besides tensors and containers, numpy scalars are allowed (`numpy_scalar_globals`): the authors' training
+    scripts save their metrics as numpy float64 beside the weights (Waveformer's `val_metrics`)."""
     path = Path(path)
     if not path.exists():
         raise PublishedFormatError(f"{path}: no such file")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(numpy_scalar_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 (torch raises many types for foreign or corrupt files; all mean one thing)
         raise PublishedFormatError(f"{path}: not a readable torch checkpoint ({first_line(err)})") from None
+
+
+def numpy_scalar_globals() -> list[Any]:
+    """What unpickling a numpy scalar names: the scalar reconstructor (under numpy 2's module and numpy 1's,
+    `numpy.core.multiarray`, as files saved with numpy 1 name it), `numpy.dtype` and its per-type classes. They
+    build numbers from bytes and run no code of the file's choosing."""
+    import numpy as np
+
+    scalar = np.float64(0).__reduce__()[0]
+    dtypes = [cls for cls in vars(np.dtypes).values() if isinstance(cls, type) and issubclass(cls, np.dtype)]
+    return [scalar, (scalar, "numpy.core.multiarray.scalar"), np.dtype, *dtypes]
 
 
 def tensor_dict(obj: Any, path: str | Path, under: Sequence[str] = (), what: str = "state_dict") -> dict[str, Tensor]:

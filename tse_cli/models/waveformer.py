@@ -199,6 +199,13 @@ def read_published_config(config_path: str | Path) -> dict[str, Any]:
     return kwargs
 
 
+def published_architecture(config_path: str | Path) -> tuple[str, dict[str, Any]]:
+    """The architecture name and constructor arguments a published config.json describes (its size, without the
+    weights): `waveformer-large`/`-small` when it is exactly one of those, else `waveformer` with its arguments."""
+    kwargs = read_published_config(config_path)
+    return _published_arch(kwargs), kwargs
+
+
 def _published_arch(kwargs: dict[str, Any]) -> str:
     """'waveformer-large' / 'waveformer-small' when `kwargs` is exactly that published config, else 'waveformer'."""
     from tse_cli.models import ARCHITECTURES

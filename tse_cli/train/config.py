@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +58,26 @@ class TrainConfig:
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+# setting -> (lowest, highest, whether the lowest itself is allowed); None: unbounded on that side
+_RANGES: dict[str, tuple[float | None, float | None, bool]] = {
+    "epochs": (1, None, True),
+    "max_steps": (0, None, True),
+    "batch_size": (1, None, True),
+    "lr": (0, None, False),
+    "weight_decay": (0, None, True),
+    "grad_clip": (0, None, True),
+    "fixed_epochs": (0, None, True),
+    "plateau_factor": (0, 1, False),
+    "plateau_patience": (0, None, True),
+    "plateau_threshold": (0, None, True),
+    "min_lr": (0, None, True),
+    "seed": (0, 2**63 - 1, True),
+    "num_workers": (0, None, True),
+    "save_every": (0, None, True),
+    "val_limit": (0, None, True),
+    "log_every": (1, None, True),
+}
+_CHOICES = {"optimizer": ("adam", "adamw"), "scheduler": ("plateau", "none")}
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -103,7 +124,23 @@ def build_config(*layers: dict[str, Any]) -> TrainConfig:
             current = getattr(config, name)
             value = _coerce(name, value, current)
             setattr(config, name, {**current, **value} if isinstance(current, dict) else value)
+    _check_ranges(config)
     return config
+
+
+def _check_ranges(config: TrainConfig) -> None:
+    """Raise `ConfigError` for a value no run can use (a batch of 0, a negative rate, an unknown optimizer...)."""
+    for name, (low, high, low_ok) in _RANGES.items():
+        value = getattr(config, name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{name}: must be a finite number, got {value}")
+        if (low is not None and (value < low or (value == low and not low_ok))) or (high is not None and value > high):
+            lowest = f"{'at least' if low_ok else 'more than'} {low}" if low is not None else ""
+            highest = f"at most {high}" if high is not None else ""
+            raise ConfigError(f"{name}: must be {' and '.join(b for b in (lowest, highest) if b)}, got {value}")
+    for name, allowed in _CHOICES.items():
+        if getattr(config, name) not in allowed:
+            raise ConfigError(f"{name}: must be one of {', '.join(allowed)}, got {getattr(config, name)!r}")
 
 
 def parse_assignments(pairs: list[str], what: str) -> dict[str, Any]:

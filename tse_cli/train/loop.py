@@ -1,17 +1,19 @@
 """The training loop shared by every architecture family, single process or under `torchrun`.
 
-Run folder layout (`config.out`):
+Run folder layout (`config.out`; how runs are kept apart and checkpoints survive a kill: `run_folder`):
 
 - `train.json`: the resolved `TrainConfig` (accepted by `--config`);
 - `metrics.jsonl`: one JSON object per line, `{"event": "train", "step", "epoch", "loss", "lr", "grad_norm",
   "steps_per_s", "processes"}` every `log_every` steps and `{"event": "val", "step", "epoch", "si_snri", "snri", ...}`
   after each validation;
 - `last/`: the newest checkpoint directory (`config.json`, `model.safetensors`) plus its training state
-  (`tse_cli.train.state`), written every `save_every` steps and at each epoch end; `--resume` continues it;
+  (`tse_cli.train.state`), written at step 0, every `save_every` steps, at each epoch end and when a signal
+  stops the run (`tse_cli.signals`); `--resume` continues it;
 - `best/`: the checkpoint with the best validation SI-SNRi so far;
 - `tensorboard/`: scalars, when the `tensorboard` package is installed.
 
-Every directory is assembled beside its destination and renamed into place. Reproducibility: one seed makes
+Nothing is written in the run folder before every check has passed (settings, data, model size, the checkpoint
+to resume). Every directory is assembled beside its destination and renamed into place. Reproducibility: one seed makes
 the model initialisation, the per-epoch shuffling (`DistributedSampler`), the data loaders' worker seeds and each
 example's randomness (`tasks.example_rng`); the torch RNG state (dropout) is saved with each checkpoint and a
 resumed run skips the batches the interrupted epoch had already used, so it replays the same losses.
@@ -20,10 +22,8 @@ resumed run skips the batches the interrupted epoch had already used, so it repl
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,16 +34,15 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from tse_cli.atomic import replace_dir, write_bytes
-from tse_cli.checkpoint import write_checkpoint
+from tse_cli import signals
 from tse_cli.models import create
+from tse_cli.models.budget import TRAINING_COPIES, check_fits
+from tse_cli.train import run_folder
 from tse_cli.train.config import TrainConfig
 from tse_cli.train.evaluation import evaluate, first, to_device
 from tse_cli.train.metrics import METRICS
-from tse_cli.train.state import load_state, save_state
+from tse_cli.train.run_folder import BEST, LAST, MetricsLog, RunState
 from tse_cli.train.tasks import Task, get_task
-
-LAST, BEST, CONFIG_FILE, METRICS_FILE = "last", "best", "train.json", "metrics.jsonl"
 
 
 class TrainingError(RuntimeError):
@@ -101,103 +100,6 @@ def _loader(
         generator=torch.Generator().manual_seed(seed),  # worker seeds never draw from the global RNG
         persistent_workers=False,
     )
-
-
-# ---- run folder ----
-
-
-class _Run:
-    """The state that a checkpoint must carry to resume exactly, and the files of the run folder."""
-
-    def __init__(self, config: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any):
-        self.config, self.model, self.optimizer, self.scheduler = config, model, optimizer, scheduler
-        self.out = Path(config.out)
-        self.epoch = 0  # current epoch
-        self.batch = 0  # optimizer steps taken in the current epoch
-        self.step = 0  # optimizer steps in total
-        self.best = -math.inf  # best validation SI-SNRi (dB)
-        self.saved_step: int | None = None
-
-    def state(self) -> dict[str, Any]:
-        return {
-            "epoch": self.epoch,
-            "batch": self.batch,
-            "step": self.step,
-            "best": self.best,
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-            "rng_cpu": torch.get_rng_state(),
-            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        }
-
-    def save(self, name: str, extra: dict[str, Any] | None = None, with_state: bool = True) -> Path:
-        staging = self.out / f".{name}.staging"
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-        training = {"step": self.step, "epoch": self.epoch, **(extra or {})}
-        write_checkpoint(self.model, staging, extra={"training": training})
-        if with_state:
-            save_state(self.state(), staging)
-        replace_dir(staging, self.out / name)
-        if with_state:
-            self.saved_step = self.step
-        return self.out / name
-
-    def restore(self) -> None:
-        directory = self.out / LAST
-        if not (directory / "model.safetensors").is_file():
-            raise TrainingError(f"{directory}: no checkpoint to resume from")
-        from safetensors.torch import load_model
-
-        try:
-            state = load_state(directory)
-        except FileNotFoundError as err:
-            raise TrainingError(str(err)) from None
-        load_model(self.model, str(directory / "model.safetensors"), strict=True, device=str(_device_of(self.model)))
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler is not None and state["scheduler"] is not None:
-            self.scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng_cpu"])
-        if state["rng_cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng_cuda"])
-        self.epoch, self.batch, self.step, self.best = state["epoch"], state["batch"], state["step"], state["best"]
-        self.saved_step = self.step
-
-
-def _device_of(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
-class _Log:
-    """metrics.jsonl (and TensorBoard when installed) on rank 0; nothing on the other ranks."""
-
-    def __init__(self, out: Path, active: bool, resume_step: int | None) -> None:
-        self.path = out / METRICS_FILE
-        self.active = active
-        self.writer = None
-        if not active:
-            return
-        if resume_step is not None and self.path.exists():  # drop what the interrupted run logged after its save
-            kept = [line for line in self.path.read_text().splitlines() if json.loads(line)["step"] <= resume_step]
-            write_bytes(self.path, "".join(line + "\n" for line in kept).encode())
-        with contextlib.suppress(ImportError):
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(str(out / "tensorboard"))
-
-    def write(self, record: dict[str, Any]) -> None:
-        if not self.active:
-            return
-        with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
-        if self.writer is not None:
-            for key, value in record.items():
-                if isinstance(value, int | float) and key not in ("step", "epoch"):
-                    self.writer.add_scalar(f"{record['event']}/{key}", value, record["step"])
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
 
 
 # ---- the loop ----
@@ -276,42 +178,45 @@ def task_options(task: Task, overrides: dict[str, Any]) -> dict[str, Any]:
     return {**task.options, **overrides}
 
 
-def train(config: TrainConfig, resume: bool = False, progress: Any = None, reset_lr: bool = False) -> dict[str, Any]:
+def train(
+    config: TrainConfig,
+    resume: bool = False,
+    progress: Any = None,
+    reset_lr: bool = False,
+    overwrite: bool = False,
+    stop_on_signal: bool = False,
+) -> dict[str, Any]:
     """Train `config.arch` on `config.data` into `config.out`; returns {"step", "epoch", "best_si_snri", ...}.
 
-    A resumed run continues the optimizer and scheduler exactly; `reset_lr` then sets the learning rate to
-    `config.lr` from there on (a fine-tuning phase).
+    A folder that holds an earlier run is refused unless `resume` (continue it from its newest complete
+    checkpoint, finishing a checkpoint swap that a kill interrupted) or `overwrite` (move it to
+    `out/previous/STAMP/` first). A resumed run continues the optimizer and scheduler exactly; `reset_lr` then
+    sets the learning rate to `config.lr` from there on (a fine-tuning phase).
 
     `progress`, when given, is called as `progress(event, **values)` on rank 0 with events "epoch"
-    (epoch, batches), "step" (loss, lr), "val" (metrics) for a user interface. Raises `TrainingError` (the
-    last good checkpoint stays in `out/last`), `tasks.DataError` or `config.ConfigError`.
+    (epoch, batches), "step" (loss, lr), "val" (metrics), "signal" (signum) for a user interface. With
+    `stop_on_signal`, SIGINT, SIGTERM or SIGHUP stop training after the current step or epoch end
+    (`signals.stop_when_asked`; a second one exits at once): `last/` is saved, then `signals.Interrupted` is
+    raised. Raises `TrainingError` (the last good checkpoint stays in `out/last`), `run_folder.RunFolderError`,
+    `tasks.DataError`, `config.ConfigError` or a ValueError (model arguments or size); none of them changes the
+    run folder.
     """
+    out = Path(config.out)
+    if not resume and not overwrite:
+        run_folder.refuse_previous(out)
     rank, world, local_rank = _distributed()
     device = pick_device(config.device, local_rank)
     task = get_task(config.arch)
     options = task_options(task, config.task)
     root = Path(config.data)
     task.validate(root, (config.train_split, config.val_split))
-
-    out = Path(config.out)
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        write_bytes(out / CONFIG_FILE, (json.dumps(config.to_dict(), indent=2) + "\n").encode())
+    check_fits(config.arch, config.model_args, device, copies=TRAINING_COPIES, origin="model_args")
 
     torch.manual_seed(config.seed)
     model = create(config.arch, **config.model_args).to(device)
     optimizer = _optimizer(config, model)
     scheduler = _scheduler(config, optimizer)
-    run = _Run(config, model, optimizer, scheduler)
-    if resume:
-        run.restore()
-        if reset_lr:
-            for group in optimizer.param_groups:
-                group["lr"] = config.lr
-    net: nn.Module = model
-    if world > 1:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-
+    run = RunState(config, model, optimizer, scheduler)
     train_set = task.dataset(root, config.train_split, options, train=True, seed=config.seed)
     val_set = first(task.dataset(root, config.val_split, options, train=False, seed=config.seed), config.val_limit)
     sampler = DistributedSampler(
@@ -323,8 +228,17 @@ def train(config: TrainConfig, resume: bool = False, progress: Any = None, reset
         raise TrainingError(
             f"{root}: {len(train_set)} training examples give no full batch of {config.batch_size} per process"
         )
-
-    log = _Log(out, rank == 0, run.step if resume else None)
+    restored = run_folder.resume_point(run, reset_lr) if resume else False
+    net: nn.Module = model
+    if world > 1:
+        dist.barrier()  # every rank has read the checkpoint before rank 0 touches the folder
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    # every check passed: from here on the run folder changes
+    if rank == 0:
+        run_folder.open_folder(out, config, resume, overwrite)
+    log = MetricsLog(out, rank == 0, run.step if restored else None)
+    if not restored:
+        _save(run, rank, world, LAST)  # step 0: from now on there is always a checkpoint to resume
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and config.amp)
     notify = progress if (progress is not None and rank == 0) else (lambda *a, **k: None)
     tick, ticked = time.perf_counter(), run.step
@@ -346,60 +260,71 @@ def train(config: TrainConfig, resume: bool = False, progress: Any = None, reset
         model.train()
         return result
 
-    stop = False
+    def stop_if_signalled() -> None:
+        signum = _agreed_signal(world, device) if stop_on_signal else 0
+        if signum:
+            if run.saved_step != run.step:
+                _save(run, rank, world, LAST)
+            raise signals.Interrupted(signum)
+
+    stop = bool(config.max_steps and run.step >= config.max_steps)  # a finished run resumed: nothing to do
     try:
-        while run.epoch < config.epochs and not stop:
-            sampler.set_epoch(run.epoch)
-            if hasattr(train_set, "set_epoch"):
-                train_set.set_epoch(run.epoch)
-            loader = _loader(
-                task, train_set, config, _Skip(sampler, run.batch * config.batch_size), config.seed + run.epoch, True
-            )
-            notify("epoch", epoch=run.epoch, batches=batches, done=run.batch)
-            net.train()
-            for batch in loader:
-                try:
-                    mean_loss, norm = train_step(
-                        net, task, to_device(batch, device), options, optimizer, config.grad_clip, autocast, world
-                    )
-                except NonFinite as err:
-                    raise TrainingError(_stopped(run, str(err))) from None
-                run.step += 1
-                run.batch += 1
-                window.append(mean_loss)
-                lr = optimizer.param_groups[0]["lr"]
-                notify("step", loss=mean_loss, lr=lr)
-                if run.step % config.log_every == 0:
-                    now = time.perf_counter()
-                    log.write(
-                        {
-                            "event": "train",
-                            "step": run.step,
-                            "epoch": run.epoch,
-                            "loss": sum(window) / len(window),
-                            "lr": lr,
-                            "grad_norm": norm,
-                            "steps_per_s": (run.step - ticked) / (now - tick),
-                            "processes": world,
-                        }
-                    )
-                    tick, ticked, window = now, run.step, []
-                if config.max_steps and run.step >= config.max_steps:
-                    stop = True
-                    break
-                if config.save_every and run.step % config.save_every == 0 and run.batch < batches:
-                    _save(run, rank, world, LAST)
-            if not stop:
-                run.epoch, run.batch = run.epoch + 1, 0
-            metrics = validate()
-            log.write({"event": "val", "step": run.step, "epoch": run.epoch, **metrics})
-            notify("val", **metrics)
-            if scheduler is not None and run.epoch >= config.fixed_epochs and not stop:
-                scheduler.step(metrics["si_snri"])
-            if metrics["si_snri"] > run.best:
-                run.best = metrics["si_snri"]
-                _save(run, rank, world, BEST, extra={"val": metrics}, with_state=False)
-            _save(run, rank, world, LAST)
+        asked = signals.stop_when_asked(lambda signum: notify("signal", signum=signum))
+        with asked if stop_on_signal else contextlib.nullcontext():
+            while run.epoch < config.epochs and not stop:
+                sampler.set_epoch(run.epoch)
+                if hasattr(train_set, "set_epoch"):
+                    train_set.set_epoch(run.epoch)
+                skip = _Skip(sampler, run.batch * config.batch_size)
+                loader = _loader(task, train_set, config, skip, config.seed + run.epoch, True)
+                notify("epoch", epoch=run.epoch, batches=batches, done=run.batch)
+                net.train()
+                for batch in loader:
+                    try:
+                        mean_loss, norm = train_step(
+                            net, task, to_device(batch, device), options, optimizer, config.grad_clip, autocast, world
+                        )
+                    except NonFinite as err:
+                        raise TrainingError(_stopped(run, str(err))) from None
+                    run.step += 1
+                    run.batch += 1
+                    window.append(mean_loss)
+                    lr = optimizer.param_groups[0]["lr"]
+                    notify("step", loss=mean_loss, lr=lr)
+                    if run.step % config.log_every == 0:
+                        now = time.perf_counter()
+                        log.write(
+                            {
+                                "event": "train",
+                                "step": run.step,
+                                "epoch": run.epoch,
+                                "loss": sum(window) / len(window),
+                                "lr": lr,
+                                "grad_norm": norm,
+                                "steps_per_s": (run.step - ticked) / (now - tick),
+                                "processes": world,
+                            }
+                        )
+                        tick, ticked, window = now, run.step, []
+                    if config.max_steps and run.step >= config.max_steps:
+                        stop = True
+                        break
+                    if config.save_every and run.step % config.save_every == 0 and run.batch < batches:
+                        _save(run, rank, world, LAST)
+                    stop_if_signalled()
+                if not stop:
+                    run.epoch, run.batch = run.epoch + 1, 0
+                metrics = validate()
+                log.write({"event": "val", "step": run.step, "epoch": run.epoch, **metrics})
+                notify("val", **metrics)
+                if scheduler is not None and run.epoch >= config.fixed_epochs and not stop:
+                    scheduler.step(metrics["si_snri"])
+                if metrics["si_snri"] > run.best:
+                    run.best = metrics["si_snri"]
+                    _save(run, rank, world, BEST, extra={"val": metrics}, with_state=False)
+                _save(run, rank, world, LAST)
+                if not stop:
+                    stop_if_signalled()
     finally:
         log.close()
         if world > 1:
@@ -407,7 +332,17 @@ def train(config: TrainConfig, resume: bool = False, progress: Any = None, reset
     return {"step": run.step, "epoch": run.epoch, "best_si_snri": run.best, "out": str(out)}
 
 
-def _save(run: _Run, rank: int, world: int, name: str, **kwargs: Any) -> None:
+def _agreed_signal(world: int, device: torch.device) -> int:
+    """The signal that stops the run (0: none); under DDP every process learns it, so all stop at one step."""
+    signum = signals.requested() or 0
+    if world > 1:
+        flag = torch.tensor([signum], device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        signum = int(flag.item())
+    return signum
+
+
+def _save(run: RunState, rank: int, world: int, name: str, **kwargs: Any) -> None:
     if rank == 0:
         run.save(name, **kwargs)
     else:
@@ -416,10 +351,10 @@ def _save(run: _Run, rank: int, world: int, name: str, **kwargs: Any) -> None:
         dist.barrier()
 
 
-def _stopped(run: _Run, why: str) -> str:
+def _stopped(run: RunState, why: str) -> str:
     kept = (
         f"the last good checkpoint (step {run.saved_step}) is in {run.out / LAST}"
-        if run.saved_step
+        if run.saved_step is not None
         else "no checkpoint was saved yet"
     )
     return f"step {run.step + 1} (epoch {run.epoch}): {why}; training stopped, {kept}"

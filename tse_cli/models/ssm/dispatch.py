@@ -109,6 +109,68 @@ def resolve_backend(backend: str = "auto", tensor: Tensor | None = None) -> str:
     return backend
 
 
+# ---------------------------------------------------------------- input checks
+
+
+_NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
+
+
+def check_inputs(
+    caller: str,
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None,
+    z: Tensor | None,
+    delta_bias: Tensor | None,
+    state: Tensor | None,
+    state_name: str = "state",
+) -> None:
+    """Raise ValueError naming the tensors when the scan inputs do not have the contract's shapes (module
+    docstring) or are not real floating point: every backend computes in real arithmetic, so a complex A (or
+    input) would silently lose its imaginary part. Called for every streamed chunk: the passing case is kept to
+    straight-line comparisons."""
+    given = (u, delta, A, B, C, D, z, delta_bias, state)
+    if u.dim() == 3 and A.dim() == 2:
+        (batch, d_inner, length), d_state = u.shape, A.shape[1]
+        if (
+            delta.shape == u.shape
+            and A.shape[0] == d_inner
+            and B.shape == (batch, d_state, length)
+            and C.shape == B.shape
+            and (D is None or D.shape == (d_inner,))
+            and (z is None or z.shape == u.shape)
+            and (delta_bias is None or delta_bias.shape == (d_inner,))
+            and (state is None or state.shape == (batch, d_inner, d_state))
+            and all(t is None or t.is_floating_point() for t in given)
+        ):
+            return
+        expected = [u.shape, u.shape, (d_inner, d_state), (batch, d_state, length), (batch, d_state, length)]
+        expected += [(d_inner,), u.shape, (d_inner,), (batch, d_inner, d_state)]
+    else:
+        expected = ["(batch, d_inner, length)" if u.dim() != 3 else u.shape, None]
+        expected += ["(d_inner, d_state)" if A.dim() != 2 else A.shape] + [None] * 6
+    odd = [
+        f"{name} {t.dtype}"
+        for name, t in zip((*_NAMES, state_name), given, strict=True)
+        if t is not None and not t.is_floating_point()
+    ]
+    if odd:
+        hint = " (a complex A is not supported: the parametrisation is real, A = -exp(A_log))" if A.is_complex() else ""
+        raise ValueError(f"{caller}: the scan takes real floating-point tensors, got {', '.join(odd)}{hint}")
+    wrong = [
+        f"{name} {tuple(t.shape)} (expected {shape if isinstance(shape, str) else tuple(shape)})"
+        for name, t, shape in zip((*_NAMES, state_name), given, expected, strict=True)
+        if t is not None and shape is not None and t.shape != shape
+    ]
+    raise ValueError(
+        f"{caller}: shapes do not fit u (batch, d_inner, length) {tuple(u.shape)} and A (d_inner, d_state) "
+        f"{tuple(A.shape)}: {', '.join(wrong)}"
+    )
+
+
 # ---------------------------------------------------------------- public entry points
 
 
@@ -136,11 +198,7 @@ def selective_scan(
     `chunk_size` (reference backend only): the chunk length; None picks one from the length.
     The `cuda` backend does not propagate gradients through the returned last state (mamba_ssm's limitation).
     """
-    if u.dim() != 3 or delta.shape != u.shape or B.dim() != 3 or C.shape != B.shape:
-        raise ValueError(
-            f"selective_scan: expected u, delta (batch, d_inner, length) and B, C (batch, d_state, length), "
-            f"got u {tuple(u.shape)}, delta {tuple(delta.shape)}, B {tuple(B.shape)}, C {tuple(C.shape)}"
-        )
+    check_inputs("selective_scan", u, delta, A, B, C, D, z, delta_bias, initial_state, "initial_state")
     if chunk_size is not None and chunk_size < 1:
         raise ValueError(f"selective_scan: chunk_size must be >= 1, got {chunk_size}")
     name = resolve_backend(backend, u)
@@ -197,6 +255,7 @@ def selective_scan_step(
             u, delta, A, B, C, D, z, delta_bias, delta_softplus, state, return_last_state=True, backend=backend
         )
         return (y, state.copy_(last)) if in_place else (y, last)
+    check_inputs("selective_scan_step", u, delta, A, B, C, D, z, delta_bias, state)
     delta = effective_delta(delta, delta_bias, delta_softplus, compute)
     y, _ = short_core(u, delta, A.to(compute), B, C, state, last=state)
     return skip_and_gate(y, u, D, z), state
