@@ -11,6 +11,10 @@ Resampling lives in `tse_cli.resample` (`StreamResampler` is re-exported here, i
 What is refused, each with a one-line `AudioError` naming the file: paths that are not regular files (folders,
 FIFOs, sockets, devices, broken links), unreadable, empty or 0-frame files, files whose header promises more audio
 than the file holds (`truncation`), and samples that are NaN/inf or beyond +-`MAX_SAMPLE` (`check_samples`).
+
+(About 510 lines: probing, reading and writing share the refusal rules and the one-line reasons above, and
+`AtomicWriter`'s clip modes and error mapping are most of it; the output-format table is the part to move out if
+it grows.)
 """
 
 from __future__ import annotations
