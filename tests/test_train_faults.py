@@ -213,3 +213,16 @@ def test_a_double_ctrl_c_exits_130_without_a_traceback(data: Path, tmp_path: Pat
     stderr = err.read_text()
     assert "Traceback" not in stderr and "Exception ignored" not in stderr, stderr
     assert tse_train(None, run, "--resume", "--max-steps", "3", "-q") == 0, "the run folder is still resumable"
+
+
+@pytest.mark.parametrize("damaged", ["training_state.safetensors", "training_state.json", "model.safetensors"])
+def test_a_damaged_checkpoint_is_one_line_and_changes_nothing(whole: Path, tmp_path: Path, damaged: str) -> None:
+    run, err = tmp_path / "run", tmp_path / "stderr"
+    shutil.copytree(whole, run)
+    path = run / "last" / damaged
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    before = snapshot(run)
+    assert finish(start(["train", "waveformer-small", "-o", run, "--resume", "--max-steps", "9"], stderr=err)) == 2
+    (line,) = err.read_text().strip().splitlines()
+    assert f"{run / 'last'}" in line and "cannot resume from this checkpoint" in line, line
+    assert snapshot(run) == before

@@ -195,14 +195,17 @@ class RunState:
         return self.out / name
 
     def restore(self, directory: Path) -> None:
-        """Continue from the checkpoint in `directory` (weights, optimizer, scheduler, random state, position)."""
+        """Continue from the checkpoint in `directory` (weights, optimizer, scheduler, random state, position);
+        a damaged or mismatching one is a one-line `RunFolderError` naming it."""
+        from safetensors import SafetensorError
+
         try:
             state = load_state(directory)
             load_weights(self.model, directory / "model.safetensors")
             self.optimizer.load_state_dict(state["optimizer"])
             if self.scheduler is not None and state["scheduler"] is not None:
                 self.scheduler.load_state_dict(state["scheduler"])
-        except (CheckpointError, FileNotFoundError, ValueError, KeyError, TypeError) as err:
+        except (CheckpointError, SafetensorError, OSError, ValueError, KeyError, TypeError) as err:
             detail = " ".join(str(err).split())
             raise RunFolderError(f"{directory}: cannot resume from this checkpoint ({detail})") from None
         torch.set_rng_state(state["rng_cpu"])
