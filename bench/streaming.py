@@ -4,7 +4,7 @@
     TSE_BENCH_WAVEFORMER_REPO=/path/to/Waveformer PYTHONPATH=/path/to/its/deps .venv/bin/python bench/streaming.py
 
 Rows: waveformer-large/small and wavemamba-large/small fed in the published 416-sample chunks (13 frames of 32
-samples, 9.4 ms), WaveMamba also in 32-sample chunks (0.7 ms, one frame), and the published Waveformer
+samples, 9.4 ms), WaveMamba also in 128- and 32-sample chunks (2.9 ms, 0.7 ms), and the published Waveformer
 (github.com/vb000/Waveformer, `src.training.dcc_tf.Net`) streamed the published way (480-sample windows, hop
 416, its enc/dec/out buffers) with exactly our model's weights: the anchor. Random weights (speed does not
 depend on the values). The published rows are skipped, with a note, when $TSE_BENCH_WAVEFORMER_REPO is unset.
@@ -92,19 +92,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=MODELS, choices=MODELS)
     parser.add_argument("--seconds", type=float, default=4.0, help="audio streamed per round (416-sample rows)")
-    parser.add_argument("--short-seconds", type=float, default=1.0, help="audio streamed per round, 32-sample rows")
+    parser.add_argument(
+        "--short-seconds", type=float, default=1.0, help="audio streamed per round, 128- and 32-sample rows"
+    )
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds after one warm-up round (median)")
     args, net_class, why_not = published_anchor_args(parser, threads=1)()
     query = torch.eye(41)[:1]
     audio = {
         chunk: torch.randn(1, 1, round(s * SAMPLE_RATE / 416) * 416) * 0.3
-        for chunk, s in ((416, args.seconds), (32, args.short_seconds))
+        for chunk, s in ((416, args.seconds), (128, args.short_seconds), (32, args.short_seconds))
     }
 
     runs, rows = {}, []
     for name in args.models:
         model = create(name).eval()
-        chunks = [416, 32] if name.startswith("wavemamba") else [416]
+        chunks = [416, 128, 32] if name.startswith("wavemamba") else [416]
         for chunk in chunks:
             x = audio[chunk]
             with torch.inference_mode():

@@ -66,7 +66,8 @@ def test_wavemamba_by_hand() -> None:
     model = create("wavemamba-small", enc_dim=E, dec_dim=D, num_enc_layers=layers, d_state=n)
     frames = math.ceil(round(seconds * 44100) / 32)
     di, r = 2 * D, math.ceil(D / 16)
-    mixer = frames * (D * 2 * di + D * di + di * 4 + di * (r + n) + di * n + r * di + di * D)
+    # in_proj, C = q_proj(in_proj_q(.)) as one d_model -> d_state product, conv, x_proj, dt_proj, out_proj
+    mixer = frames * (D * 2 * di + D * n + di * 4 + di * (r + n) + r * di + di * D)
     scan = frames * di * (4 * n + 3)
     result = count(model, seconds)
     assert result["params"] == sum(p.numel() for p in model.parameters())
@@ -97,13 +98,14 @@ def test_meta_device_counts_without_computing(name: str) -> None:
 
 def test_scans_do_not_run_while_counting(monkeypatch: pytest.MonkeyPatch) -> None:
     """Scan work is analytic: counting never executes a scan (that took minutes for av-sepmamba-large)."""
-    from tse_cli.models.ssm import reference
+    from tse_cli.models.ssm import cpu_kernel, reference
 
     def fail(*args, **kwargs):
         raise AssertionError("a scan ran while counting")
 
     monkeypatch.setattr(reference, "reference_core", fail)
     monkeypatch.setattr(reference, "naive_core", fail)
+    monkeypatch.setattr(cpu_kernel, "cpu_scan", fail)
     model = tiny("wavemamba-small")
     mixer = model.mask_gen.decoder.mixer
     result = count(model, 0.05)

@@ -476,3 +476,24 @@ def test_clip_counts_name_each_output_and_rescale_scales_each(tmp_path: Path) ->
     assert rescale.written[1].gain == pytest.approx(1 / (1.6 * 0.7), rel=1e-6)
     np.testing.assert_allclose(np.abs(read(rescale.output)).max(), 1.0, atol=1e-4)
     np.testing.assert_allclose(read(rescale.output), 2 * read(tmp_path / "b.wav") / peak, atol=1e-4)
+
+
+def test_cpu_engine_reuses_freed_memory() -> None:
+    """On glibc the engine makes malloc keep freed blocks: block-sized tensors allocated again and again then
+    fault no fresh pages in (the default thresholds fault about 80,000 pages for this loop)."""
+    import resource
+
+    from tse_cli.devices import keep_cpu_memory
+
+    if not keep_cpu_memory():
+        pytest.skip("not glibc: the C library's allocator is left as it is")
+
+    def faults_of_round() -> int:
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        for _ in range(10):
+            blocks = [torch.ones(1 << 21) for _ in range(4)]  # 4 x 8 MB, freed together
+            del blocks
+        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+    faults_of_round()  # the first round grows the heap
+    assert faults_of_round() < 2000

@@ -174,7 +174,8 @@ def test_half_precision_inputs_compute_in_float32():
 def test_resolve_backend(monkeypatch):
     cpu = torch.zeros(1)
     monkeypatch.delenv(ssm.ENV_VAR, raising=False)
-    assert resolve_backend("auto", cpu) == "reference"
+    assert resolve_backend("auto", cpu, grad=True) == "reference"
+    assert resolve_backend("auto", cpu.double()) == "reference"
     assert resolve_backend("naive", cpu) == "naive"
     monkeypatch.setenv(ssm.ENV_VAR, "naive")
     assert resolve_backend("auto", cpu) == "naive"

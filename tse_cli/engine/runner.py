@@ -20,6 +20,7 @@ import torch
 from tse_cli import signals
 from tse_cli.atomic import remove_stale
 from tse_cli.audio import CLIP_MODES
+from tse_cli.devices import keep_cpu_memory
 from tse_cli.engine.files import InputReader, TaskFiles, prepare
 from tse_cli.engine.records import Progress, Task
 from tse_cli.engine.windows import OverlapAdd, plan_windows, stream_blocks, window_frames
@@ -74,6 +75,8 @@ class Engine:
         if block_frames <= 0 or batch_size <= 0 or jobs <= 0:
             raise ValueError("block_frames, batch_size and jobs must be positive")
         self.device, self.dtype = torch.device(device), dtype
+        if self.device.type == "cpu":
+            keep_cpu_memory()  # blocks reuse freed memory instead of faulting in fresh pages
         self.model = model.to(self.device, dtype).eval()
         self.kind = model_kind(model)
         self.rate = int(model.sample_rate)

@@ -13,7 +13,8 @@ u from the mixture (`value`); plain Mamba takes all of them from one sequence.
   chunks of any length equals `block(query, value)` on the concatenation (the state is updated in place).
 
 All sequences are (batch, length, d_model). The scan runs through `tse_cli.models.ssm` (`scan_backend`:
-"auto", "reference", "naive", "cuda" or "triton"; see `set_scan_backend`).
+"auto", "reference", "naive", "cpu", "cuda" or "triton"; see `set_scan_backend`). In inference on a CPU the
+RMSNorms and the causal conv with its SiLU run as single passes of `tse_cli.models.kernels` when it builds.
 """
 
 from __future__ import annotations
@@ -25,14 +26,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from tse_cli.models import kernels
 from tse_cli.models.ssm import selective_scan, selective_scan_step
-from tse_cli.models.streaming import derived, linear, scratch, transposed
+from tse_cli.models.streaming import causal_depthwise, derived, linear, scratch
 
 
 class MambaState(NamedTuple):
     """Streaming state of one causal block: `conv` (batch, d_inner, d_conv - 1), the last inputs of the causal
-    convolution; `ssm` (batch, d_inner, d_state), the scan's hidden state (float32, or float64 for float64).
-    `step` updates both in place and returns the same state."""
+    convolution (a transposed view of time-major memory); `ssm` (batch, d_inner, d_state), the scan's hidden
+    state (float32, or float64 for float64). `step` updates both in place and returns the same state."""
 
     conv: Tensor
     ssm: Tensor
@@ -41,24 +43,21 @@ class MambaState(NamedTuple):
 # ---------------------------------------------------------------- mixer
 
 
-def _depthwise_conv(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    """Valid depthwise convolution over time: x (batch, k - 1 + length, channels), weight (channels, 1, k) ->
-    (batch, length, channels). Short inputs (streaming) use k multiply-adds: far less overhead than a conv call."""
-    k = weight.shape[-1]
-    length = x.shape[1] - k + 1
-    if length >= 64:
-        return F.conv1d(x.transpose(1, 2), weight, bias, groups=weight.shape[0]).transpose(1, 2)
-    taps = transposed(weight)  # (k, channels)
-    out = torch.mul(x[:, k - 1 :], taps[k - 1], out=scratch(x, (x.shape[0], length, x.shape[2])))
-    for i in range(k - 1):
-        out.addcmul_(x[:, i : i + length], taps[i])
-    return out if bias is None else out.add_(bias)
+def _keep_tail(conv_state: Tensor, x: Tensor) -> None:
+    """The conv state (batch, d_inner, k - 1) after new inputs x (batch, n, d_inner): the last k - 1 of them."""
+    keep, n = conv_state.shape[-1], x.shape[1]
+    for i in range(keep - n):  # old inputs that remain move to the front (in order: no overlap, no copy)
+        conv_state[..., i].copy_(conv_state[..., i + n])
+    conv_state[..., max(0, keep - n) :] = x[:, max(0, n - keep) :].transpose(1, 2)
 
 
 def _rms_norm(x: Tensor, norm: nn.RMSNorm) -> Tensor:
     """`norm(x)` (x (..., d), eps set) written out, x * rsqrt(|x|^2 / d + eps) * weight: faster than the fused op
-    on a streamed chunk, and with scratch `out=` tensors (and eps as a cached tensor) it allocates nothing."""
-    d = x.shape[-1]
+    on a streamed chunk, and with scratch `out=` tensors (and eps as a cached tensor) it allocates nothing; one
+    pass of `tse_cli.models.kernels` in inference on a CPU."""
+    if kernels.usable(x):
+        return kernels.norm(x, norm)
+    d = norm.normalized_shape[-1]  # a Python int (also when a graph is traced with a dynamic batch)
     eps = derived(norm.weight, "eps", lambda w: torch.tensor(norm.eps, dtype=w.dtype, device=w.device))
     size = torch.linalg.vector_norm(x, dim=-1, keepdim=True, out=scratch(x, (*x.shape[:-1], 1)))
     scale = torch.addcmul(eps, size, size, value=1 / d, out=scratch(size)).rsqrt_()
@@ -125,14 +124,36 @@ class _Mixer(nn.Module):
         device = self.out_proj.weight.device if device is None else device
         dtype = self.out_proj.weight.dtype if dtype is None else dtype
         ssm_dtype = torch.float64 if dtype == torch.float64 else torch.float32
-        return MambaState(
-            torch.zeros(batch, self.d_inner, self.d_conv - 1, device=device, dtype=dtype),
+        return MambaState(  # conv: stored time-major (d_inner contiguous), as the conv reads it
+            torch.zeros(batch, self.d_conv - 1, self.d_inner, device=device, dtype=dtype).transpose(1, 2),
             torch.zeros(batch, self.d_inner, self.d_state, device=device, dtype=ssm_dtype),
         )
 
     def _A(self) -> Tensor:
         """A = -exp(A_log) (d_inner, d_state) in at least float32; computed once per weight update when streaming."""
         return derived(self.A_log, "A", lambda a: -torch.exp(a.to(torch.promote_types(a.dtype, torch.float32))))
+
+    def _cross_query(self, query: Tensor) -> Tensor:
+        """C = q_proj(in_proj_q(query)) (batch, length, d_state): two products with nothing between them, run as
+        one against q_proj.weight @ in_proj_q.weight (d_model -> d_state directly: 32x fewer MACs at d_state 16,
+        d_inner 512), cached per weight version while autograd is off."""
+
+        def fuse(w_q: Tensor, w_in: Tensor, *bias: Tensor) -> Tensor:  # (d_model [+ 1], d_state): weight[, bias]
+            # products summed element-wise, not matmuls: a weight transform, which the MAC counter
+            # (tse_cli.models.complexity) would otherwise count as work per input
+            rows = [(w_in.t()[:, :, None] * w_q.t()[None]).sum(1)] + [(w_q * b).sum(1)[None] for b in bias]
+            return torch.cat(rows).contiguous() if bias else rows[0].contiguous()
+
+        in_bias = () if self.in_proj_q.bias is None else (self.in_proj_q.bias,)
+        fused = derived(self.q_proj.weight, "cross-query", fuse, self.in_proj_q.weight, *in_bias)
+        rows = query.reshape(-1, query.shape[-1])
+        out = scratch(rows, (rows.shape[0], fused.shape[1]))
+        out = torch.addmm(fused[-1], rows, fused[:-1], out=out) if in_bias else torch.mm(rows, fused, out=out)
+        return out.view(*query.shape[:-1], fused.shape[1])
+
+    def uncounted_macs(self, args: tuple[Tensor, ...], output: Tensor) -> int:
+        """MACs of the causal depthwise conv, which runs as element-wise ops (for `tse_cli.models.complexity`)."""
+        return output.shape[0] * output.shape[1] * self.d_inner * self.d_conv
 
     def _mix(self, value: Tensor, query: Tensor | None, state: MambaState | None) -> tuple[Tensor, MambaState | None]:
         """Mixer output (batch, length, d_model) and, when `state` is given, the state after the last step.
@@ -148,20 +169,22 @@ class _Mixer(nn.Module):
         x, z = linear(value, self.in_proj.weight, self.in_proj.bias).chunk(2, dim=-1)  # (batch, length, d_inner)
 
         # causal depthwise conv over [previous d_conv - 1 inputs, x]
-        if state is None:
-            history = x.new_zeros(batch, self.d_conv - 1, self.d_inner)
+        history = None if state is None else state.conv.transpose(1, 2).to(x.dtype)
+        if kernels.usable(x):  # inference on a CPU: conv and SiLU in one pass
+            u = kernels.depthwise(x, history, self.conv1d, 1, "silu")
         else:
-            history = state.conv.transpose(1, 2).to(x.dtype)
-        conv_in = torch.cat([history, x], dim=1, out=scratch(x, (batch, history.shape[1] + x.shape[1], self.d_inner)))
-        u = F.silu(_depthwise_conv(conv_in, self.conv1d.weight, self.conv1d.bias), inplace=not torch.is_grad_enabled())
+            if x.is_cuda and x.shape[1] >= 64:  # long inputs on a GPU: the conv kernel
+                past = F.pad(x, (0, 0, self.d_conv - 1, 0)) if history is None else torch.cat([history, x], dim=1)
+                u = F.conv1d(past.transpose(1, 2), self.conv1d.weight, self.conv1d.bias, groups=self.d_inner)
+                u = u.transpose(1, 2)
+            else:  # shifted multiply-adds: far less overhead per streamed chunk, 25x faster on a CPU block
+                out = scratch(x, (batch, x.shape[1], self.d_inner))
+                u = causal_depthwise(x, history, self.conv1d.weight, self.conv1d.bias, out=out)
+            u = F.silu(u, inplace=not torch.is_grad_enabled())
 
         # x_proj(u) -> dt, B (cross) or dt, B, C (self); cross takes C from the query instead
         dt, B, *C = linear(u, self.x_proj.weight).split([self.dt_rank] + [self.d_state] * (1 + (not self.cross)), -1)
-        C = (
-            linear(linear(query, self.in_proj_q.weight, self.in_proj_q.bias), self.q_proj.weight)
-            if self.cross
-            else C[0]
-        )
+        C = self._cross_query(query) if self.cross else C[0]
         delta = linear(dt, self.dt_proj.weight)  # its bias goes in as the scan's delta_bias
         # the scan in mamba_ssm's layout (transposed views); dt_proj's bias goes in as its delta_bias
         scan_in = (u, delta, self._A(), B, C, self.D, z)
@@ -172,7 +195,7 @@ class _Mixer(nn.Module):
             y, _ = selective_scan_step(
                 state.ssm, *scan_in, self.dt_proj.bias, delta_softplus=True, backend=self.scan_backend, in_place=True
             )
-            state.conv.copy_(conv_in[:, conv_in.shape[1] - history.shape[1] :].transpose(1, 2))
+            _keep_tail(state.conv, x)
         return linear(y.transpose(1, 2), self.out_proj.weight, self.out_proj.bias), state
 
 

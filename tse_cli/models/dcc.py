@@ -25,9 +25,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from tse_cli.models import kernels
 from tse_cli.models.streaming import (
     ContextBuffer,
     Scratch,
+    causal_depthwise,
     contiguous,
     linear,
     reused_scratch,
@@ -96,12 +98,14 @@ class DepthwiseSeparableConv(nn.Module):
     """Depthwise dilated conv (no padding) -> LN -> ReLU -> 1x1 conv -> LN -> ReLU (published `layers.{0,1,3,4}`).
 
     Frames are (batch, frames, channels); the depthwise conv runs as `kernel_size` shifted multiply-adds, which
-    is much faster than a grouped conv for the short chunks of streaming.
+    is much faster than a grouped conv for the short chunks of streaming (and than its (channels, time) layout
+    on long blocks).
     """
 
     def __init__(self, channels: int, dilation: int, kernel_size: int = 3):
         super().__init__()
         self.dilation, self.kernel_size = dilation, kernel_size
+        self.context = (kernel_size - 1) * dilation
         self.layers = nn.ModuleDict(
             {
                 "0": nn.Conv1d(channels, channels, kernel_size, groups=channels, dilation=dilation),
@@ -111,17 +115,25 @@ class DepthwiseSeparableConv(nn.Module):
             }
         )
 
-    def forward(self, x: Tensor) -> Tensor:
-        """x (batch, context + n, channels) with context = (kernel_size - 1) * dilation -> (batch, n, channels)."""
+    def forward(self, x: Tensor, past: Tensor | None = None) -> Tensor:
+        """New frames x (batch, n, channels) after `past` (batch, context, channels), the frames before them
+        (zeros when None; context = (kernel_size - 1) * dilation) -> (batch, n, channels)."""
         depthwise, norm1, conv, norm2 = self.layers.values()
-        n = x.shape[1] - (self.kernel_size - 1) * self.dilation
-        taps = transposed(depthwise.weight)  # (kernel_size, channels): contiguous rows are faster
-        y = torch.addcmul(depthwise.bias, x[:, :n], taps[0], out=scratch(x, (x.shape[0], n, x.shape[2])))
-        for k in range(1, self.kernel_size):
-            y.addcmul_(x[:, k * self.dilation : k * self.dilation + n], taps[k])
+        out = scratch(x, x.shape)
+        y = causal_depthwise(x, past, depthwise.weight, depthwise.bias, self.dilation, out=out)
         y = F.layer_norm(y, norm1.normalized_shape, norm1.weight, norm1.bias, norm1.eps).relu_()
         y = pointwise(y, conv)
         return F.layer_norm(y, norm2.normalized_shape, norm2.weight, norm2.bias, norm2.eps).relu_()
+
+    def fused_front(self, x: Tensor, past: Tensor | None) -> Tensor:
+        """`forward` up to the 1x1 product, through `tse_cli.models.kernels` (inference on a CPU): the depthwise
+        conv with its LayerNorm and ReLU in one pass, then the product; `fused_back` finishes the layer."""
+        depthwise, norm1, conv, _ = self.layers.values()
+        return pointwise(kernels.depthwise(x, past, depthwise, self.dilation, "layer_norm_relu", norm1), conv)
+
+    def fused_back(self, y: Tensor, residual: Tensor, out: Tensor | None) -> Tensor:
+        """residual + relu(LayerNorm(y)) in one pass, into `out` (which may be `residual`), else a new tensor."""
+        return kernels.norm(y, self.layers["4"], residual=residual, out=out)
 
     def uncounted_macs(self, args: tuple[Tensor, ...], output: Tensor) -> int:
         """MACs of the depthwise taps, which run as element-wise ops (for `tse_cli.models.complexity`)."""
@@ -148,10 +160,19 @@ class DilatedCausalEncoder(nn.Module):
 
     def forward(self, x: Tensor, state: list[ContextBuffer] | None = None) -> Tensor:
         """(batch, frames, channels) -> same shape; `state` (from `init_state`) carries the past frames."""
+        fused = kernels.usable(x)
         for i, layer in enumerate(self.dcc_layers):
-            with reused_scratch():  # the layer's working memory is free again once y is added below
-                y = layer(extend(state, i, x, self.contexts[i]))
-            x = torch.add(x, y, out=scratch(x)) if i == 0 else x.add_(y)  # the input x is not ours to change
+            past = None if state is None else state[i].current()
+            if fused:  # the input x is not ours to change: the first layer writes its output elsewhere
+                target = x if i else scratch(x)  # (taken before the layer's reused working memory)
+            with reused_scratch():  # the layer's working memory is free again after it
+                y = layer.fused_front(x, past) if fused else layer(x, past)
+                if state is not None:  # `past` (a view into the buffer) is read by now, x is not changed yet
+                    state[i].advance(x)
+                if fused:
+                    x = layer.fused_back(y, x, target)
+            if not fused:  # autograd keeps each layer's input for its backward pass: x changes in place only without
+                x = x.add_(y) if i and not torch.is_grad_enabled() else torch.add(x, y, out=scratch(x))
         return x
 
 
@@ -246,7 +267,7 @@ class DCCExtractor(nn.Module):
 
     def analyze(self, samples: Tensor) -> Tensor:
         """in_conv: samples (batch, L*(n+2)) -> frames (batch, n, enc_dim), window 3L, hop L."""
-        windows = contiguous(samples.unfold(-1, 3 * self.L, self.L))
+        windows = contiguous(samples.unfold(1, 3 * self.L, self.L))  # (dim 1: ONNX export mishandles -1)
         return linear(windows, self.in_conv[0].weight).relu_()
 
     def synthesize(self, masked: Tensor, state: list[ContextBuffer] | None = None) -> Tensor:

@@ -64,6 +64,42 @@ class ContextBuffer:
             self.end += piece.shape[1]
         return self.buffer[:, start - context : self.end]
 
+    def current(self) -> Tensor:
+        """The current context, (batch, context, channels) (a view, valid until the next `extend` or `advance`)."""
+        return self.buffer[:, self.end - self.context : self.end]
+
+    def advance(self, x: Tensor) -> None:
+        """Append `x` (batch, n, channels) without returning `[context | x]`: copies at most `context` steps."""
+        if x.shape[1] < self.context:
+            self.extend(x)
+        else:
+            self.buffer[:, : self.context] = x[:, x.shape[1] - self.context :]
+            self.end = self.context
+
+
+def causal_depthwise(
+    x: Tensor, past: Tensor | None, weight: Tensor, bias: Tensor | None, dilation: int = 1, out: Tensor | None = None
+) -> Tensor:
+    """Causal depthwise convolution over time of new frames x (batch, n, channels) after `past` (batch,
+    (k - 1) * dilation, channels), or after zeros when `past` is None: (batch, n, channels), time-major.
+
+    weight (channels, 1, k) as `nn.Conv1d(groups=channels)` holds it. As k multiply-adds over shifted views,
+    each tap split between x and `past` where it reaches back into it, so that nothing is concatenated or padded
+    (a block of 2048 frames at 512 channels copied once per layer otherwise); `out`, where the result goes.
+    """
+    k, n = weight.shape[-1], x.shape[1]
+    taps = transposed(weight)  # (k, channels); tap j reaches (k - 1 - j) * dilation frames back
+    y = torch.mul(x, taps[-1], out=out) if bias is None else torch.addcmul(bias, x, taps[-1], out=out)
+    for j in range(k - 1):
+        shift = (k - 1 - j) * dilation
+        if shift < n:
+            y[:, shift:].addcmul_(x[:, : n - shift], taps[j])
+        if past is not None:
+            reach = min(shift, n)
+            start = past.shape[1] - shift
+            y[:, :reach].addcmul_(past[:, start : start + reach], taps[j])
+    return y
+
 
 # working memory reused from chunk to chunk
 
@@ -161,30 +197,37 @@ def contiguous(x: Tensor) -> Tensor:
 
 # tensors derived from parameters, cached while the parameters do not change
 
-# (id(tensor), kind) -> (weak reference to the tensor, its (version, data pointer) when derived, the result)
-_DERIVED: dict[tuple[int, str], tuple[weakref.ref, tuple[int, int], Tensor]] = {}
+# (id(tensor), kind) -> (weak reference to the tensor, (version, data pointer) of it and of the tensors it was
+# derived with, the result)
+_DERIVED: dict[tuple[int, str], tuple[weakref.ref, tuple[tuple[int, int], ...], Tensor]] = {}
 
 
-def derived(tensor: Tensor, kind: str, compute: Callable[[Tensor], Tensor]) -> Tensor:
-    """`compute(tensor)`, cached per (tensor, kind) while autograd is off (streaming calls it once per chunk).
+def derived(tensor: Tensor, kind: str, compute: Callable[..., Tensor], *also: Tensor) -> Tensor:
+    """`compute(tensor, *also)`, cached per (tensor, kind) while autograd is off (streaming calls it once per chunk).
 
-    The cache is refreshed when the tensor changes (its version counter, bumped by every in-place update such
-    as an optimizer step or `load_state_dict`, or its storage) and dropped with the tensor. Under autograd, or
-    for inference tensors (which have no version counter), `compute` runs every time.
+    The cache is refreshed when `tensor` or one of `also` changes (its version counter, bumped by every in-place
+    update such as an optimizer step or `load_state_dict`, or its storage) and dropped with `tensor`. Under
+    autograd, or for inference tensors (which have no version counter), `compute` runs every time.
     """
-    if torch.is_grad_enabled() and tensor.requires_grad:
-        return compute(tensor)
+    if torch.is_grad_enabled() and (tensor.requires_grad or any(t.requires_grad for t in also)):
+        return compute(tensor, *also)
     key = (id(tensor), kind)
     cached = _DERIVED.get(key)  # never an inference tensor's (their _version cannot be read): checked below
-    if cached is not None and cached[1] == (tensor._version, tensor.data_ptr()) and cached[0]() is tensor:
-        return cached[2]
-    if tensor.is_inference():
-        return compute(tensor)
+    if cached is not None and cached[0]() is tensor:  # (without `also`, the one comparison streaming pays for)
+        versions = ((tensor._version, tensor.data_ptr()),) if not also else _versions(tensor, *also)
+        if cached[1] == versions:
+            return cached[2]
+    if tensor.is_inference() or any(t.is_inference() for t in also):
+        return compute(tensor, *also)
     with torch.inference_mode(False), torch.no_grad():
-        result = compute(tensor.detach())
+        result = compute(tensor.detach(), *(t.detach() for t in also))
     ref = weakref.ref(tensor, lambda _, key=key: _DERIVED.pop(key, None))
-    _DERIVED[key] = (ref, (tensor._version, tensor.data_ptr()), result)
+    _DERIVED[key] = (ref, _versions(tensor, *also), result)
     return result
+
+
+def _versions(*tensors: Tensor) -> tuple[tuple[int, int], ...]:
+    return tuple((t._version, t.data_ptr()) for t in tensors)
 
 
 def _transpose(weight: Tensor) -> Tensor:
@@ -201,14 +244,33 @@ def transposed(weight: Tensor) -> Tensor:
     return derived(weight, "transposed", lambda w: _transpose(w).contiguous())
 
 
+# oneDNN's matrix product against a weight packed for it (what torch.compile's CPU backend uses after freezing):
+# on this project's AVX-512 CPU 10-30% faster than MKL's for products of 1M MACs and more (13 rows, 512x512: 82
+# against 119 us; 2048 rows: 10 against 12 ms), but each call costs about 15 us more, so smaller ones stay with
+# MKL (1 row of 512x512: 33 against 24 us; 13 rows of 512x32: 19 against 9). None where torch lacks oneDNN.
+_ONEDNN = getattr(torch.ops.mkldnn, "_linear_pointwise", None) if torch.backends.mkldnn.is_available() else None
+ONEDNN_MACS = 1 << 20  # products of at least this many multiply-adds (rows * in * out) go through oneDNN
+_PACK_ROWS = 2048  # the row count the packing is tuned for (the engine's block; also the best for 4-64 rows)
+
+
+def _pack(weight: Tensor) -> Tensor:
+    return torch.ops.mkldnn._reorder_linear_weight(weight.reshape(weight.shape[0], -1), _PACK_ROWS)
+
+
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """`F.linear(x, weight, bias)` for x (..., in) and a weight parameter (out, in) or (out, in, 1) -> (..., out).
 
-    Runs against `transposed(weight)`: for the few rows of a streamed chunk, a product with a contiguous (in, out)
-    matrix is 1.5-2x faster on CPU than F.linear's (out, in) layout (measured with 10 different 512x512
-    weights, 13 rows: 75 against 110 us per product).
+    Without autograd on a CPU, float32 products of ONEDNN_MACS or more run through oneDNN against a weight
+    packed once per weight version (see above; the result is then oneDNN's tensor, not a scratch one); the
+    others against `transposed(weight)`: for the few rows of a streamed chunk, a product with a contiguous (in,
+    out) matrix is 1.5-2x faster on CPU than F.linear's (out, in) layout (75 against 110 us, 13 rows, 512x512).
     """
     rows = x.reshape(-1, x.shape[-1])
+    onednn = rows.shape[0] * weight.numel() >= ONEDNN_MACS and _ONEDNN is not None and rows.dtype == torch.float32
+    onednn = onednn and rows.device.type == "cpu" and not torch.jit.is_tracing()  # (an exported graph: aten ops)
+    if onednn and not (torch.is_grad_enabled() and (weight.requires_grad or rows.requires_grad)):
+        out = _ONEDNN(rows, derived(weight, "onednn", _pack), bias, "none", [], "")
+        return out.view(*x.shape[:-1], out.shape[-1])
     weight_t = transposed(weight)
     out = scratch(rows, (rows.shape[0], weight_t.shape[1]))
     out = torch.mm(rows, weight_t, out=out) if bias is None else torch.addmm(bias, rows, weight_t, out=out)

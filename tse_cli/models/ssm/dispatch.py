@@ -15,11 +15,12 @@ import warnings
 import torch
 from torch import Tensor
 
+from tse_cli.models.ssm import cpu_kernel
 from tse_cli.models.ssm.common import compute_dtype, effective_delta, skip_and_gate, tracks_grad
 from tse_cli.models.ssm.mamba_adapter import mamba_scan, mamba_ssm_available
 from tse_cli.models.ssm.reference import STREAM_LENGTH, naive_core, reference_scan, short_core
 
-BACKENDS = ("auto", "reference", "naive", "cuda", "triton")
+BACKENDS = ("auto", "reference", "naive", "cpu", "cuda", "triton")
 ENV_VAR = "TSE_SCAN_BACKEND"  # overrides backend="auto" (e.g. TSE_SCAN_BACKEND=naive)
 
 # ---------------------------------------------------------------- backend selection
@@ -66,13 +67,16 @@ def _notice_no_fused_scan() -> None:
     )
 
 
-def resolve_backend(backend: str = "auto", tensor: Tensor | None = None) -> str:
-    """The concrete backend (`reference`, `naive`, `cuda` or `triton`) for a scan over `tensor`'s device and dtype.
+def resolve_backend(backend: str = "auto", tensor: Tensor | None = None, *, grad: bool = False) -> str:
+    """The concrete backend (`reference`, `naive`, `cpu`, `cuda` or `triton`) for a scan over `tensor`'s device
+    and dtype; `grad`: the scan must propagate gradients.
 
     `auto` reads the environment variable TSE_SCAN_BACKEND first; then, for CUDA tensors in float32/float16/
     bfloat16, picks `cuda` when mamba_ssm imports, else `triton` when Triton does and its kernels have not failed
-    here (a one-time notice when neither imports); `reference` otherwise. An explicit `cuda` or `triton` that
-    cannot run (CPU tensors, float64, missing package, a kernel error) is an error, never a silent fallback.
+    here (a one-time notice when neither imports); for CPU float32 tensors without gradients, `cpu` when its
+    kernel builds here (`cpu_kernel.py`; silently `reference` when no C compiler can); `reference` otherwise. An
+    explicit `cpu`, `cuda` or `triton` that cannot run (wrong device or dtype, gradients through `cpu`, missing
+    package or compiler, a kernel error) is an error, never a silent fallback.
     """
     source = "backend"
     if backend == "auto" and os.environ.get(ENV_VAR):
@@ -81,7 +85,10 @@ def resolve_backend(backend: str = "auto", tensor: Tensor | None = None) -> str:
         raise ValueError(f"unknown scan backend {backend!r} (from {source}); choose one of {', '.join(BACKENDS)}")
     on_cuda = tensor is not None and tensor.is_cuda
     if backend == "auto":
-        if not on_cuda or tensor.dtype == torch.float64:  # the fused kernel has no float64
+        if not on_cuda:
+            cpu32 = tensor is not None and tensor.dtype == torch.float32 and not grad
+            return "cpu" if cpu32 and cpu_kernel.cpu_kernel_available() else "reference"
+        if tensor.dtype == torch.float64:  # the fused kernels have no float64
             return "reference"
         if mamba_ssm_available():
             return "cuda"
@@ -89,6 +96,11 @@ def resolve_backend(backend: str = "auto", tensor: Tensor | None = None) -> str:
             return "reference" if _TRITON_FAILURE else "triton"
         _notice_no_fused_scan()
         return "reference"
+    if backend == "cpu":
+        if on_cuda or (tensor is not None and tensor.dtype != torch.float32) or grad:
+            raise ValueError(f"scan backend 'cpu' (from {source}) runs CPU float32 tensors without gradients only")
+        if not cpu_kernel.cpu_kernel_available():
+            raise RuntimeError(f"scan backend 'cpu' (from {source}) could not be built: {cpu_kernel.build_error()}")
     if backend == "cuda":
         if not on_cuda:
             raise ValueError(f"scan backend 'cuda' (from {source}) needs CUDA tensors")
@@ -174,6 +186,23 @@ def check_inputs(
 # ---------------------------------------------------------------- public entry points
 
 
+def _concrete(backend: str, inputs: tuple[Tensor | None, ...], grad: bool) -> str:
+    """`resolve_backend` for these scan inputs (u first, A third; `grad`: one of them tracks a gradient): `auto`
+    turns to `reference` where the `cpu` kernel cannot take them (a dtype other than float32 among them, a
+    d_state over its limit); an explicit `cpu` then raises ValueError."""
+    u, A = inputs[0], inputs[2]
+    name = resolve_backend(backend, u, grad=grad)
+    if name != "cpu" or cpu_kernel.supports(*inputs, d_state=A.shape[1]):
+        return name
+    if backend == "auto" and not os.environ.get(ENV_VAR):
+        return "reference"
+    dtypes = sorted({str(t.dtype) for t in inputs if t is not None})
+    raise ValueError(
+        f"scan backend 'cpu' takes float32 CPU tensors and d_state <= {cpu_kernel.MAX_STATE}, got "
+        f"{', '.join(dtypes)} and d_state {A.shape[1]}"
+    )
+
+
 def selective_scan(
     u: Tensor,
     delta: Tensor,
@@ -196,12 +225,17 @@ def selective_scan(
     step (batch, d_inner, d_state) in the compute dtype (float64 for float64 inputs, float32 otherwise).
     `initial_state` (batch, d_inner, d_state) is the state before the first step (zeros when None).
     `chunk_size` (reference backend only): the chunk length; None picks one from the length.
-    The `cuda` backend does not propagate gradients through the returned last state (mamba_ssm's limitation).
+    The `cuda` backend does not propagate gradients through the returned last state (mamba_ssm's limitation);
+    the `cpu` backend propagates none (inference only: `auto` never picks it under autograd).
     """
     check_inputs("selective_scan", u, delta, A, B, C, D, z, delta_bias, initial_state, "initial_state")
     if chunk_size is not None and chunk_size < 1:
         raise ValueError(f"selective_scan: chunk_size must be >= 1, got {chunk_size}")
-    name = resolve_backend(backend, u)
+    inputs = (u, delta, A, B, C, D, z, delta_bias, initial_state)
+    name = _concrete(backend, inputs, tracks_grad(*inputs))
+    if name == "cpu":
+        y, last = cpu_kernel.cpu_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state)
+        return (y, last) if return_last_state else y
     if name in ("cuda", "triton"):
         fused = mamba_scan if name == "cuda" else _triton_module().triton_scan
         try:
@@ -243,13 +277,21 @@ def selective_scan_step(
 
     Returns (y (batch, d_inner, length), new state). Feeding a sequence chunk by chunk gives the same outputs and
     final state as one `selective_scan` over the whole sequence (up to float rounding).
-    `in_place`: the new state is written into `state` (and returned). Short chunks on the reference backend
-    without autograd then run without allocating inside a streamer's `Scratch.active()` (y is a scratch tensor,
-    valid until the streamer's next chunk): `selective_scan`'s steps, with the intermediates in scratch memory.
+    `in_place`: the new state is written into `state` (and returned). Without autograd, the `cpu` backend and
+    short chunks on the reference backend then run without allocating inside a streamer's `Scratch.active()` (y
+    is a scratch tensor, valid until the streamer's next chunk); the reference runs `selective_scan`'s steps with
+    the intermediates in scratch memory.
     """
     compute = compute_dtype(u.dtype)
-    fast = in_place and u.shape[-1] <= STREAM_LENGTH and state.dtype == u.dtype == compute
-    fast = fast and resolve_backend(backend, u) == "reference" and not tracks_grad(u, delta, A, B, C, D, z, state)
+    inputs = (u, delta, A, B, C, D, z, delta_bias, state)
+    grad = tracks_grad(*inputs)
+    name = _concrete(backend, inputs, grad)
+    if in_place and name == "cpu" and state.is_contiguous():
+        check_inputs("selective_scan_step", u, delta, A, B, C, D, z, delta_bias, state)
+        y, _ = cpu_kernel.cpu_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, state, last=state)
+        return y, state
+    fast = in_place and name == "reference" and not grad and u.shape[-1] <= STREAM_LENGTH
+    fast = fast and state.dtype == u.dtype == compute
     if not fast:
         y, last = selective_scan(
             u, delta, A, B, C, D, z, delta_bias, delta_softplus, state, return_last_state=True, backend=backend

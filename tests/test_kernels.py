@@ -1,0 +1,134 @@
+"""The inference speed paths against the PyTorch operations they replace: tse's CPU kernels
+(`tse_cli.models.kernels`: depthwise conv + LayerNorm/ReLU or SiLU, LayerNorm + ReLU + residual, RMSNorm),
+oneDNN's products in `linear`, and whole models (offline and streamed) with and without them."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tse_cli.models import create, kernels, streaming
+from tse_cli.models.streaming import causal_depthwise, linear
+
+if not kernels.available():
+    pytest.skip(f"tse's CPU kernels do not build here: {kernels.build_error()}", allow_module_level=True)
+
+
+def _randomised(module: nn.Module) -> nn.Module:
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+    return module
+
+
+@pytest.mark.parametrize("channels", [37, 512])
+@pytest.mark.parametrize(("kernel", "dilation"), [(3, 1), (3, 8), (4, 1)])
+@pytest.mark.parametrize("n", [1, 5, 100])
+@pytest.mark.parametrize("with_past", [True, False])
+@pytest.mark.parametrize("post", ["layer_norm_relu", "silu", "none"])
+@torch.no_grad()
+def test_depthwise_kernel_equals_torch(channels, kernel, dilation, n, with_past, post):
+    """Every tap split between the new frames and the past (n below, at and above the context), partial vectors."""
+    torch.manual_seed(channels + n)
+    conv = _randomised(nn.Conv1d(channels, channels, kernel, groups=channels, dilation=dilation))
+    norm = _randomised(nn.LayerNorm(channels))
+    x = torch.randn(2, n, channels)
+    past = torch.randn(2, (kernel - 1) * dilation, channels) if with_past else None
+    got = kernels.depthwise(x, past, conv, dilation, post, norm)
+    expected = causal_depthwise(x, past, conv.weight, conv.bias, dilation)
+    if post == "layer_norm_relu":
+        expected = F.layer_norm(expected, (channels,), norm.weight, norm.bias, norm.eps).relu()
+    elif post == "silu":
+        expected = F.silu(expected)
+    torch.testing.assert_close(got, expected, rtol=0, atol=2e-6)
+    # and the split taps equal the convolution itself over the concatenation
+    full = torch.cat([past if with_past else torch.zeros(2, (kernel - 1) * dilation, channels), x], dim=1)
+    conv_out = F.conv1d(full.transpose(1, 2), conv.weight, conv.bias, groups=channels, dilation=dilation)
+    torch.testing.assert_close(causal_depthwise(x, past, conv.weight, conv.bias, dilation), conv_out.transpose(1, 2))
+
+
+@pytest.mark.parametrize("channels", [37, 256, 512])
+@pytest.mark.parametrize("residual", ["none", "separate", "in place"])
+@torch.no_grad()
+def test_layer_norm_relu_residual_kernel_equals_torch(channels, residual):
+    torch.manual_seed(channels)
+    norm = _randomised(nn.LayerNorm(channels))
+    y, res = torch.randn(3, 7, channels) * 3 + 1, torch.randn(3, 7, channels)
+    expected = F.layer_norm(y, (channels,), norm.weight, norm.bias, norm.eps).relu()
+    if residual == "none":
+        got = kernels.norm(y, norm)
+    else:
+        expected = expected + res
+        got = kernels.norm(y, norm, residual=res, out=res if residual == "in place" else None)
+        assert (got is res) == (residual == "in place")
+    torch.testing.assert_close(got, expected, rtol=0, atol=2e-6)
+
+
+@pytest.mark.parametrize("channels", [16, 37, 256])
+@torch.no_grad()
+def test_rms_norm_kernel_equals_torch(channels):
+    norm = _randomised(nn.RMSNorm(channels, eps=1e-5))
+    x = torch.randn(4, 9, channels) * 2
+    torch.testing.assert_close(kernels.norm(x, norm), norm(x), rtol=0, atol=2e-6)
+
+
+def test_kernels_are_used_for_inference_only():
+    x = torch.zeros(2, 3)
+    assert kernels.usable(x)
+    assert not kernels.usable(x.double()) and not kernels.usable(x.bfloat16())
+    assert not kernels.usable(x.requires_grad_())
+    with torch.no_grad():
+        assert kernels.usable(x)
+
+
+def test_kernels_can_be_turned_off(monkeypatch):
+    monkeypatch.setenv(kernels.ENV_VAR, "0")
+    kernels.library.cache_clear()
+    try:
+        assert not kernels.available() and "TSE_CPU_KERNELS=0" in kernels.build_error()
+        assert not kernels.usable(torch.zeros(1))
+    finally:
+        monkeypatch.undo()
+        kernels.library.cache_clear()
+    assert kernels.available()
+
+
+@pytest.mark.parametrize("rows", [4, 13, 300])
+@torch.no_grad()
+def test_onednn_products_equal_mkl(rows):
+    """Products of 1M multiply-adds and more run through oneDNN against a packed weight; smaller ones stay."""
+    if streaming._ONEDNN is None:
+        pytest.skip("torch without oneDNN")
+    layer = nn.Linear(512, 512)
+    x = torch.randn(rows, 512)
+    torch.testing.assert_close(linear(x, layer.weight, layer.bias), F.linear(x, layer.weight, layer.bias))
+    with torch.no_grad():
+        layer.weight.mul_(2)  # the packed weight follows the weight
+    torch.testing.assert_close(linear(x, layer.weight, layer.bias), F.linear(x, layer.weight, layer.bias))
+
+
+def _outputs(model: nn.Module, x: torch.Tensor, query: torch.Tensor) -> list[torch.Tensor]:
+    """Offline forward, and streams in 416-, 100- and 1-sample chunks."""
+    with torch.inference_mode():
+        outs = [model(x, query)]
+        for chunk in (416, 100, 1):
+            s = model.streamer(query)
+            outs.append(torch.cat([*(s.feed(p) for p in x.split(chunk, -1)), s.flush()], dim=-1))
+    return outs
+
+
+@pytest.mark.parametrize("name", ["wavemamba-small", "waveformer-small"])
+def test_models_with_the_speed_paths_equal_the_pytorch_operations(name, monkeypatch):
+    """Every inference speed path on (kernels, the cpu scan, oneDNN) against all of them off: same outputs."""
+    torch.manual_seed(0)
+    model = _randomised(create(name, enc_dim=64, dec_dim=32, num_enc_layers=3)).eval()
+    x, query = torch.randn(2, 1, 2000) * 0.3, torch.eye(41)[:2]
+    monkeypatch.setattr(streaming, "ONEDNN_MACS", 1)  # every product through oneDNN (when torch has it)
+    fast = _outputs(model, x, query)
+    monkeypatch.setattr(kernels, "available", lambda: False)  # the kernels and the cpu scan
+    monkeypatch.setattr(streaming, "_ONEDNN", None)
+    plain = _outputs(model, x, query)
+    for got, expected in zip(fast, plain, strict=True):
+        assert (got - expected).abs().max() <= 1e-5

@@ -1,0 +1,242 @@
+/* tse's CPU kernels, built with the C compiler on first use and loaded with ctypes (tse_cli/models/kernels.py):
+   fused loops for inference where a chain of PyTorch operations would pass over memory (and through the
+   dispatcher) once per operation. float32, time-major rows (channels contiguous) throughout.
+
+   1. tse_scan_f32: the selective scan (the `cpu` backend of tse_cli.models.ssm).
+   2. tse_depthwise_f32: a causal depthwise convolution over time followed by LayerNorm + ReLU (the DCC
+      encoder's first half) or by SiLU (the Mamba mixer's convolution).
+   3. tse_norm_f32: LayerNorm + ReLU plus a residual (the encoder's second half), or RMSNorm.
+
+   The selective scan, for every batch row b and channel d, time t along the rows:
+       dt    = softplus(delta[t, d] + bias[d])          (bias and softplus optional)
+       h[n]  = exp(dt * A[d, n]) * h[n] + dt * B[t, n] * u[t, d]
+       y     = sum_n C[t, n] * h[n] + D[d] * u[t, d]     (D optional)
+       y    *= silu(z[t, d])                              (z optional)
+
+   Layout: time-major rows with unit stride along channels, as the Mamba mixer produces them: u, delta, z and y
+   are (batch, length, d_inner) with row strides (batch, time) given per tensor; B, C (batch, length, d_state)
+   likewise; A is passed transposed, (d_state, d_inner) contiguous; state (batch, d_inner, d_state) contiguous,
+   read as the initial state (when `has_state`) and overwritten with the last one.
+
+   Channels go in blocks of W = 16 as GCC/Clang vector types (one AVX-512 register, two AVX ones): the 16 states
+   of one n are one vector, and exp, softplus and silu are written out as branch-free polynomials on vectors
+   (libm's are scalar calls). float32 throughout; exp and softplus agree with torch's to about 2 ulp. */
+
+#include <stdint.h>
+#include <string.h>
+
+#include <math.h>
+
+#define W 16
+#define MAX_STATE 64
+
+typedef float vf __attribute__((vector_size(4 * W)));
+typedef int32_t vi __attribute__((vector_size(4 * W)));
+
+static inline vf splat(float x) { return (vf){0} + x; }
+
+static inline vf select(vi mask, vf a, vf b) { /* mask ? a : b, lane by lane (mask lanes are 0 or -1) */
+    return (vf)((mask & (vi)a) | (~mask & (vi)b));
+}
+
+static inline vf exp_v(vf x) {
+    /* Cephes expf: x = n ln2 + r, |r| <= ln2 / 2, exp(r) by a degree-6 polynomial, times 2^n from the bits. */
+    x = select(x < -87.0f, splat(-87.0f), x);
+    x = select(x > 88.0f, splat(88.0f), x);
+    vf t = x * 1.44269504088896341f + 0.5f;
+    vi n = __builtin_convertvector(t, vi);
+    vf fn = __builtin_convertvector(n, vf);
+    n += (fn > t); /* comparisons give -1: floor for negative t */
+    fn = __builtin_convertvector(n, vf);
+    vf r = x - fn * 0.693359375f + fn * 2.12194440e-4f;
+    vf p = splat(1.9875691500e-4f);
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * (r * r) + r + 1.0f;
+    return p * (vf)((n + 127) << 23);
+}
+
+static inline vf softplus_v(vf x) {
+    /* torch's softplus (threshold 20): max(x, 0) + log1p(exp(-|x|)), log1p(y) = 2 atanh(y / (2 + y)) as an odd
+       series in s = y / (2 + y) <= 1/3, accurate for tiny y too. */
+    vi negative = x < 0.0f;
+    vf y = exp_v(select(negative, x, -x));
+    vf s = y / (2.0f + y);
+    vf s2 = s * s;
+    vf p = splat(1.0f / 15.0f);
+    p = p * s2 + 1.0f / 13.0f;
+    p = p * s2 + 1.0f / 11.0f;
+    p = p * s2 + 1.0f / 9.0f;
+    p = p * s2 + 1.0f / 7.0f;
+    p = p * s2 + 1.0f / 5.0f;
+    p = p * s2 + 1.0f / 3.0f;
+    p = p * s2 + 1.0f;
+    vf out = select(negative, splat(0.0f), x) + 2.0f * s * p;
+    return select(x > 20.0f, x, out);
+}
+
+static inline vf load(const float *p, int w) { /* w <= W floats, zeros after them */
+    vf v = {0};
+    memcpy(&v, p, sizeof(float) * w);
+    return v;
+}
+
+/* One block of w <= W channels starting at channel d0 of one batch row (inlined twice below: with w = W, where
+   the loads and stores are whole vectors, and for a last partial block). */
+static inline __attribute__((always_inline)) void scan_block(
+    int64_t length, int64_t d_inner, int64_t d_state, int64_t d0, int w, const float *u, int64_t su,
+    const float *delta, int64_t sdelta, const float *A_t, const float *B, int64_t sB, const float *C, int64_t sC,
+    const float *D, const float *z, int64_t sz, const float *bias, int softplus, float *y, int64_t sy,
+    float *state, int has_state) {
+    vf h[MAX_STATE], a[MAX_STATE];
+    for (int64_t n = 0; n < d_state; n++) {
+        a[n] = load(A_t + n * d_inner + d0, w);
+        h[n] = splat(0.0f);
+        for (int j = 0; has_state && j < w; j++) h[n][j] = state[(d0 + j) * d_state + n];
+    }
+    vf bias_v = bias ? load(bias + d0, w) : splat(0.0f), D_v = D ? load(D + d0, w) : splat(0.0f);
+    for (int64_t t = 0; t < length; t++) {
+        vf uu = load(u + t * su + d0, w), dt = load(delta + t * sdelta + d0, w) + bias_v;
+        if (softplus) dt = softplus_v(dt);
+        vf du = dt * uu, acc = D_v * uu;
+        const float *B_t = B + t * sB, *C_t = C + t * sC;
+        for (int64_t n = 0; n < d_state; n++) {
+            h[n] = exp_v(dt * a[n]) * h[n] + du * B_t[n];
+            acc += h[n] * C_t[n];
+        }
+        if (z) {
+            vf g = load(z + t * sz + d0, w);
+            acc *= g / (1.0f + exp_v(-g));
+        }
+        memcpy(y + t * sy + d0, &acc, sizeof(float) * w);
+    }
+    for (int64_t n = 0; n < d_state; n++)
+        for (int j = 0; j < w; j++) state[(d0 + j) * d_state + n] = h[n][j];
+}
+
+/* Channels [d_begin, d_end) of every batch row (callers split the channels across threads). Returns 0, or -1
+   when d_state exceeds MAX_STATE. Pointers of the optional inputs (D, z, bias) may be NULL. */
+int tse_scan_f32(int64_t batch, int64_t length, int64_t d_inner, int64_t d_state, int64_t d_begin, int64_t d_end,
+                 const float *u, int64_t su_b, int64_t su_t, const float *delta, int64_t sdelta_b,
+                 int64_t sdelta_t, const float *A_t, const float *B, int64_t sB_b, int64_t sB_t, const float *C,
+                 int64_t sC_b, int64_t sC_t, const float *D, const float *z, int64_t sz_b, int64_t sz_t,
+                 const float *bias, int softplus, float *y, int64_t sy_b, int64_t sy_t, float *state,
+                 int has_state) {
+    if (d_state > MAX_STATE) return -1;
+    for (int64_t b = 0; b < batch; b++)
+        for (int64_t d0 = d_begin; d0 < d_end; d0 += W) {
+            const float *zb = z ? z + b * sz_b : z;
+            float *state_b = state + b * d_inner * d_state;
+            if (d_end - d0 >= W)
+                scan_block(length, d_inner, d_state, d0, W, u + b * su_b, su_t, delta + b * sdelta_b, sdelta_t,
+                           A_t, B + b * sB_b, sB_t, C + b * sC_b, sC_t, D, zb, sz_t, bias, softplus, y + b * sy_b,
+                           sy_t, state_b, has_state);
+            else
+                scan_block(length, d_inner, d_state, d0, (int)(d_end - d0), u + b * su_b, su_t,
+                           delta + b * sdelta_b, sdelta_t, A_t, B + b * sB_b, sB_t, C + b * sC_b, sC_t, D, zb,
+                           sz_t, bias, softplus, y + b * sy_b, sy_t, state_b, has_state);
+        }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- norms and depthwise convolutions */
+
+enum { POST_NONE = 0, POST_LAYER_NORM_RELU = 1, POST_SILU = 2, POST_RMS_NORM = 3 };
+
+static inline void store(float *p, vf v, int w) { memcpy(p, &v, sizeof(float) * w); }
+
+static inline float lanes_sum(vf v) {
+    double s = 0.0;
+    for (int j = 0; j < W; j++) s += v[j];
+    return (float)s;
+}
+
+/* In place on one row of `channels` values: LayerNorm (gamma, beta) then ReLU, or SiLU, or RMSNorm (gamma).
+   Statistics from two passes over the row (in L1 by then), summed in W float lanes; whole vectors, then a
+   scalar tail (channels % W). */
+static void finish_row(float *row, int64_t channels, int post, const float *gamma, const float *beta, float eps) {
+    int64_t whole = channels / W * W;
+    if (post == POST_SILU) {
+        for (int64_t c = 0; c < whole; c += W) {
+            vf v = load(row + c, W);
+            store(row + c, v / (1.0f + exp_v(-v)), W);
+        }
+        for (int64_t c = whole; c < channels; c++) row[c] = row[c] / (1.0f + exp_v(splat(-row[c]))[0]);
+        return;
+    }
+    float mean = 0.0f;
+    if (post == POST_LAYER_NORM_RELU) {
+        vf sum = {0};
+        for (int64_t c = 0; c < whole; c += W) sum += load(row + c, W);
+        double total = lanes_sum(sum);
+        for (int64_t c = whole; c < channels; c++) total += row[c];
+        mean = (float)(total / (double)channels);
+    }
+    vf squares = {0};
+    for (int64_t c = 0; c < whole; c += W) {
+        vf d = load(row + c, W) - mean;
+        squares += d * d;
+    }
+    double total = lanes_sum(squares);
+    for (int64_t c = whole; c < channels; c++) total += (double)(row[c] - mean) * (row[c] - mean);
+    float scale = 1.0f / sqrtf((float)(total / (double)channels) + eps);
+    if (post == POST_RMS_NORM) {
+        for (int64_t c = 0; c < whole; c += W) store(row + c, load(row + c, W) * scale * load(gamma + c, W), W);
+        for (int64_t c = whole; c < channels; c++) row[c] = row[c] * scale * gamma[c];
+        return;
+    }
+    for (int64_t c = 0; c < whole; c += W) {
+        vf v = (load(row + c, W) - mean) * scale * load(gamma + c, W) + load(beta + c, W);
+        store(row + c, select(v > 0.0f, v, splat(0.0f)), W);
+    }
+    for (int64_t c = whole; c < channels; c++) {
+        float v = (row[c] - mean) * scale * gamma[c] + beta[c];
+        row[c] = v > 0.0f ? v : 0.0f;
+    }
+}
+
+/* out[b, t] = post(bias + sum_j taps[j] * input[b, t - (k - 1 - j) * dilation]), where the input is `past`
+   (batch, context = (k - 1) * dilation, channels) followed by x (batch, n, channels); past may be NULL (zeros).
+   taps (k, channels) contiguous; bias may be NULL; gamma/beta as `post` needs them. */
+void tse_depthwise_f32(int64_t batch, int64_t n, int64_t channels, const float *x, int64_t sx_b, int64_t sx_t,
+                       const float *past, int64_t sp_b, int64_t sp_t, const float *taps, int64_t k,
+                       int64_t dilation, const float *bias, int post, const float *gamma, const float *beta,
+                       float eps, float *out, int64_t so_b, int64_t so_t) {
+    int64_t context = (k - 1) * dilation;
+    for (int64_t b = 0; b < batch; b++)
+        for (int64_t t = 0; t < n; t++) {
+            float *row = out + b * so_b + t * so_t;
+            for (int64_t c = 0; c < channels; c++) row[c] = bias ? bias[c] : 0.0f;
+            for (int64_t j = 0; j < k; j++) {
+                int64_t at = t - (k - 1 - j) * dilation; /* < 0: in the past */
+                const float *src = at >= 0 ? x + b * sx_b + at * sx_t
+                                           : (past ? past + b * sp_b + (context + at) * sp_t : NULL);
+                if (!src) continue;
+                const float *tap = taps + j * channels;
+                for (int64_t c = 0; c < channels; c++) row[c] += tap[c] * src[c];
+            }
+            if (post != POST_NONE) finish_row(row, channels, post, gamma, beta, eps);
+        }
+}
+
+/* out[r] = (residual ? residual[r] : 0) + post(y[r]) for `rows` rows of `channels` (post: LayerNorm + ReLU or
+   RMSNorm); out may be residual or y (in place). Row strides sy, sr, so. */
+void tse_norm_f32(int64_t rows, int64_t channels, const float *y, int64_t sy, int post, const float *gamma,
+                  const float *beta, float eps, const float *residual, int64_t sr, float *out, int64_t so,
+                  float *work) {
+    for (int64_t r = 0; r < rows; r++) {
+        float *row = work;
+        memcpy(row, y + r * sy, sizeof(float) * channels);
+        finish_row(row, channels, post, gamma, beta, eps);
+        float *o = out + r * so;
+        if (residual) {
+            const float *res = residual + r * sr;
+            for (int64_t c = 0; c < channels; c++) o[c] = res[c] + row[c];
+        } else {
+            memcpy(o, row, sizeof(float) * channels);
+        }
+    }
+}

@@ -1,0 +1,196 @@
+"""tse's CPU kernels (`kernels.c`): fused inference loops, built with the C compiler on first use and loaded with
+ctypes (no Python extension module, no build step at install).
+
+The source is compiled once per machine with `-O3 -march=native` into tse's cache (`$TSE_CACHE/kernels`, see
+`tse_cli.hub.tse_cache`), under a name derived from the source, the compiler and the CPU, so that a cache shared
+between machines never loads a build for another CPU. Without a working compiler (`$CC`, else cc, gcc or clang),
+`library()` is None and every caller keeps its PyTorch operations; `TSE_CPU_KERNELS=0` does the same on purpose.
+
+Here: loading, and the wrappers of the two non-scan kernels, which the DCC encoder and the Mamba mixer call
+instead of chains of element-wise operations (`usable` says when: CPU float32 tensors, no autograd):
+`depthwise` (a causal depthwise convolution, then LayerNorm + ReLU or SiLU) and `norm` (LayerNorm + ReLU plus a
+residual, or RMSNorm). The selective scan's wrapper is `tse_cli.models.ssm.cpu_kernel`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from tse_cli.models.streaming import scratch, transposed
+
+SOURCE = Path(__file__).with_name("kernels.c")
+FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-shared", "-fPIC", "-Wno-psabi")
+ENV_VAR = "TSE_CPU_KERNELS"  # "0": never build or use them
+POST = {"none": 0, "layer_norm_relu": 1, "silu": 2, "rms_norm": 3}  # the source's POST_* codes
+
+_BUILD_ERRORS: list[str] = []  # why the kernels are unavailable, when they are
+
+_i64, _ptr, _int, _float = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int, ctypes.c_float
+_SIGNATURES = {
+    "tse_scan_f32": [_i64] * 6 + [_ptr, _i64, _i64] * 2 + [_ptr] + [_ptr, _i64, _i64] * 2
+    + [_ptr, _ptr, _i64, _i64, _ptr, _int, _ptr, _i64, _i64, _ptr, _int],
+    "tse_depthwise_f32": [_i64] * 3 + [_ptr, _i64, _i64] * 2 + [_ptr, _i64, _i64, _ptr, _int, _ptr, _ptr, _float]
+    + [_ptr, _i64, _i64],
+    "tse_norm_f32": [_i64, _i64, _ptr, _i64, _int, _ptr, _ptr, _float, _ptr, _i64, _ptr, _i64, _ptr],
+}  # fmt: skip
+
+
+def _compiler() -> str | None:
+    return os.environ.get("CC") or next((c for c in ("cc", "gcc", "clang") if shutil.which(c)), None)
+
+
+def _cpu_identity() -> str:
+    """What -march=native depends on: the CPU model and feature flags (Linux), else the platform's description."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        return "\n".join(next((x for x in lines if x.startswith(k)), "") for k in ("model name", "flags", "Features"))
+    except OSError:
+        return f"{platform.machine()} {platform.processor()} {platform.platform()}"
+
+
+def _library_path(compiler: str) -> Path:
+    from tse_cli.hub import tse_cache
+
+    version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30).stdout
+    key = hashlib.sha256("\0".join([SOURCE.read_text(), compiler, version, *FLAGS, _cpu_identity()]).encode())
+    return tse_cache() / "kernels" / f"tse-kernels-{key.hexdigest()[:16]}{'.dll' if os.name == 'nt' else '.so'}"
+
+
+def _build(compiler: str, target: Path) -> None:
+    """Compile SOURCE into `target` atomically (a temporary file in its folder, then a rename)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        done = subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", tmp], capture_output=True, text=True, timeout=120)
+        if done.returncode:
+            raise RuntimeError(f"{compiler} failed: {done.stderr.strip()[:500]}")
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+@functools.cache
+def library() -> ctypes.CDLL | None:
+    """The compiled kernels (built into the cache on first call), or None when they cannot be built here."""
+    if os.environ.get(ENV_VAR, "").strip() == "0":
+        _BUILD_ERRORS.append(f"turned off by {ENV_VAR}=0")
+        return None
+    compiler = _compiler()
+    if compiler is None:
+        _BUILD_ERRORS.append("no C compiler found (set $CC, or install cc, gcc or clang)")
+        return None
+    try:
+        path = _library_path(compiler)
+        if not path.exists():
+            _build(compiler, path)
+        loaded = ctypes.CDLL(str(path))
+    except (OSError, RuntimeError, subprocess.SubprocessError) as err:
+        _BUILD_ERRORS.append(f"{type(err).__name__}: {err}")
+        return None
+    for name, argtypes in _SIGNATURES.items():
+        function = getattr(loaded, name)
+        function.argtypes = argtypes
+        function.restype = ctypes.c_int if name == "tse_scan_f32" else None
+    return loaded
+
+
+def available() -> bool:
+    """True when the kernels are built (or build now) and load."""
+    return library() is not None
+
+
+def build_error() -> str:
+    """Why `library()` is None ("" when they are available or were not tried)."""
+    return _BUILD_ERRORS[-1] if _BUILD_ERRORS else ""
+
+
+def usable(*tensors: Tensor | None) -> bool:
+    """The kernels can replace PyTorch operations on these tensors: CPU float32, no autograd, kernels built, and
+    no graph being traced (`tse export` traces the PyTorch operations)."""
+    if torch.jit.is_tracing():
+        return False
+    for t in tensors:
+        if t is not None and (t.dtype != torch.float32 or t.device.type != "cpu"):
+            return False
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
+        return False
+    return available()
+
+
+def address(t: Tensor | None) -> int | None:
+    """t's data pointer, or None (NULL) for an optional input left out."""
+    return None if t is None else t.data_ptr()
+
+
+def _rows(t: Tensor) -> Tensor:
+    """t (..., channels) with unit stride along channels (copied if needed)."""
+    return t if t.stride(-1) == 1 else t.contiguous()
+
+
+def depthwise(
+    x: Tensor,
+    past: Tensor | None,
+    conv: nn.Conv1d,
+    dilation: int,
+    post: str,
+    norm: nn.LayerNorm | None = None,
+) -> Tensor:
+    """`post(causal_depthwise(x, past, conv.weight, conv.bias, dilation))` in one pass: x (batch, n, channels)
+    after `past` (batch, (k - 1) * dilation, channels) or zeros (None) -> (batch, n, channels), a scratch tensor
+    inside a streamer's chunk. `post`: "layer_norm_relu" (with `norm`), "silu" or "none"."""
+    x = _rows(x)
+    past = None if past is None else _rows(past)
+    batch, n, channels = x.shape
+    out = scratch(x, x.shape)
+    out = torch.empty(batch, n, channels) if out is None else out
+    taps = transposed(conv.weight)  # (k, channels), contiguous
+    library().tse_depthwise_f32(
+        batch, n, channels,
+        *(x.data_ptr(), x.stride(0), x.stride(1)),
+        *((None, 0, 0) if past is None else (past.data_ptr(), past.stride(0), past.stride(1))),
+        taps.data_ptr(), taps.shape[0], dilation, address(conv.bias), POST[post],
+        address(None if norm is None else norm.weight), address(None if norm is None else norm.bias),
+        0.0 if norm is None else norm.eps,
+        *(out.data_ptr(), out.stride(0), out.stride(1)),
+    )  # fmt: skip
+    return out
+
+
+def norm(
+    y: Tensor, module: nn.LayerNorm | nn.RMSNorm, residual: Tensor | None = None, out: Tensor | None = None
+) -> Tensor:
+    """`residual + relu(layer_norm(y))` (a LayerNorm `module`) or `rms_norm(y)` (an RMSNorm, no residual) in one
+    pass: y (..., channels) -> the same shape; `out` (may be `residual` or `y` itself) where it goes, else a
+    scratch tensor inside a streamer's chunk, else a new one."""
+    y = _rows(y)
+    rows_y = y.reshape(-1, y.shape[-1])
+    layer_norm = isinstance(module, nn.LayerNorm)
+    if out is None:
+        out = scratch(y, y.shape)
+        out = torch.empty(y.shape) if out is None else out
+    rows_out = out.view(-1, y.shape[-1])
+    rows_res = None if residual is None else residual.reshape(-1, y.shape[-1])
+    eps = module.eps if module.eps is not None else torch.finfo(torch.float32).eps
+    work = scratch(rows_y, (y.shape[-1],))
+    work = torch.empty(y.shape[-1]) if work is None else work
+    library().tse_norm_f32(
+        rows_y.shape[0], rows_y.shape[1], rows_y.data_ptr(), rows_y.stride(0),
+        POST["layer_norm_relu" if layer_norm else "rms_norm"],
+        module.weight.data_ptr(), address(module.bias if layer_norm else None), eps,
+        address(rows_res), 0 if rows_res is None else rows_res.stride(0),
+        rows_out.data_ptr(), rows_out.stride(0), work.data_ptr(),
+    )  # fmt: skip
+    return out
