@@ -74,6 +74,26 @@ def test_rms_norm_kernel_equals_torch(channels):
     torch.testing.assert_close(kernels.norm(x, norm), norm(x), rtol=0, atol=2e-6)
 
 
+@torch.no_grad()
+def test_threads_split_the_rows(monkeypatch):
+    """Large calls run their rows (frames) in pieces on torch's intra-op threads: the same result as one thread."""
+    conv, norm = _randomised(nn.Conv1d(40, 40, 3, groups=40, dilation=4)), _randomised(nn.LayerNorm(40))
+    x, past, res = torch.randn(2, 50, 40), torch.randn(2, 8, 40), torch.randn(2, 50, 40)
+    one = [kernels.depthwise(x, past, conv, 4, "layer_norm_relu", norm), kernels.norm(x, norm, residual=res)]
+    monkeypatch.setattr(kernels, "PARALLEL_ELEMENTS", 1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        split = [
+            kernels.depthwise(x, past, conv, 4, "layer_norm_relu", norm),
+            kernels.norm(x, norm, residual=res),
+        ]
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(split, one, strict=True):
+        assert torch.equal(a, b)
+
+
 def test_kernels_are_used_for_inference_only():
     x = torch.zeros(2, 3)
     assert kernels.usable(x)

@@ -81,7 +81,7 @@ def test_threads_split_the_channels(monkeypatch):
     """Channel blocks run in parallel threads for large scans: the same result as one thread."""
     x = _float32(_inputs(batch=2, d_inner=80, d_state=4, length=50, seed=5))
     one = selective_scan(**x, delta_softplus=True, return_last_state=True, backend="cpu")
-    monkeypatch.setattr(cpu_kernel, "PARALLEL_ELEMENTS", 1)
+    monkeypatch.setattr(kernels, "PARALLEL_ELEMENTS", 1)
     threads = torch.get_num_threads()
     torch.set_num_threads(3)
     try:

@@ -204,10 +204,12 @@ static void finish_row(float *row, int64_t channels, int post, const float *gamm
 void tse_depthwise_f32(int64_t batch, int64_t n, int64_t channels, const float *x, int64_t sx_b, int64_t sx_t,
                        const float *past, int64_t sp_b, int64_t sp_t, const float *taps, int64_t k,
                        int64_t dilation, const float *bias, int post, const float *gamma, const float *beta,
-                       float eps, float *out, int64_t so_b, int64_t so_t) {
+                       float eps, float *out, int64_t so_b, int64_t so_t, int64_t t_begin, int64_t t_end) {
+    /* frames [t_begin, t_end) of every batch row (callers split the frames across threads) */
+    (void)n;
     int64_t context = (k - 1) * dilation;
     for (int64_t b = 0; b < batch; b++)
-        for (int64_t t = 0; t < n; t++) {
+        for (int64_t t = t_begin; t < t_end; t++) {
             float *row = out + b * so_b + t * so_t;
             for (int64_t c = 0; c < channels; c++) row[c] = bias ? bias[c] : 0.0f;
             for (int64_t j = 0; j < k; j++) {
@@ -222,13 +224,15 @@ void tse_depthwise_f32(int64_t batch, int64_t n, int64_t channels, const float *
         }
 }
 
-/* out[r] = (residual ? residual[r] : 0) + post(y[r]) for `rows` rows of `channels` (post: LayerNorm + ReLU or
-   RMSNorm); out may be residual or y (in place). Row strides sy, sr, so. */
-void tse_norm_f32(int64_t rows, int64_t channels, const float *y, int64_t sy, int post, const float *gamma,
-                  const float *beta, float eps, const float *residual, int64_t sr, float *out, int64_t so,
-                  float *work) {
+/* out[r] = (residual ? residual[r] : 0) + post(y[r]) for `rows` rows of `channels` <= MAX_CHANNELS (post:
+   LayerNorm + ReLU or RMSNorm); out may be residual or y (in place). Row strides sy, sr, so. Returns -1 for
+   too many channels, else 0. */
+#define MAX_CHANNELS 8192
+int tse_norm_f32(int64_t rows, int64_t channels, const float *y, int64_t sy, int post, const float *gamma,
+                 const float *beta, float eps, const float *residual, int64_t sr, float *out, int64_t so) {
+    if (channels > MAX_CHANNELS) return -1;
+    float row[MAX_CHANNELS]; /* 32 KiB of stack, per calling thread */
     for (int64_t r = 0; r < rows; r++) {
-        float *row = work;
         memcpy(row, y + r * sy, sizeof(float) * channels);
         finish_row(row, channels, post, gamma, beta, eps);
         float *o = out + r * so;
@@ -239,4 +243,5 @@ void tse_norm_f32(int64_t rows, int64_t channels, const float *y, int64_t sy, in
             memcpy(o, row, sizeof(float) * channels);
         }
     }
+    return 0;
 }

@@ -22,6 +22,8 @@ import platform
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -33,6 +35,7 @@ SOURCE = Path(__file__).with_name("kernels.c")
 FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-shared", "-fPIC", "-Wno-psabi")
 ENV_VAR = "TSE_CPU_KERNELS"  # "0": never build or use them
 POST = {"none": 0, "layer_norm_relu": 1, "silu": 2, "rms_norm": 3}  # the source's POST_* codes
+MAX_CHANNELS = 8192  # the norm kernel's row buffer (on the C stack)
 
 _BUILD_ERRORS: list[str] = []  # why the kernels are unavailable, when they are
 
@@ -41,9 +44,33 @@ _SIGNATURES = {
     "tse_scan_f32": [_i64] * 6 + [_ptr, _i64, _i64] * 2 + [_ptr] + [_ptr, _i64, _i64] * 2
     + [_ptr, _ptr, _i64, _i64, _ptr, _int, _ptr, _i64, _i64, _ptr, _int],
     "tse_depthwise_f32": [_i64] * 3 + [_ptr, _i64, _i64] * 2 + [_ptr, _i64, _i64, _ptr, _int, _ptr, _ptr, _float]
-    + [_ptr, _i64, _i64],
-    "tse_norm_f32": [_i64, _i64, _ptr, _i64, _int, _ptr, _ptr, _float, _ptr, _i64, _ptr, _i64, _ptr],
+    + [_ptr, _i64, _i64, _i64, _i64],
+    "tse_norm_f32": [_i64, _i64, _ptr, _i64, _int, _ptr, _ptr, _float, _ptr, _i64, _ptr, _i64],
 }  # fmt: skip
+
+
+# Calls over fewer values than this run in the calling thread: splitting one costs about 20-50 us.
+PARALLEL_ELEMENTS = 1 << 16
+
+
+@functools.cache
+def _pool(workers: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(workers, thread_name_prefix="tse-kernels")
+
+
+def split(run: Callable[[int, int], None], total: int, elements: int, unit: int = 1) -> None:
+    """`run(begin, end)` over [0, total) in pieces of whole `unit`s, one per torch intra-op thread when the call
+    covers at least PARALLEL_ELEMENTS `elements` (ctypes releases the GIL during each kernel call)."""
+    units = -(-total // unit)
+    threads = min(torch.get_num_threads(), units)
+    if threads <= 1 or elements < PARALLEL_ELEMENTS:
+        run(0, total)
+        return
+    edges = [min(total, unit * (units * i // threads)) for i in range(threads + 1)]
+    futures = [_pool(threads - 1).submit(run, a, b) for a, b in zip(edges[1:-1], edges[2:], strict=True)]
+    run(edges[0], edges[1])
+    for future in futures:
+        future.result()
 
 
 def _compiler() -> str | None:
@@ -103,7 +130,7 @@ def library() -> ctypes.CDLL | None:
     for name, argtypes in _SIGNATURES.items():
         function = getattr(loaded, name)
         function.argtypes = argtypes
-        function.restype = ctypes.c_int if name == "tse_scan_f32" else None
+        function.restype = None if name == "tse_depthwise_f32" else ctypes.c_int
     return loaded
 
 
@@ -118,9 +145,10 @@ def build_error() -> str:
 
 
 def usable(*tensors: Tensor | None) -> bool:
-    """The kernels can replace PyTorch operations on these tensors: CPU float32, no autograd, kernels built, and
-    no graph being traced (`tse export` traces the PyTorch operations)."""
-    if torch.jit.is_tracing():
+    """The kernels can replace PyTorch operations on these tensors (the first one's last axis the channels): CPU
+    float32, at most MAX_CHANNELS channels, no autograd, kernels built, and no graph being traced (`tse export`
+    traces the PyTorch operations)."""
+    if torch.jit.is_tracing() or (tensors and tensors[0] is not None and tensors[0].shape[-1] > MAX_CHANNELS):
         return False
     for t in tensors:
         if t is not None and (t.dtype != torch.float32 or t.device.type != "cpu"):
@@ -157,7 +185,7 @@ def depthwise(
     out = scratch(x, x.shape)
     out = torch.empty(batch, n, channels) if out is None else out
     taps = transposed(conv.weight)  # (k, channels), contiguous
-    library().tse_depthwise_f32(
+    args = (
         batch, n, channels,
         *(x.data_ptr(), x.stride(0), x.stride(1)),
         *((None, 0, 0) if past is None else (past.data_ptr(), past.stride(0), past.stride(1))),
@@ -166,6 +194,11 @@ def depthwise(
         0.0 if norm is None else norm.eps,
         *(out.data_ptr(), out.stride(0), out.stride(1)),
     )  # fmt: skip
+    function = library().tse_depthwise_f32
+    if n * batch * channels < PARALLEL_ELEMENTS:  # streamed chunks: no closure, no pool
+        function(*args, 0, n)
+    else:
+        split(lambda begin, end: function(*args, begin, end), n, n * batch * channels)
     return out
 
 
@@ -176,6 +209,8 @@ def norm(
     pass: y (..., channels) -> the same shape; `out` (may be `residual` or `y` itself) where it goes, else a
     scratch tensor inside a streamer's chunk, else a new one."""
     y = _rows(y)
+    if residual is not None and residual.shape != y.shape:
+        raise ValueError(f"residual {tuple(residual.shape)} does not match y {tuple(y.shape)}")
     rows_y = y.reshape(-1, y.shape[-1])
     layer_norm = isinstance(module, nn.LayerNorm)
     if out is None:
@@ -184,13 +219,21 @@ def norm(
     rows_out = out.view(-1, y.shape[-1])
     rows_res = None if residual is None else residual.reshape(-1, y.shape[-1])
     eps = module.eps if module.eps is not None else torch.finfo(torch.float32).eps
-    work = scratch(rows_y, (y.shape[-1],))
-    work = torch.empty(y.shape[-1]) if work is None else work
-    library().tse_norm_f32(
-        rows_y.shape[0], rows_y.shape[1], rows_y.data_ptr(), rows_y.stride(0),
-        POST["layer_norm_relu" if layer_norm else "rms_norm"],
-        module.weight.data_ptr(), address(module.bias if layer_norm else None), eps,
-        address(rows_res), 0 if rows_res is None else rows_res.stride(0),
-        rows_out.data_ptr(), rows_out.stride(0), work.data_ptr(),
-    )  # fmt: skip
+    rows, channels = rows_y.shape
+    post, gamma = POST["layer_norm_relu" if layer_norm else "rms_norm"], module.weight.data_ptr()
+    beta = address(module.bias if layer_norm else None)
+    function, size = library().tse_norm_f32, 4  # bytes per float32
+
+    def run(begin: int, end: int) -> None:
+        status = function(
+            end - begin, channels, rows_y.data_ptr() + size * begin * rows_y.stride(0), rows_y.stride(0), post,
+            gamma, beta, eps,
+            None if rows_res is None else rows_res.data_ptr() + size * begin * rows_res.stride(0),
+            0 if rows_res is None else rows_res.stride(0),
+            rows_out.data_ptr() + size * begin * rows_out.stride(0), rows_out.stride(0),
+        )  # fmt: skip
+        if status:
+            raise ValueError(f"tse_norm_f32 takes at most {MAX_CHANNELS} channels, got {channels}")
+
+    split(run, rows, rows * channels)
     return out

@@ -9,9 +9,6 @@ during the call).
 
 from __future__ import annotations
 
-import functools
-from concurrent.futures import ThreadPoolExecutor
-
 import torch
 from torch import Tensor
 
@@ -21,8 +18,6 @@ from tse_cli.models.streaming import scratch, transposed
 
 BLOCK = 16  # channels per vector block (W in the source)
 MAX_STATE = 64  # d_state limit of the source (its per-block state array)
-# Scans of fewer values (batch * length * d_inner) run in the calling thread: splitting costs about 20-50 us.
-PARALLEL_ELEMENTS = 1 << 16
 
 
 def cpu_kernel_available() -> bool:
@@ -40,11 +35,6 @@ def supports(*tensors: Tensor | None, d_state: int) -> bool:
     return d_state <= MAX_STATE and all(
         t is None or (t.device.type == "cpu" and t.dtype == torch.float32) for t in tensors
     )
-
-
-@functools.cache
-def _pool(workers: int) -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(workers, thread_name_prefix="tse-scan")
 
 
 def _rows(t: Tensor) -> Tensor:
@@ -106,14 +96,5 @@ def cpu_scan(
         if status:
             raise ValueError(f"the cpu scan kernel takes d_state <= {MAX_STATE}, got {d_state}")
 
-    threads = min(torch.get_num_threads(), -(-d_inner // BLOCK))
-    if threads <= 1 or batch * length * d_inner < PARALLEL_ELEMENTS:
-        run(0, d_inner)
-    else:
-        blocks = -(-d_inner // BLOCK)
-        edges = [min(d_inner, BLOCK * (blocks * i // threads)) for i in range(threads + 1)]
-        futures = [_pool(threads - 1).submit(run, a, b) for a, b in zip(edges[1:-1], edges[2:], strict=True)]
-        run(edges[0], edges[1])
-        for future in futures:
-            future.result()
+    kernels.split(run, d_inner, batch * length * d_inner, unit=BLOCK)
     return y.transpose(1, 2), last
