@@ -96,10 +96,12 @@ def test_threads_split_the_rows(monkeypatch):
 
 def test_kernels_are_used_for_inference_only():
     x = torch.zeros(2, 3)
-    assert kernels.usable(x)
-    assert not kernels.usable(x.double()) and not kernels.usable(x.bfloat16())
-    assert not kernels.usable(x.requires_grad_())
+    assert not kernels.usable(x)  # autograd on: a layer's parameters need gradients whatever its input
     with torch.no_grad():
+        assert kernels.usable(x) and kernels.usable(x.requires_grad_())
+        assert not kernels.usable(x.double()) and not kernels.usable(x.bfloat16())
+        assert not kernels.usable(torch.zeros(2, kernels.MAX_CHANNELS + 1))
+    with torch.inference_mode():
         assert kernels.usable(x)
 
 

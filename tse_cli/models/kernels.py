@@ -146,15 +146,16 @@ def build_error() -> str:
 
 def usable(*tensors: Tensor | None) -> bool:
     """The kernels can replace PyTorch operations on these tensors (the first one's last axis the channels): CPU
-    float32, at most MAX_CHANNELS channels, no autograd, kernels built, and no graph being traced (`tse export`
-    traces the PyTorch operations)."""
-    if torch.jit.is_tracing() or (tensors and tensors[0] is not None and tensors[0].shape[-1] > MAX_CHANNELS):
+    float32, at most MAX_CHANNELS channels, autograd off (`torch.no_grad` or `torch.inference_mode`: the kernels
+    have no backward pass, and the layer's parameters need theirs whatever its inputs), kernels built, and no
+    graph being traced (`tse export` traces the PyTorch operations)."""
+    if torch.is_grad_enabled() or torch.jit.is_tracing():
+        return False
+    if tensors and tensors[0] is not None and tensors[0].shape[-1] > MAX_CHANNELS:
         return False
     for t in tensors:
         if t is not None and (t.dtype != torch.float32 or t.device.type != "cpu"):
             return False
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
-        return False
     return available()
 
 
