@@ -26,7 +26,16 @@ ENVIRONMENT = (
         "TSE_SCAN_BACKEND",
         "Force the selective-scan backend of Mamba layers: reference (pure PyTorch), naive (the plain loop), "
         "cuda (mamba_ssm's kernel) or triton (tse's Triton kernels). Default: cuda, else triton, on CUDA "
-        "tensors; reference otherwise.",
+        "tensors; cpu (tse's CPU kernel) for CPU inference where it builds; reference otherwise.",
+    ),
+    (
+        "TSE_CPU_KERNELS",
+        "0 (or off): never build or use tse's CPU kernels (a C file compiled with the C compiler, $CC, on first "
+        "CPU inference); PyTorch's operations run instead, with the same output. tse --version says which.",
+    ),
+    (
+        "TSE_KERNEL_CACHE",
+        "Where the built CPU kernels are kept (default $XDG_CACHE_HOME/tse/kernels, else ~/.cache/tse/kernels).",
     ),
     (
         "OMP_WAIT_POLICY",

@@ -90,7 +90,8 @@ def load_problem(error: BaseException) -> str | None:
 
 
 def describe() -> str:
-    """One line: tse, torch (with its CUDA build and whether a GPU is visible), torchaudio, Python.
+    """One line: tse, torch (with its CUDA build and whether a GPU is visible), torchaudio, Python, and whether
+    tse's CPU kernels are in use (`tse_cli.models.kernels`).
 
     Loads torchaudio for real, so a pair that passes `check()` but still fails to load raises here (`make` runs
     `tse --version` after installing).
@@ -99,6 +100,7 @@ def describe() -> str:
     import torchaudio
 
     from tse_cli import __version__
+    from tse_cli.models import kernels
 
     if torch.version.cuda is None:
         cuda = "CPU build"
@@ -108,5 +110,5 @@ def describe() -> str:
         cuda = f"CUDA {torch.version.cuda} build, no GPU visible"
     return (
         f"tse {__version__} (torch {torch.__version__}, {cuda}; torchaudio {torchaudio.__version__}; "
-        f"Python {platform.python_version()})"
+        f"Python {platform.python_version()}; {kernels.describe()})"
     )

@@ -1,10 +1,14 @@
 """tse's CPU kernels (`kernels.c`): fused inference loops, built with the C compiler on first use and loaded with
 ctypes (no Python extension module, no build step at install).
 
-The source is compiled once per machine with `-O3 -march=native` into tse's cache (`$TSE_CACHE/kernels`, see
-`tse_cli.hub.tse_cache`), under a name derived from the source, the compiler and the CPU, so that a cache shared
-between machines never loads a build for another CPU. Without a working compiler (`$CC`, else cc, gcc or clang),
-`library()` is None and every caller keeps its PyTorch operations; `TSE_CPU_KERNELS=0` does the same on purpose.
+The kernels are optional: every caller has the PyTorch operations they replace (the tests compare the two), and
+a failure anywhere here only means those are used. The source is compiled once per machine with `-O3
+-march=native` into `cache_dir()` (`$TSE_KERNEL_CACHE`, else `$XDG_CACHE_HOME/tse/kernels` or
+`~/.cache/tse/kernels`), under a name hashing the source, the compiler, the flags, the platform and the CPU, written
+atomically (a tse temporary renamed into place, so concurrent processes never load a partial file) and loaded
+only from a folder and a file no other user can write. Without a working compiler (`$CC`, else cc, gcc or
+clang), with a failing build, an unwritable or unsafe cache, `library()` is None and every caller keeps its
+PyTorch operations (same outputs); `TSE_CPU_KERNELS=0` does the same on purpose. `tse --version` says which.
 
 Here: loading, and the wrappers of the two non-scan kernels, which the DCC encoder and the Mamba mixer call
 instead of chains of element-wise operations (`usable` says when: CPU float32 tensors, no autograd):
@@ -20,8 +24,9 @@ import hashlib
 import os
 import platform
 import shutil
+import stat
 import subprocess
-import tempfile
+import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -29,11 +34,13 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from tse_cli.atomic import create_temp
 from tse_cli.models.streaming import scratch, transposed
 
 SOURCE = Path(__file__).with_name("kernels.c")
 FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-shared", "-fPIC", "-Wno-psabi")
-ENV_VAR = "TSE_CPU_KERNELS"  # "0": never build or use them
+ENV_VAR = "TSE_CPU_KERNELS"  # "0" (or off, false, no): never build or use them
+CACHE_VAR = "TSE_KERNEL_CACHE"  # where builds are kept (see cache_dir)
 POST = {"none": 0, "layer_norm_relu": 1, "silu": 2, "rms_norm": 3}  # the source's POST_* codes
 MAX_CHANNELS = 8192  # the norm kernel's row buffer (on the C stack)
 
@@ -86,34 +93,59 @@ def _cpu_identity() -> str:
         return f"{platform.machine()} {platform.processor()} {platform.platform()}"
 
 
-def _library_path(compiler: str) -> Path:
-    from tse_cli.hub import tse_cache
+def cache_dir() -> Path:
+    """Where built kernels are kept: `$TSE_KERNEL_CACHE`, else `$XDG_CACHE_HOME/tse/kernels`, else
+    `~/.cache/tse/kernels` (a folder of the user's own: see `_safe`)."""
+    explicit = os.environ.get(CACHE_VAR)
+    if explicit:
+        return Path(os.path.expanduser(explicit))
+    return Path(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")) / "tse" / "kernels"
 
+
+def _library_path(compiler: str) -> Path:
+    """The build's name in `cache_dir()`: a hash of the source, the compiler and its version, the flags, the
+    platform and the CPU, so that a cache shared between machines or compilers never loads another's build."""
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30).stdout
-    key = hashlib.sha256("\0".join([SOURCE.read_text(), compiler, version, *FLAGS, _cpu_identity()]).encode())
-    return tse_cache() / "kernels" / f"tse-kernels-{key.hexdigest()[:16]}{'.dll' if os.name == 'nt' else '.so'}"
+    parts = [SOURCE.read_text(), compiler, version, *FLAGS, sys.platform, platform.machine(), _cpu_identity()]
+    key = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
+    return cache_dir() / f"tse-kernels-{key}{'.dll' if os.name == 'nt' else '.so'}"
+
+
+def _safe(path: Path) -> None:
+    """Raise PermissionError unless `path` (the cache folder or a library in it) belongs to this user (or root)
+    and nobody else can write to it: a library loaded from a place others can write runs their code."""
+    if os.name == "nt":
+        return
+    info = path.stat()
+    if info.st_uid not in (os.getuid(), 0) or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise PermissionError(f"{path} is writable by other users; not loading a library from it")
 
 
 def _build(compiler: str, target: Path) -> None:
-    """Compile SOURCE into `target` atomically (a temporary file in its folder, then a rename)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
+    """Compile SOURCE into `target` atomically: into a tse temporary beside it (`tse_cli.atomic`), then renamed,
+    so that concurrent processes (shards, workers, ranks) only ever load a complete library."""
+    tmp = create_temp(target)
     try:
-        done = subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", tmp], capture_output=True, text=True, timeout=120)
+        done = subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", str(tmp)], capture_output=True, text=True,
+                              timeout=120)  # fmt: skip
         if done.returncode:
             raise RuntimeError(f"{compiler} failed: {done.stderr.strip()[:500]}")
+        os.chmod(tmp, 0o755)
         os.replace(tmp, target)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
+
+
+def _turned_off() -> bool:
+    return os.environ.get(ENV_VAR, "").strip().lower() in ("0", "off", "false", "no")
 
 
 @functools.cache
 def library() -> ctypes.CDLL | None:
-    """The compiled kernels (built into the cache on first call), or None when they cannot be built here."""
-    if os.environ.get(ENV_VAR, "").strip() == "0":
-        _BUILD_ERRORS.append(f"turned off by {ENV_VAR}=0")
+    """The compiled kernels (built into `cache_dir()` on first call), or None when they are turned off or cannot
+    be built or loaded here (every caller then keeps its PyTorch operations; `build_error()` says why)."""
+    if _turned_off():
+        _BUILD_ERRORS.append(f"turned off by {ENV_VAR}={os.environ[ENV_VAR]}")
         return None
     compiler = _compiler()
     if compiler is None:
@@ -121,17 +153,36 @@ def library() -> ctypes.CDLL | None:
         return None
     try:
         path = _library_path(compiler)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _safe(path.parent)
         if not path.exists():
             _build(compiler, path)
+        _safe(path)
         loaded = ctypes.CDLL(str(path))
-    except (OSError, RuntimeError, subprocess.SubprocessError) as err:
+        for name, argtypes in _SIGNATURES.items():
+            function = getattr(loaded, name)
+            function.argtypes = argtypes
+            function.restype = None if name == "tse_depthwise_f32" else ctypes.c_int
+    except (OSError, RuntimeError, subprocess.SubprocessError, AttributeError) as err:
         _BUILD_ERRORS.append(f"{type(err).__name__}: {err}")
         return None
-    for name, argtypes in _SIGNATURES.items():
-        function = getattr(loaded, name)
-        function.argtypes = argtypes
-        function.restype = None if name == "tse_depthwise_f32" else ctypes.c_int
     return loaded
+
+
+def describe() -> str:
+    """One line for `tse --version`: whether the kernels are in use, without building them."""
+    if _turned_off():
+        return f"CPU kernels off ({ENV_VAR}={os.environ[ENV_VAR]})"
+    if library.cache_info().currsize:
+        return "CPU kernels on" if library() is not None else f"CPU kernels off ({build_error()})"
+    compiler = _compiler()
+    if compiler is None:
+        return "CPU kernels off (no C compiler)"
+    try:
+        built = _library_path(compiler).exists()
+    except (OSError, subprocess.SubprocessError):
+        return f"CPU kernels off ({compiler} does not run)"
+    return "CPU kernels built" if built else f"CPU kernels not built yet ({compiler}, on first CPU inference)"
 
 
 def available() -> bool:
