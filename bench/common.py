@@ -48,9 +48,39 @@ def machine() -> dict[str, Any]:
         "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
         "python": platform.python_version(),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "environment": {k: os.environ[k] for k in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS") if k in os.environ},
+        "environment": {
+            k: os.environ[k] for k in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "TSE_CPU_KERNELS") if k in os.environ
+        },
+        "cpu_kernels": kernels_state(),
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+
+
+def kernels_state() -> str:
+    """Whether tse's CPU kernels run in this process (`tse_cli.models.kernels`; built here if they can be)."""
+    from tse_cli.models import kernels
+
+    kernels.available()
+    return kernels.describe()
+
+
+Target = tuple[str, float | None, str, bool | None]  # what, measured value, the target, met (None: not measured)
+
+
+def goal(what: str, value: float | None, target: str, ok: Callable[[float], bool]) -> Target:
+    """One target: `ok(value)` says whether it is met (None when `value` was not measured)."""
+    return what, value, target, None if value is None else ok(value)
+
+
+def print_targets(targets: Sequence[Target]) -> list[dict[str, Any]]:
+    """Print the issue's targets with the measured values, whether each is met, the load and the kernels' state;
+    return them as JSON rows."""
+    verdict = {True: "met", False: "NOT met", None: "not measured"}
+    print_table(
+        "Targets (issue 16)", ["what", "measured", "target", ""], [[w, v, t, verdict[m]] for w, v, t, m in targets]
+    )
+    print(f"load average (1, 5, 15 min): {', '.join(f'{x:.2f}' for x in os.getloadavg())}; {kernels_state()}")
+    return [{"what": w, "measured": v, "target": t, "met": m} for w, v, t, m in targets]
 
 
 def median_times(
@@ -167,10 +197,12 @@ def report(
     rows: list[dict[str, Any]],
     repeats: int,
     why_not: str,
+    targets: Sequence[Target] = (),
 ) -> Path:
     """The common ending of the benches that compare with the published Waveformer: print the table, then write
     `rows` to bench/results/<name>.json with the machine, `repeats` and whether the published rows were measured
-    (`why_not`: "" when they were, else the reason, as returned by published_anchor_args)."""
+    (`why_not`: "" when they were, else the reason, as returned by published_anchor_args), then `targets`."""
     print_table(title, columns, table)
+    goals = print_targets(targets) if targets else []
     published = f"not measured ({why_not})" if why_not else "measured"
-    return write_results(name, machine() | {"repeats": repeats, "published": published}, rows)
+    return write_results(name, machine() | {"repeats": repeats, "published": published, "targets": goals}, rows)

@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from common import median_times, published_anchor_args, published_waveformer, report
+from common import Target, goal, median_times, published_anchor_args, published_waveformer, report
 
 from tse_cli.models import create
 from tse_cli.models.streaming import count_allocations
@@ -156,7 +156,22 @@ def main() -> None:
         f"Streaming real-time factor, batch 1, {args.threads} thread(s), median of {args.repeats} rounds "
         "(RTF: wall seconds per audio second; ratios of RTFs, < 1: the row is faster)"
     )
-    report("streaming", title, columns, table, rows, args.repeats, why_not)
+    report("streaming", title, columns, table, rows, args.repeats, why_not, targets(rows, rtf))
+
+
+def targets(rows: list[dict], rtf: dict[tuple[str, str, int], float]) -> list[Target]:
+    """Issue 16's streaming targets for wavemamba-large (one thread), None where a row was not run."""
+    mamba = {chunk: rtf.get(("wavemamba-large", "tse", chunk)) for chunk in (416, 128, 32)}
+    anchor = rtf.get(("waveformer-large", "published", 416))
+    speedup = anchor / mamba[416] if anchor and mamba[416] else None
+    errors = [r["max_abs_diff_vs_offline"] for r in rows if r["model"] == "wavemamba-large"]
+    error = max(errors) if errors else None
+    return [
+        goal("wavemamba-large 416: x faster than published", speedup, ">= 5", lambda v: v >= 5),
+        goal("wavemamba-large 128: RTF", mamba[128], "< 1", lambda v: v < 1),
+        goal("wavemamba-large 32: RTF", mamba[32], "< 2", lambda v: v < 2),
+        goal("wavemamba-large: max |stream - offline|", error, "<= 1e-5", lambda v: v <= 1e-5),
+    ]
 
 
 if __name__ == "__main__":
