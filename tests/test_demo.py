@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import subprocess
@@ -34,7 +35,54 @@ def test_demo_runs_offline_and_improves_the_target(tmp_path: Path) -> None:
     assert abs(independent - printed) < 0.01
     picture = read_png(out / "spectrograms.png")
     assert picture.shape[0] > 3 * 256 and picture.std() > 10  # three panels with content
-    assert sorted(p.name for p in out.iterdir()) == ["estimate.wav", "mixture.wav", "reference.wav", "spectrograms.png"]
+    names = ["demo.json", "estimate.wav", "mixture.wav", "reference.wav", "spectrograms.png"]
+    assert sorted(p.name for p in out.iterdir()) == names
+
+
+def test_the_default_scene_is_the_same_on_every_run_and_shows_the_cards_mean(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from tse_cli.cli import app
+
+    out = tmp_path / "demo_out"
+    first = CliRunner().invoke(app, ["demo", "-o", str(out)])
+    assert first.exit_code == 0, first.output
+    estimate = sf.read(out / "estimate.wav")[0]
+    again = CliRunner().invoke(app, ["demo", "-o", str(out)])  # a previous demo's folder: replaced, and said so
+    assert again.exit_code == 0 and f"replaced the previous demo in {out}" in again.stderr
+    assert again.stdout == first.stdout and np.array_equal(sf.read(out / "estimate.wav")[0], estimate)
+    assert "scene (seed 9): Gong" in first.stdout
+    card = re.search(r"held-out result \(model card\): SI-SNRi ([\d.]+) dB mean", first.stdout)
+    assert card and float(card.group(1)) == 6.16, first.stdout  # as tse_cli/assets/demo/MODEL_CARD.md says
+    record = json.loads((out / "demo.json").read_text())
+    assert record["seed"] == 9 and record["target"] == "Gong" and record["model"] == "demo"
+    assert f"SI-SNRi {record['si_snri']:.2f} dB" in first.stdout
+
+
+def test_a_folder_with_other_files_is_refused_unless_overwrite(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from tse_cli.cli import app
+
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    refused = CliRunner().invoke(app, ["demo", "-o", str(out)])
+    assert refused.exit_code == 2 and "holds files tse demo did not write (notes.txt)" in refused.output
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+    (out / "mixture.wav").write_bytes(b"my own recording")  # a demo's file name, but no demo wrote it
+    assert CliRunner().invoke(app, ["demo", "-o", str(out)]).exit_code == 2
+    assert (out / "mixture.wav").read_bytes() == b"my own recording"
+    forced = CliRunner().invoke(app, ["demo", "-o", str(out), "--seed", "4", "--overwrite"])
+    assert forced.exit_code == 0 and (out / "notes.txt").read_text() == "mine"
+    assert json.loads((out / "demo.json").read_text())["seed"] == 4 and sf.info(out / "mixture.wav").frames > 0
+
+
+def test_card_result_reads_the_held_out_row(tmp_path: Path) -> None:
+    from tse_cli.train.demo import card_result
+
+    assert card_result(ASSET) == "SI-SNRi 6.16 dB mean (5.44 dB median), SNRi 8.27 dB on 64 test scenes"
+    assert card_result(tmp_path) is None and card_result(None) is None
 
 
 def test_demo_scenes_are_reproducible_and_fresh() -> None:

@@ -104,9 +104,10 @@ def test_eval_reads_dpm_tse_sets_and_writes_csv(tmp_path: Path, checkpoint: Path
     [
         (["--data", "DATA"], 2, "exactly one of --model NAME or --checkpoint DIR"),
         (["--data", "DATA", "--checkpoint", "CKPT", "--out", "r.txt"], 2, "must end in .json or .csv"),
-        (["--data", "DATA", "--checkpoint", "CKPT", "--split", "val"], 1, "no rendered scenes"),
+        (["--data", "DATA", "--checkpoint", "CKPT", "--split", "val"], 2, "no rendered scenes"),
         (["--data", "DATA", "--checkpoint", "MISSING"], 1, "no such checkpoint directory"),
-        (["--data", "DATA", "--checkpoint", "CKPT", "--device", "gpu0"], 1, "invalid device 'gpu0'; use auto, cpu"),
+        (["--data", "DATA", "--checkpoint", "CKPT", "--device", "gpu0"], 2, "invalid device 'gpu0'; use auto, cpu"),
+        (["--data", "DATA", "--checkpoint", "CKPT", "-t", "crop=1"], 2, "unknown option(s) crop for"),
     ],
 )
 def test_eval_errors(tmp_path: Path, checkpoint: Path, args: list[str], code: int, message: str) -> None:

@@ -44,7 +44,7 @@ def test_every_command_has_a_page(generated: Path):
         for sub in getattr(command, "commands", {}):
             assert f"tse-{name}-{sub}" in names
     page = (generated / "tse-convert-waveformer.1").read_text()
-    assert "\\fB\\-\\-config\\fR \\fIPATH\\fR" in page and "[required]" in page
+    assert "\\fB\\-\\-config\\fR \\fIFILE\\fR" in page and "[required]" in page
 
 
 def structural_problems(text: str) -> list[str]:

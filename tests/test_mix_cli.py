@@ -178,3 +178,42 @@ def test_an_interrupted_run_exits_128_plus_n_without_worker_tracebacks(tmp_path_
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
     assert stderr.rstrip().endswith("rerun the same command to resume")
     assert not [p for p in out.rglob("*") if p.name.endswith(".part")], "the workers finished or removed their files"
+
+
+def _files(root):
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_synthetic_rerun_with_other_settings_is_refused(tmp_path):
+    small = ["--clips-per-class", 2, "--test-clips-per-class", 2, "--backgrounds", 1, "--eval-backgrounds", 1,
+             "--background-seconds", 1]  # fmt: skip
+    out = tmp_path / "c"
+    assert _tse("--synthetic", "-o", out, *small).exit_code == 0
+    before = _files(out)
+    again = _tse("--synthetic", "-o", out, *small)  # the same settings: the same bytes, no complaint
+    assert again.exit_code == 0 and _files(out) == before
+    other = _tse("--synthetic", "-o", out, *small, "--seed", 5)
+    assert other.exit_code == 2
+    assert "holds a synthetic corpus made with other settings: seed 0 (now 5)" in other.output, other.output
+    assert _files(out) == before, "nothing was written"
+    (tmp_path / "real" / "fsd").mkdir(parents=True)
+    foreign = _tse("--synthetic", "-o", tmp_path / "real", *small)
+    assert foreign.exit_code == 2 and "is not a synthetic corpus written by tse" in foreign.output
+
+
+def test_piped_output_is_never_wrapped(tmp_path):
+    """`tse mix --synthetic | cat`: the suggested command stays one line, however long the path."""
+    out = tmp_path / ("a_rather_long_folder_name_" * 4) / "corpus"
+    small = ["--clips-per-class", "2", "--test-clips-per-class", "2", "--backgrounds", "1", "--eval-backgrounds", "1",
+             "--background-seconds", "1"]  # fmt: skip
+    env = {**os.environ, "TSE_PROGRESS_INTERVAL": "0"}
+    env.pop("COLUMNS", None)
+    done = subprocess.run(
+        [sys.executable, "-c", _APP_CODE, "mix", "--synthetic", "-o", str(out), *small],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "", "stdout carries data only"
+    suggestion = f"next: tse mix --fsd {out / 'fsd'} --tau {out / 'tau'} -o SET --recipe waveformer --count 200"
+    assert suggestion in done.stderr.splitlines(), done.stderr
+    assert "writing synthetic corpus: 166 files in" in done.stderr

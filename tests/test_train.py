@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from tse_cli.train.config import build_config
 from tse_cli.train.loop import TrainingError, train
 from tse_cli.train.state import load_state
 
+ANSI = re.compile(r"\x1b\[")
 RATE = 44100
 LABELS = ("Bark", "Cough", "Flute", "Gong")
 MODEL_ARGS = TINY["waveformer-small"]
@@ -146,7 +148,7 @@ def test_cli_trains_saves_its_config_and_refuses_to_overwrite(scene_set: Path, t
     config.write_text(json.dumps({"batch_size": 2, "num_workers": 0, "model_args": MODEL_ARGS, "log_every": 1}))
     run = tmp_path / "run"
     args = ["train", "waveformer-small", "--data", str(scene_set), "-o", str(run), "--config", str(config)]
-    result = CliRunner().invoke(app, [*args, "--max-steps", "2", "--set", "lr=0.001", "-m", "num_enc_layers=1", "-q"])
+    result = CliRunner().invoke(app, [*args, "--max-steps", "2", "--set", "lr=0.001", "-a", "num_enc_layers=1", "-q"])
     assert result.exit_code == 0, result.output
     saved = json.loads((run / "train.json").read_text())
     assert saved["lr"] == 0.001 and saved["max_steps"] == 2 and saved["batch_size"] == 2
@@ -169,6 +171,9 @@ def test_cli_trains_saves_its_config_and_refuses_to_overwrite(scene_set: Path, t
         ("missing_event", ".wav: missing"),
         ("bad_setting", "unknown training setting 'learning_rate'"),
         ("bad_task_arg", "unknown option(s) crop for"),
+        ("bad_model_arg", "--model-arg: Waveformer.__init__() got an unexpected keyword argument 'width'"),
+        ("bad_device", "cuda:7"),
+        ("bad_optimizer", "optimizer: unknown 'sgd'"),
     ],
 )
 def test_bad_data_and_settings_fail_before_training(tmp_path: Path, breakage: str, message: str) -> None:
@@ -178,9 +183,69 @@ def test_bad_data_and_settings_fail_before_training(tmp_path: Path, breakage: st
         write_scene_set(data, {"train": 2} if breakage == "no_val" else {"train": 2, "val": 1}, seed=3)
     if breakage == "missing_event":
         next(p for p in (data / "train" / "00000").glob("*.wav") if p.name != "mixture.wav").unlink()
-    extra = {"bad_setting": ["--set", "learning_rate=1"], "bad_task_arg": ["-t", "crop=1"]}.get(breakage, [])
+    extra = {
+        "bad_setting": ["--set", "learning_rate=1"],
+        "bad_task_arg": ["-t", "crop=1"],
+        "bad_model_arg": ["-a", "width=3"],
+        "bad_device": ["--device", "cuda:7"],
+        "bad_optimizer": ["--set", "optimizer=sgd"],
+    }.get(breakage, [])
     run = tmp_path / "run"
     result = CliRunner().invoke(app, ["train", "waveformer-small", "--data", str(data), "-o", str(run), *extra])
-    assert result.exit_code != 0
+    assert result.exit_code == 2, result.output  # a usage error, whichever option or folder is wrong
     assert message in " ".join(result.output.split()), result.output
     assert not (run / "last").exists()
+
+
+def test_a_set_at_another_rate_is_refused(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
+    from test_data_common import built_set
+
+    dpm = built_set(tmp_path_factory, "dpm-tse", count=2)  # 16 kHz
+    args = ["train", "wavemamba-small", "--data", str(dpm), "-o", str(tmp_path / "run"), "--set", "train_split=val"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2
+    assert "audio at 16000 Hz, but wavemamba-small works at 44100 Hz" in result.output, result.output
+    assert "tse mix --recipe waveformer" in result.output and not (tmp_path / "run" / "last").exists()
+
+
+def test_resume_of_a_finished_run_does_nothing(scene_set: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train(tiny_config(scene_set, run, max_steps=3))
+    before = {p.name: p.read_bytes() for p in (run / "last").iterdir()}
+    metrics = (run / "metrics.jsonl").read_text()
+    again = CliRunner().invoke(app, ["train", "waveformer-small", "-o", str(run), "--resume"])
+    assert again.exit_code == 0, again.output
+    assert "nothing to do" in again.output and "max_steps 3 (step 3)" in again.output
+    assert {p.name: p.read_bytes() for p in (run / "last").iterdir()} == before
+    assert (run / "metrics.jsonl").read_text() == metrics
+    assert train(tiny_config(scene_set, run, max_steps=3), resume=True)["step"] == 3  # the API as well
+
+
+def test_the_old_short_flag_for_model_args_still_works_with_a_warning(scene_set: Path, tmp_path: Path) -> None:
+    args = ["train", "waveformer-small", "--data", str(scene_set), "-o", str(tmp_path / "run"), "-q"]
+    args += ["--batch-size", "2", "--num-workers", "0", "--max-steps", "1", "-m", "enc_dim=16", "-a", "dec_dim=8"]
+    result = CliRunner().invoke(app, [*args, "-a", "num_enc_layers=1"])
+    assert result.exit_code == 0, result.output
+    assert "warning: -m for --model-arg is deprecated" in result.output
+    saved = json.loads((tmp_path / "run" / "train.json").read_text())["model_args"]
+    assert saved == {"enc_dim": 16, "dec_dim": 8, "num_enc_layers": 1}
+
+
+def test_a_log_of_training_shows_progress_while_it_runs(scene_set: Path, tmp_path: Path) -> None:
+    """`tse train > log 2>&1` (stderr not a terminal): plain lines during each epoch and validation, then
+    their closing lines; stdout stays empty."""
+    args = ["train", "waveformer-small", "--data", str(scene_set), "-o", str(tmp_path / "run"), "--epochs", "2"]
+    args += ["--max-steps", "12"]  # epoch 2 stops after 4 of its 8 steps
+    args += ["--batch-size", "1", "--num-workers", "0", "-a", "enc_dim=16", "-a", "dec_dim=8", "-a", "num_enc_layers=1"]
+    result = CliRunner().invoke(app, args, env={"TSE_PROGRESS_INTERVAL": "0"})
+    text = result.stderr
+    assert result.exit_code == 0, text
+    assert result.stdout == ""
+    lines = text.splitlines()
+    assert [line for line in lines if line.startswith("epoch 1/2: 1/8 steps, ")], text  # during the epoch
+    assert [line for line in lines if re.match(r"validation: 1/2 examples, ", line)], text  # during validation
+    closing = [line for line in lines if " in 0:" in line]
+    assert [line.split(":")[0] for line in closing] == ["epoch 1/2", "validation", "epoch 2/2", "validation"]
+    assert re.search(r"validation: 2 examples in 0:\d\d \(.*\), SI-SNRi -?[\d.]+ dB, SNRi", text)
+    assert "epoch 2/2: 4/8 steps in" in text  # closed part-way
+    assert lines[-1].startswith("done: 12 steps") and not ANSI.search(text)

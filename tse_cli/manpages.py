@@ -38,6 +38,10 @@ ENVIRONMENT = (
         "Where the built CPU kernels are kept (default $XDG_CACHE_HOME/tse/kernels, else ~/.cache/tse/kernels).",
     ),
     (
+        "TSE_PROGRESS_INTERVAL",
+        "Seconds between plain progress lines when stderr is not a terminal (a log file or a pipe); default 5.",
+    ),
+    (
         "OMP_WAIT_POLICY",
         "tse sets PASSIVE unless already set: waiting OpenMP threads sleep instead of spinning, which keeps CPU "
         "extraction fast on busy machines.",

@@ -358,12 +358,14 @@ def resolve(name_or_path: str | Path, registry: dict[str, Entry] | None = None) 
 def load_model(name_or_path: str, device: str = "cpu", registry: dict[str, Entry] | None = None) -> nn.Module:
     """Load a model in eval mode on `device` from a registry name (e.g. "waveformer"), a local checkpoint
     directory, or a Hub repo `owner/repo[@revision]` holding config.json + model.safetensors; `registry` as
-    for `resolve`."""
+    for `resolve`. The model's `checkpoint_dir` attribute records the directory it was loaded from."""
     from tse_cli.checkpoint import CheckpointError, load_checkpoint
 
     folder = resolve(name_or_path, registry)
     try:
-        return load_checkpoint(folder, device=device)
+        model = load_checkpoint(folder, device=device)
     except CheckpointError as err:
         converted = tse_cache_converted() in folder.resolve().parents
         raise WeightsError(f"{err}{f' (delete {folder} to convert it again)' if converted else ''}") from None
+    model.checkpoint_dir = folder
+    return model

@@ -1,7 +1,8 @@
 """One module per `tse` subcommand; each exposes `register(app: typer.Typer) -> None`.
 
 Shared here: `fail` (the one-line error and its exit code), `DEFAULT_MODEL` and `load_model_or_exit` (the model
-that `tse extract` and `tse stream` name, loaded with their exit codes).
+that `tse extract` and `tse stream` name, loaded with their exit codes), and `VERBOSE_OPTION` (`-v/--verbose`
+of a subcommand, the same as `tse -v`: details on stderr through `tse_cli.console.detail`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ FALLBACK_HINT = "or use --model demo (the small embedded model, for trying tse, 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
     """Print `error: message` on stderr and return the Exit to raise (one line, no traceback)."""
-    typer.echo(f"error: {message}", err=True)
+    from tse_cli import console
+
+    console.error(message)
     return typer.Exit(code)
 
 
@@ -39,3 +42,20 @@ def load_model_or_exit(spec: str, device: str, classes: list[int], default: bool
     except (WeightsError, OSError, ValueError) as err:
         hint = f"; {FALLBACK_HINT}" if default else ""
         raise fail(f"cannot load model {spec!r}: {err}{hint}") from None
+
+
+def _set_verbose(value: bool) -> bool:
+    if value:
+        from tse_cli import console
+
+        console.set_verbose(True)
+    return value
+
+
+VERBOSE_OPTION = typer.Option(
+    False,
+    "--verbose",
+    "-v",
+    callback=_set_verbose,
+    help="Print what the run uses on stderr: model, weights file, device, scan backend, threads.",
+)

@@ -11,9 +11,9 @@ def classes(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list instead of a table."),
 ) -> None:
     """List the 41 FSD Kaggle 2018 classes (names are case-insensitive; spaces or underscores)."""
-    from rich.console import Console
     from rich.table import Table
 
+    from tse_cli import console
     from tse_cli.classes import FSD_CLASSES
 
     if as_json:
@@ -22,7 +22,7 @@ def classes(
     table = Table("index", "class", title="Sound classes (FSD Kaggle 2018)")
     for i, name in enumerate(FSD_CLASSES):
         table.add_row(str(i), name)
-    Console().print(table)
+    console.out().print(table)
 
 
 def register(app: typer.Typer) -> None:

@@ -20,7 +20,7 @@ convert_app = typer.Typer(
 )
 
 OUT_OPTION = typer.Option(
-    ..., "-o", "--output", help="Checkpoint directory to write (config.json + model.safetensors)."
+    ..., "-o", "--output", metavar="DIR", help="Checkpoint directory to write (config.json + model.safetensors)."
 )
 OVERWRITE_OPTION = typer.Option(False, "--overwrite", help="Replace DIR if it already exists.")
 
@@ -63,6 +63,7 @@ def waveformer(
     config: Path | None = typer.Option(
         None,
         "--config",
+        metavar="FILE",
         help="The published config JSON (default_config.json) \\[default for experiments: <exp>/config.json].",
     ),
     experiment: str | None = typer.Option(

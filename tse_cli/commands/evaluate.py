@@ -10,7 +10,7 @@ from typing import Any
 
 import typer
 
-from tse_cli.commands import fail
+from tse_cli.commands import VERBOSE_OPTION, fail
 
 
 def register(app: typer.Typer) -> None:
@@ -19,22 +19,36 @@ def register(app: typer.Typer) -> None:
 
 
 def evaluate(
-    data: Path = typer.Option(..., "--data", "-d", help="Data folder made by `tse mix` (either recipe)."),
-    model: str = typer.Option(None, "--model", help="Registry name (`tse models list`)."),
-    checkpoint: Path = typer.Option(None, "--checkpoint", help="Checkpoint directory (e.g. a run's best/)."),
+    data: Path = typer.Option(
+        ..., "--data", "-d", metavar="DIR", help="Data folder made by `tse mix` (either recipe)."
+    ),
+    model: str = typer.Option(None, "--model", "-m", help="Registry name (`tse models list`)."),
+    checkpoint: Path = typer.Option(
+        None, "--checkpoint", metavar="DIR", help="Checkpoint directory (e.g. a run's best/)."
+    ),
     split: str = typer.Option("test", help="Split to evaluate."),
-    out: Path = typer.Option(None, "--out", help="Write results: .json (summary + examples) or .csv (examples)."),
+    out: Path = typer.Option(
+        None, "--out", metavar="FILE", help="Write results: .json (summary + examples) or .csv (examples)."
+    ),
     limit: int = typer.Option(0, help="Only the first N examples (0: all)."),
     batch_size: int = typer.Option(1, help="Examples per forward pass."),
     num_workers: int = typer.Option(0, help="Data-loading processes."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
-    task_arg: list[str] = typer.Option(None, "--task-arg", "-t", help="Family option NAME=VALUE (repeatable)."),
+    task_arg: list[str] = typer.Option(
+        None, "--task-arg", "-t", metavar="NAME=VALUE", help="Family option (repeatable)."
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the table, no progress."),
+    verbose: bool = VERBOSE_OPTION,
 ) -> None:
-    """Measure SI-SNRi and SNRi (mean, median, per class) of a model on a split of a data folder."""
-    from rich.console import Console
+    """Measure SI-SNRi and SNRi (mean, median, per class) of a model on a split of a data folder.
 
-    console = Console(stderr=True)
+    Exit codes: 0 done, 1 the model cannot be loaded or evaluated, 2 usage error (options, device, data folder).
+    """
+    from tse_cli import console
+    from tse_cli.devices import DeviceError
+    from tse_cli.errors import DataError
+    from tse_cli.train.config import ConfigError
+
     if (model is None) == (checkpoint is None):
         raise fail("give exactly one of --model NAME or --checkpoint DIR", code=2)
     if out is not None and out.suffix not in (".json", ".csv"):
@@ -50,14 +64,15 @@ def evaluate(
             device,
             task_arg or [],
             quiet,
-            console,
         )
+    except (ConfigError, DataError, DeviceError) as err:
+        raise fail(str(err), code=2) from None
     except (ValueError, OSError) as err:  # one line, never wrapped or read as rich markup
         raise fail(str(err)) from None
-    Console().print(_table(summary, f"{name} on {data} ({split})"))
+    console.out().print(_table(summary, f"{name} on {data} ({split})"))
     if out is not None:
         _write_atomic(out, _render(out.suffix, summary, records, name, data, split))
-        console.print(f"results written to {out}", highlight=False)
+        console.note(f"results written to {out}")
 
 
 def _measure(
@@ -70,11 +85,10 @@ def _measure(
     device: str,
     task_args: list[str],
     quiet: bool,
-    console: Any,
 ) -> tuple[dict[str, Any], list[dict[str, Any]], str]:
     """Load the model and its task, validate the split, evaluate every example; (summary, records, model name)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
+    from tse_cli import console
+    from tse_cli.runinfo import report_run
     from tse_cli.train.config import parse_assignments
     from tse_cli.train.evaluation import evaluate, split_loader
     from tse_cli.train.loop import pick_device, task_options
@@ -84,14 +98,14 @@ def _measure(
 
     torch_device = pick_device(device)
     net = load_model(name, device=str(torch_device))
+    report_run(net, torch_device, spec=name)
     task = get_task(net.arch)
     options = task_options(task, parse_assignments(task_args, "--task-arg"))
     task.validate(data, (split,))
     loader = split_loader(task, data, split, options, batch_size, num_workers, limit)
-    columns = (TextColumn("evaluating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console, disable=quiet) as bar:
-        bar_id = bar.add_task("", total=len(loader.dataset))
-        records = evaluate(net, task, loader, options, torch_device, lambda n: bar.advance(bar_id, n))
+    with console.progress(quiet=quiet) as display:
+        phase = display.phase("evaluating", total=len(loader.dataset), unit="examples")
+        records = evaluate(net, task, loader, options, torch_device, phase.advance)
     if not records:
         raise ValueError(f"{data}: split {split!r} has no examples")
     return summarize(records), records, name

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from tse_cli.commands import DEFAULT_MODEL, fail, load_model_or_exit
+from tse_cli.runinfo import report_run
 
 if TYPE_CHECKING:
     import numpy as np
@@ -128,6 +129,7 @@ def extract(
         query = class_query(spec, net.clue_kind, indices, visual, each)
         options = {k: v for k, v in {"steps": steps, "eta": eta, "seed": seed}.items() if v is not None}
         engine = make_engine(net, torch_device, block_size, batch_size, jobs, rate, clip_mode, options)
+        report_run(net, torch_device, spec=spec, block_size=block_size)  # with -v only
 
         name = planning.model_name(spec)
         if each:

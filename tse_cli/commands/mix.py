@@ -10,83 +10,39 @@ Only typer/rich are imported at module level; the data modules load inside the c
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import typer
 
 from tse_cli import signals
 from tse_cli.commands import fail
 
-if TYPE_CHECKING:
-    from rich.console import Console
-    from rich.progress import Progress
-
-
-@functools.cache
-def _console() -> Console:
-    """The stderr console of the mix commands (rich loads only when one runs, not with every `tse` command)."""
-    from rich.console import Console
-
-    return Console(stderr=True)
-
-
 SPLIT_CHOICES = ("train", "val", "test", "all")
-
-
-def _progress() -> Progress:
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=_console(),
-        transient=False,
-    )
+PHASE_LABELS = {"scan": ("decoding sources", "sources"), "mix": ("rendering mixtures", "mixtures")}
 
 
 def _run_with_progress(run) -> object:
-    """Call `run(on_start, on_result)` with a rich progress bar per phase; returns what `run` returns.
+    """Call `run(on_start, on_result)` with a progress phase per stage (`tse_cli.console`); returns what `run`
+    returns. Nothing is displayed before the first stage, so errors found while validating print as one line."""
+    from tse_cli import console
 
-    The display starts with the first phase, so errors found while validating print as a single line.
-    """
-    import time
+    with console.progress() as display:
+        current: list = []
 
-    progress = _progress()
-    state = {"task": None, "n": 0, "t0": 0.0, "live": False}
+        def on_start(phase: str, total: int) -> None:
+            if current:
+                current.pop().done()
+            label, unit = PHASE_LABELS[phase]
+            current.append(display.phase(label, total=total, unit=unit))
 
-    def on_start(phase: str, total: int) -> None:
-        if not state["live"]:
-            progress.start()
-            state["live"] = True
-        label = {"scan": "decoding sources", "mix": "rendering mixtures"}[phase]
-        state.update(task=progress.add_task(label, total=total, rate=""), n=0, t0=time.perf_counter())
+        def on_result(result) -> None:
+            current[-1].advance(1)
+            if result is not None and result.error:
+                console.error(f"{result.split}/{result.name}: {result.error}")
 
-    def on_result(result) -> None:
-        state["n"] += 1
-        rate = state["n"] / max(time.perf_counter() - state["t0"], 1e-9)
-        progress.update(state["task"], advance=1, rate=f"{rate:.1f}/s")
-        if result is not None and result.error:
-            progress.console.print(f"[red]failed[/red] {result.split}/{result.name}: {result.error}", highlight=False)
-
-    try:
         return run(on_start, on_result)
-    finally:
-        if state["live"]:
-            progress.stop()
 
 
 def _interruptible(run: Callable[[], Any]) -> Any:
@@ -105,6 +61,7 @@ def _interruptible(run: Callable[[], Any]) -> Any:
 def _print_summary(summary, out: Path) -> None:
     from rich.table import Table
 
+    from tse_cli import console
     from tse_cli.classes import FSD_CLASSES
 
     table = Table(title=f"tse mix: {out}", show_edge=False)
@@ -113,7 +70,7 @@ def _print_summary(summary, out: Path) -> None:
     for split, n in summary.per_split.items():
         table.add_row(split, str(n))
     table.add_row("rendered now / already done", f"{summary.rendered} / {summary.resumed}")
-    _console().print(table)
+    console.err().print(table)
     counts = Table(title="per class (targets for dpm-tse, events for waveformer)", show_edge=False, show_header=False)
     for _ in range(3):
         counts.add_column()
@@ -122,29 +79,29 @@ def _print_summary(summary, out: Path) -> None:
     for i in range(0, len(cells), 3):
         row = [x for cell in cells[i : i + 3] for x in cell]
         counts.add_row(*row, *[""] * (6 - len(row)))
-    _console().print(counts)
+    console.err().print(counts)
     if summary.missing_sources:
         n = len(summary.missing_sources)
         head = ", ".join(p.name for p in summary.missing_sources[:5]) + (" ..." if n > 5 else "")
-        _console().print(f"[yellow]missing sources[/yellow] (listed in metadata, not on disk): {n}: {head}")
+        console.warn(f"missing sources (listed in metadata, not on disk): {n}: {head}")
     if summary.extra_sources:
-        _console().print(f"unlisted audio files ignored: {summary.extra_sources}")
+        console.note(f"unlisted audio files ignored: {summary.extra_sources}")
     if summary.skipped_sources:
-        _console().print(f"[yellow]skipped sources:[/yellow] {len(summary.skipped_sources)}")
+        console.warn(f"skipped sources: {len(summary.skipped_sources)}")
         for path, reason in summary.skipped_sources[:10]:
-            _console().print(f"  {path}: {reason}", highlight=False)
+            console.note(f"  {path}: {reason}")
         if len(summary.skipped_sources) > 10:
-            _console().print(f"  ... and {len(summary.skipped_sources) - 10} more (see summary.json)")
+            console.note(f"  ... and {len(summary.skipped_sources) - 10} more (see summary.json)")
     if summary.clipped:
         worst = sorted(summary.clipped, key=lambda r: -r.peak)[:5]
         listing = ", ".join(f"{r.split}/{r.name} (peak {r.peak:.2f}, {r.clipped} samples)" for r in worst)
-        _console().print(f"[yellow]clipped mixtures:[/yellow] {len(summary.clipped)} (use --normalize): {listing}")
+        console.warn(f"clipped mixtures: {len(summary.clipped)} (use --normalize): {listing}")
     else:
-        _console().print("clipped mixtures: 0")
+        console.note("clipped mixtures: 0")
     if summary.failed:
-        _console().print(f"[red]failed mixtures: {len(summary.failed)}[/red]")
+        console.error(f"failed mixtures: {len(summary.failed)}")
         for r in summary.failed[:10]:
-            _console().print(f"  {r.split}/{r.name}: {r.error}", highlight=False)
+            console.note(f"  {r.split}/{r.name}: {r.error}")
 
 
 def _write_summary_json(summary, out: Path) -> None:
@@ -176,7 +133,8 @@ def _finish(summary, out: Path) -> None:
 
 
 def _synthetic(out: Path, seed: int, train: int, test: int, dev: int, evaluation: int, seconds: float) -> None:
-    from tse_cli.data.synthetic import SyntheticSize, corpus_files, write_corpus
+    from tse_cli import console
+    from tse_cli.data.synthetic import CorpusError, SyntheticSize, corpus_files, write_corpus
 
     for name, value in (("--clips-per-class", train), ("--test-clips-per-class", test)):
         if value < 2:
@@ -184,14 +142,17 @@ def _synthetic(out: Path, seed: int, train: int, test: int, dev: int, evaluation
     if dev < 1 or evaluation < 1 or seconds <= 0:
         raise fail("--backgrounds and --background-seconds must be positive", 2)
     size = SyntheticSize(train, test, dev, evaluation, seconds)
-    with _progress() as progress:
-        task = progress.add_task("writing synthetic corpus", total=corpus_files(size), rate="")
-        counts = write_corpus(out, size, seed, progress=lambda n: progress.update(task, advance=n))
-    _console().print(
+    try:
+        with console.progress() as display:
+            phase = display.phase("writing synthetic corpus", total=corpus_files(size), unit="files")
+            counts = write_corpus(out, size, seed, progress=phase.advance)
+    except CorpusError as err:
+        raise fail(str(err), 2) from None
+    console.note(
         f"synthetic corpus in {out}: FSD {counts['fsd_train']} train + {counts['fsd_test']} test clips, "
         f"TAU {counts['tau_development']} development + {counts['tau_evaluation']} evaluation backgrounds"
     )
-    _console().print(f"next: tse mix --fsd {out / 'fsd'} --tau {out / 'tau'} -o SET --recipe waveformer --count 200")
+    console.note(f"next: tse mix --fsd {out / 'fsd'} --tau {out / 'tau'} -o SET --recipe waveformer --count 200")
 
 
 def register(app: typer.Typer) -> None:
@@ -206,9 +167,11 @@ def register(app: typer.Typer) -> None:
     @mix_app.callback(invoke_without_command=True)
     def mix(
         ctx: typer.Context,
-        fsd: Path | None = typer.Option(None, "--fsd", help="FSD Kaggle 2018 folder (audio_train/test + meta)."),
-        tau: Path | None = typer.Option(None, "--tau", help="TAU Urban Acoustic Scenes 2019 folder(s)."),
-        out: Path | None = typer.Option(None, "-o", "--out", help="Output folder (resumable)."),
+        fsd: Path | None = typer.Option(
+            None, "--fsd", metavar="DIR", help="FSD Kaggle 2018 folder (audio_train/test + meta)."
+        ),
+        tau: Path | None = typer.Option(None, "--tau", metavar="DIR", help="TAU Urban Acoustic Scenes 2019 folder(s)."),
+        out: Path | None = typer.Option(None, "-o", "--out", metavar="DIR", help="Output folder (resumable)."),
         recipe: str = typer.Option("dpm-tse", "--recipe", help="dpm-tse (16 kHz, 10 s) or waveformer (44.1 kHz, 6 s)."),
         split: str = typer.Option("all", "--split", help="train, val, test or all."),
         count: int | None = typer.Option(None, "--count", min=1, help="Mixtures per split (default: published)."),
@@ -221,7 +184,9 @@ def register(app: typer.Typer) -> None:
             "(default: off for dpm-tse as published, on for waveformer as Scaper).",
         ),
         stems: bool = typer.Option(False, "--stems", help="dpm-tse: also write background and interferers."),
-        cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Decoded-source cache (default OUT/.cache)."),
+        cache_dir: Path | None = typer.Option(
+            None, "--cache-dir", metavar="DIR", help="Decoded-source cache (default OUT/.cache)."
+        ),
         synthetic: bool = typer.Option(False, "--synthetic", help="Write a synthetic FSD/TAU corpus to -o instead."),
         clips_per_class: int = typer.Option(6, "--clips-per-class", help="--synthetic: FSD train clips per class."),
         test_clips_per_class: int = typer.Option(
@@ -265,16 +230,21 @@ def register(app: typer.Typer) -> None:
     @mix_app.command("render")
     def render(
         spec: Path | None = typer.Argument(None, help="One specification: .json (dpm-tse) or .jams (waveformer)."),
-        jams: Path | None = typer.Option(None, "--jams", help="Render every .jams under this folder."),
-        fsd: Path | None = typer.Option(None, "--fsd", help="Your FSD Kaggle 2018 copy (to resolve sources)."),
-        tau: Path | None = typer.Option(None, "--tau", help="Your TAU 2019 copy (to resolve sources)."),
-        out: Path | None = typer.Option(None, "-o", "--out", help="Output set folder (default: the spec's set)."),
+        jams: Path | None = typer.Option(None, "--jams", metavar="DIR", help="Render every .jams under this folder."),
+        fsd: Path | None = typer.Option(
+            None, "--fsd", metavar="DIR", help="Your FSD Kaggle 2018 copy (to resolve sources)."
+        ),
+        tau: Path | None = typer.Option(None, "--tau", metavar="DIR", help="Your TAU 2019 copy (to resolve sources)."),
+        out: Path | None = typer.Option(
+            None, "-o", "--out", metavar="DIR", help="Output set folder (default: the spec's set)."
+        ),
         jobs: int | None = typer.Option(None, "--jobs", "-j", min=1, help="Worker processes for --jams."),
         normalize: bool | None = typer.Option(
             None, "--normalize/--no-normalize", help="Override the spec's clipping fix (default: as specified)."
         ),
     ) -> None:
         """Re-render one specification, or a tree of Scaper .jams specs (e.g. the published FSDSoundScapes)."""
+        from tse_cli import console
         from tse_cli.data.rerender import default_jams_output, render_jams_tree, render_spec
         from tse_cli.data.wavio import SourceError
         from tse_cli.data.workers import environment_jobs
@@ -288,7 +258,7 @@ def register(app: typer.Typer) -> None:
                     raise fail(f"{spec}: no such specification file", 2)
                 result, where = render_spec(spec, fsd, tau, out, normalize)
                 clip = f", clipped {result.clipped} samples (peak {result.peak:.2f})" if result.clipped else ""
-                _console().print(f"rendered {result.split}/{result.name} into {where}{clip}")
+                console.note(f"rendered {result.split}/{result.name} into {where}{clip}")
                 return
             if not jams.is_dir():
                 raise fail(f"{jams}: no such folder", 2)

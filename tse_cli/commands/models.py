@@ -19,10 +19,20 @@ models_app = typer.Typer(
 @models_app.command("list")
 def list_models(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list instead of a table."),
+    show_architectures: bool = typer.Option(
+        False, "--architectures", help="List the architectures (what `tse train` accepts) instead of the models."
+    ),
 ) -> None:
-    """List the registry: name, architecture, sample rate, whether it is cached here, license, description."""
+    """List the registry: name, architecture, sample rate, whether it is cached here, license, description.
+
+    With --architectures: every architecture name, its sample rate, clue, class limit and whether `tse train`
+    trains it.
+    """
     from tse_cli.weights import WeightsError, cache_state, load_registry
 
+    if show_architectures:
+        _list_architectures(as_json)
+        return
     try:
         entries = load_registry()
     except WeightsError as err:
@@ -41,18 +51,55 @@ def list_models(
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
-    from rich.console import Console
+    headers = {"name": "name", "architecture": "architecture", "sample_rate": "rate (Hz)", "cached": "cached"}
+    headers["license"] = "license"
+    _print_table("Pretrained models (weights.toml)", "`tse models info NAME` tells more", headers, rows)
+
+
+def _list_architectures(as_json: bool) -> None:
+    from tse_cli.models import ARCHITECTURES
+    from tse_cli.train.tasks import family_of
+
+    rows = [
+        {
+            "architecture": name,
+            "sample_rate": entry.sample_rate,
+            "clue": entry.clue_kind,
+            "max_classes": entry.max_classes,
+            "trainable": family_of(name) is not None,
+            "arguments": entry.defaults,
+        }
+        for name, entry in sorted(ARCHITECTURES.items())
+    ]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        row["max_classes"] = "no limit" if row["max_classes"] is None else row["max_classes"]
+        row["trainable"] = "yes" if row["trainable"] else "no (load published weights)"
+    headers = {"architecture": "architecture", "sample_rate": "rate (Hz)", "clue": "clue"}
+    headers |= {"max_classes": "classes at once", "trainable": "tse train"}
+    for row in rows:
+        row["arguments"] = ", ".join(f"{k}={v}" for k, v in row["arguments"].items()) or "as published"
+    _print_table("Architectures", "`tse models info ARCH` tells more", headers, rows, last="arguments")
+
+
+def _print_table(
+    title: str, caption: str, headers: dict[str, str], rows: list[dict[str, Any]], last: str = "description"
+) -> None:
+    """Rows as a table on stdout: the `headers` columns keep their width, a last column (`last`) gives way."""
     from rich.table import Table
 
-    table = Table(title="Pretrained models (weights.toml)", caption="`tse models info NAME` tells more")
-    headers = ("name", "architecture", "rate (Hz)", "cached")  # licence and more: `tse models info NAME`
-    cells = [[str(row[k]) for k in ("name", "architecture", "sample_rate", "cached", "description")] for row in rows]
-    for i, column in enumerate(headers):  # short columns keep their width; the description gives way
+    from tse_cli import console
+
+    table = Table(title=title, caption=caption)
+    cells = [[str(row[key]) for key in headers] for row in rows]
+    for i, column in enumerate(headers.values()):
         table.add_column(column, no_wrap=True, min_width=max(len(column), *(len(c[i]) for c in cells)))
-    table.add_column("description", no_wrap=True, overflow="ellipsis", max_width=48)
-    for row in cells:
-        table.add_row(*row)
-    Console().print(table)
+    table.add_column(last, no_wrap=True, overflow="ellipsis", max_width=48)
+    for row, values in zip(rows, cells, strict=True):
+        table.add_row(*values, str(row[last]))
+    console.out().print(table)
 
 
 @models_app.command("download")
@@ -102,15 +149,16 @@ def info(
     if as_json:
         typer.echo(json.dumps(details, indent=2))
         return
-    from rich.console import Console
     from rich.table import Table
+
+    from tse_cli import console
 
     table = Table(title=f"tse model {name}", show_header=False)
     table.add_column("field", no_wrap=True)
     table.add_column("value", overflow="fold")
     for key, value in details.items():
         table.add_row(key.replace("_", " "), _cell(value))
-    Console().print(table)
+    console.out().print(table)
 
 
 def _cell(value: Any) -> str:

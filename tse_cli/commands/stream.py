@@ -117,8 +117,10 @@ def stream(
     if not indices:
         raise fail("give at least one --class (`tse classes` lists them)", code=2)
 
+    from tse_cli import console
     from tse_cli.devices import DeviceError, resolve_device
     from tse_cli.models.protocol import model_kind
+    from tse_cli.runinfo import report_run
 
     try:
         torch_device = resolve_device(device)
@@ -132,6 +134,10 @@ def stream(
             _refuse_window_model(spec, registered)
         net = load_model_or_exit(spec, str(torch_device), indices, default=not (model or checkpoint))
         _refuse_window_model(spec, model_kind(net) == "stream")
+        if verbose:  # `tse stream -v` is `tse -v stream`: what it runs with, then latency and RTF
+            console.set_verbose(True)
+        verbose = console.verbose()
+        report_run(net, torch_device, spec=spec)
         for name, fd, advice in (("stdin", 0, "pipe audio in"), ("stdout", 1, "redirect it to a file or a player")):
             if os.isatty(fd):
                 raise fail(f"{name} is a terminal; {advice}", code=2)

@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from tse_cli.commands import fail
+from tse_cli.commands import VERBOSE_OPTION, fail
 
 
 def register(app: typer.Typer) -> None:
@@ -16,33 +16,49 @@ def register(app: typer.Typer) -> None:
 
 
 def train(
-    arch: str = typer.Argument(..., help="Architecture, e.g. wavemamba-small (`tse models list`)."),
-    data: Path = typer.Option(None, "--data", "-d", help="Data folder made by `tse mix` (train and val splits)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Run folder: train.json, metrics.jsonl, last/, best/."),
-    config_file: Path = typer.Option(None, "--config", help="JSON or TOML file of settings (e.g. a run's train.json)."),
+    arch: str = typer.Argument(..., help="Architecture, e.g. wavemamba-small (`tse models list --architectures`)."),
+    data: Path = typer.Option(
+        None, "--data", "-d", metavar="DIR", help="Data folder made by `tse mix` (train and val splits)."
+    ),
+    out: Path = typer.Option(
+        ..., "--out", "-o", metavar="DIR", help="Run folder: train.json, metrics.jsonl, last/, best/."
+    ),
+    config_file: Path = typer.Option(
+        None, "--config", metavar="FILE", help="JSON or TOML file of settings (e.g. a run's train.json)."
+    ),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Start afresh in a folder that holds a run, moving that run to OUT/previous/ first."
     ),
-    epochs: int = typer.Option(None, help="Epochs (default 150)."),
-    max_steps: int = typer.Option(None, help="Stop after this many optimizer steps (default: no limit)."),
-    batch_size: int = typer.Option(None, help="Examples per step and process (default 16)."),
-    lr: float = typer.Option(None, help="Learning rate (default 5e-4); with --resume, the new rate from there on."),
-    grad_clip: float = typer.Option(None, help="Max gradient norm, 0 = off (default 0.5)."),
-    seed: int = typer.Option(None, help="Random seed (default 0)."),
-    num_workers: int = typer.Option(None, help="Data-loading processes per training process (default 2)."),
-    save_every: int = typer.Option(None, help="Steps between checkpoints in RUN/last (default 1000)."),
+    epochs: int = typer.Option(None, metavar="N", help="Epochs (default 150)."),
+    max_steps: int = typer.Option(None, metavar="N", help="Stop after this many optimizer steps (default: no limit)."),
+    batch_size: int = typer.Option(None, metavar="N", help="Examples per step and process (default 16)."),
+    lr: float = typer.Option(
+        None, metavar="RATE", help="Learning rate (default 5e-4); with --resume, the new rate from there on."
+    ),
+    grad_clip: float = typer.Option(None, metavar="NORM", help="Max gradient norm, 0 = off (default 0.5)."),
+    seed: int = typer.Option(None, metavar="N", help="Random seed (default 0)."),
+    num_workers: int = typer.Option(None, metavar="N", help="Data-loading processes per training process (default 2)."),
+    save_every: int = typer.Option(None, metavar="STEPS", help="Steps between checkpoints in RUN/last (default 1000)."),
     device: str = typer.Option(None, help="auto | cpu | cuda | cuda:N (default auto)."),
     model_arg: list[str] = typer.Option(
-        None, "--model-arg", "-m", help="Model constructor override NAME=VALUE, e.g. enc_dim=128 (repeatable)."
+        None,
+        "--model-arg",
+        "-a",
+        metavar="NAME=VALUE",
+        help="Model constructor override, e.g. enc_dim=128 (repeatable).",
+    ),
+    old_model_arg: list[str] = typer.Option(
+        None, "-m", hidden=True, help="Deprecated spelling of --model-arg (-m is --model in every other command)."
     ),
     task_arg: list[str] = typer.Option(
-        None, "--task-arg", "-t", help="Family option NAME=VALUE, e.g. crop_seconds=2 (repeatable)."
+        None, "--task-arg", "-t", metavar="NAME=VALUE", help="Family option, e.g. crop_seconds=2 (repeatable)."
     ),
     set_: list[str] = typer.Option(
-        None, "--set", help="Any other setting NAME=VALUE, e.g. fixed_epochs=10 (see docs/training.md)."
+        None, "--set", metavar="NAME=VALUE", help="Any other setting, e.g. fixed_epochs=10 (see docs/training.md)."
     ),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display (errors only)."),
+    verbose: bool = VERBOSE_OPTION,
 ) -> None:
     """Train ARCH on a `tse mix` data folder; the paper's hyper-parameters unless overridden.
 
@@ -51,13 +67,12 @@ def train(
     or --overwrite is given. Ctrl-C, SIGTERM or SIGHUP stop after the current step, saving OUT/last (exit 130,
     143, 129); a second one stops at once. Exit 2: bad settings or folder; 1: training failed.
     """
-    from rich.console import Console
+    from tse_cli import console, signals
 
-    from tse_cli import signals
-
-    console = Console(stderr=True)
     if resume and overwrite:
         raise fail("--resume and --overwrite exclude each other", code=2)
+    if old_model_arg:
+        console.warn("-m for --model-arg is deprecated (-m means --model elsewhere); write -a or --model-arg")
     with signals.exit_at_once():  # start-up (torch importing, the checks): nothing to save or clean up yet
         try:
             config = _resolve(
@@ -78,13 +93,17 @@ def train(
                     "save_every": save_every,
                     "device": device,
                 },
-                model_arg or [],
+                [*(old_model_arg or []), *(model_arg or [])],
                 task_arg or [],
                 set_ or [],
             )
+            _check(config)
         except ValueError as err:
             raise fail(str(err), code=2) from None
-        _run(config, resume, overwrite, resume and lr is not None, quiet, console)
+        if resume and (finished := _finished(config)):
+            console.note(f"nothing to do: the run in {config.out} {finished}")
+            return
+        _run(config, resume, overwrite, resume and lr is not None, quiet)
 
 
 def _resolve(
@@ -133,65 +152,119 @@ def _resolve(
     return config
 
 
-def _run(config: Any, resume: bool, overwrite: bool, reset_lr: bool, quiet: bool, console: Any) -> None:
-    """Train with a rich progress display on rank 0 (shown from the first epoch on, so that errors found while
+def _check(config: Any) -> None:
+    """Usage checks that need no data: the device, the family options and the model arguments (ValueError)."""
+    from tse_cli.runinfo import report_run
+    from tse_cli.train.loop import pick_device, task_options
+    from tse_cli.train.run_folder import LAST
+    from tse_cli.train.tasks import get_task
+
+    device = pick_device(config.device)
+    task_options(get_task(config.arch), config.task)
+    model = _meta_model(config.arch, config.model_args)
+    weights = Path(config.out) / LAST / "model.safetensors"
+    report_run(model, device, spec=config.arch, weights=weights if weights.is_file() else None)
+
+
+def _meta_model(arch: str, model_args: dict[str, Any]) -> Any:
+    """`arch` built with `model_args` on the meta device (no memory); a bad argument is a ValueError."""
+    import torch
+
+    from tse_cli.models import create
+
+    with torch.device("meta"):
+        return create(arch, **model_args)
+
+
+def _finished(config: Any) -> str | None:
+    """Why a run folder's last checkpoint needs no more training (max_steps or epochs reached), else None."""
+    from tse_cli.checkpoint import CheckpointError, read_config
+    from tse_cli.train.run_folder import LAST
+
+    try:
+        done = read_config(Path(config.out) / LAST).get("training", {})
+    except CheckpointError:
+        return None  # no checkpoint yet: training says what is wrong
+    step, epoch = done.get("step", 0), done.get("epoch", 0)
+    if config.max_steps and step >= config.max_steps:
+        return f"already reached max_steps {config.max_steps} (step {step}); raise --max-steps to train on"
+    if epoch >= config.epochs:
+        return f"already trained {epoch} epochs (--epochs {config.epochs}); raise --epochs to train on"
+    return None
+
+
+class _TrainProgress:
+    """The `progress(event, **values)` callback of `tse_cli.train.loop.train`: a phase per epoch (steps, the
+    running mean loss and the learning rate) and per validation (examples), and a note when a signal asks training
+    to stop, through `tse_cli.console`."""
+
+    def __init__(self, display: Any, epochs: int, out: str) -> None:
+        self.display, self.epochs, self.out = display, epochs, out
+        self.phase: Any = None
+        self.losses: list[float] = []
+
+    def __call__(self, event: str, **values: Any) -> None:
+        if event == "epoch":
+            self._end()
+            self.losses = []
+            label = f"epoch {values['epoch'] + 1}/{self.epochs}"
+            self.phase = self.display.phase(label, total=values["batches"], unit="steps", completed=values["done"])
+        elif event == "step":
+            self.losses.append(values["loss"])
+            mean = sum(self.losses) / len(self.losses)
+            self.phase.advance(1, info=f"loss {mean:.3f}, lr {values['lr']:.1e}")
+        elif event == "validating":
+            self._end()
+            self.phase = self.display.phase("validation", total=values["examples"], unit="examples")
+        elif event == "validated":
+            self.phase.advance(values["examples"])
+        elif event == "val":
+            self._end(f"SI-SNRi {values['si_snri']:.2f} dB, SNRi {values['snri']:.2f} dB")
+        elif event == "signal":
+            import signal
+
+            from tse_cli import console
+            from tse_cli.train.run_folder import LAST
+
+            name = signal.Signals(values["signum"]).name
+            console.note(f"{name}: stopping after this step, saving {self.out}/{LAST} (again: stop at once)")
+
+    def _end(self, info: str | None = None) -> None:
+        if self.phase is not None:
+            self.phase.done(info)
+            self.phase = None
+
+
+def _run(config: Any, resume: bool, overwrite: bool, reset_lr: bool, quiet: bool) -> None:
+    """Train with progress on rank 0 (`tse_cli.console`; shown from the first epoch on, so that errors found while
     checking print as one line); errors: exit code 2 for the settings, data or run folder (nothing was written),
     1 for a failed run, 128 + N for signal N (see `tse_cli.signals`)."""
     import os
-    import signal
 
-    from rich.markup import escape
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from tse_cli import signals
+    from tse_cli import console, signals
     from tse_cli.errors import os_reason
     from tse_cli.train.loop import TrainingError, train
     from tse_cli.train.run_folder import LAST, RunFolderError
 
     show = not quiet and os.environ.get("RANK", "0") == "0"
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    bar = Progress(*columns, TextColumn("{task.fields[info]}"), console=console, disable=not show)
-    bar_id = bar.add_task("", total=None, info="")
-
-    def progress(event: str, **values: Any) -> None:
-        if event == "epoch":
-            bar.start()
-            bar.reset(bar_id, total=values["batches"], completed=values["done"])
-            bar.update(bar_id, description=f"epoch {values['epoch'] + 1}/{config.epochs}")
-        elif event == "step":
-            bar.update(bar_id, advance=1, info=f"loss {values['loss']:.3f}  lr {values['lr']:.1e}")
-        elif event == "val" and show:
-            bar.console.print(
-                f"validation: SI-SNRi {values['si_snri']:.2f} dB, SNRi {values['snri']:.2f} dB", highlight=False
-            )
-        elif event == "signal":
-            name = signal.Signals(values["signum"]).name
-            console.print(f"{name}: stopping after this step, saving {config.out}/{LAST} (again: stop at once)")
-
-    def error(message: str, code: int) -> typer.Exit:
-        bar.stop()  # the line goes below the bar
-        console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
-        return typer.Exit(code)
-
     try:
-        result = train(config, resume, progress, reset_lr, overwrite, stop_on_signal=True)
+        with console.progress(quiet=not show) as display:
+            progress = _TrainProgress(display, config.epochs, config.out)
+            result = train(config, resume, progress, reset_lr, overwrite, stop_on_signal=True)
     except (RunFolderError, ValueError) as err:  # settings, data, model sizes, the folder: nothing was written
-        raise error(str(err), 2) from None
+        raise fail(str(err), code=2) from None
     except TrainingError as err:
-        raise error(str(err), 1) from None
+        raise fail(str(err)) from None
     except signals.Interrupted as err:
         kept = _kept(Path(config.out) / LAST)
-        raise error(f"interrupted by {signals.describe(err)}: {kept}", signals.exit_code(err)) from None
+        raise fail(f"interrupted by {signals.describe(err)}: {kept}", signals.exit_code(err)) from None
     except OSError as err:
         where = err.filename or config.out
-        raise error(f"{where}: cannot write the run ({os_reason(err)}); {_kept(Path(config.out) / LAST)}", 1) from None
-    finally:
-        bar.stop()
+        raise fail(f"{where}: cannot write the run ({os_reason(err)}); {_kept(Path(config.out) / LAST)}") from None
     if show:
-        console.print(
+        console.note(
             f"done: {result['step']} steps, best validation SI-SNRi {result['best_si_snri']:.2f} dB; "
-            f"checkpoints in {config.out}/best and {config.out}/last",
-            highlight=False,
+            f"checkpoints in {config.out}/best and {config.out}/last"
         )
 
 

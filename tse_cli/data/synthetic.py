@@ -14,13 +14,20 @@ Layout written under `out` (see `tse_cli.data.sources`)::
     out/fsd/FSDKaggle2018.meta/{train_post_competition,test_post_competition_scoring_clips}.csv
     out/tau/TAU-urban-acoustic-scenes-2019-development/{audio/*.wav, meta.csv, evaluation_setup/fold1_*.csv}
     out/tau/TAU-urban-acoustic-scenes-2019-evaluation/{audio/<n>.wav, evaluation_setup/fold1_test.csv}
+    out/synthetic.json                                          the seed and sizes (written first)
+
+A folder is written with one set of settings: rerunning with the same seed and sizes rewrites the same bytes
+(finishing an interrupted run); other settings, or `fsd`/`tau` folders that no synthetic.json describes, are
+refused (`CorpusError`), as `tse mix` refuses to mix another recipe into a set.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import io
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +38,7 @@ from tse_cli.classes import FSD_CLASSES
 from tse_cli.data.sources import FSD_AUDIO, FSD_CSV, FSD_META, TAU_DIRS
 from tse_cli.data.wavio import write_wav
 
+RECORD = "synthetic.json"
 FSD_RATE = 44100
 TAU_RATE = 48000
 SCENES = (
@@ -178,12 +186,46 @@ def _csv(header: list[str], rows: list[list[str]], delimiter: str = ",") -> str:
     return buf.getvalue()
 
 
+class CorpusError(ValueError):
+    """A folder that already holds a corpus of other settings (or other FSD/TAU trees); names the folder."""
+
+
+def _settings(size: SyntheticSize, seed: int) -> dict:
+    return {"seed": seed, **dataclasses.asdict(size)}
+
+
+def check_folder(out: str | Path, size: SyntheticSize, seed: int) -> None:
+    """Raise `CorpusError` unless `out` is new, empty of corpus trees, or a corpus of the same settings."""
+    out = Path(out)
+    record = out / RECORD
+    if record.is_file():
+        try:
+            found = json.loads(record.read_text())
+        except (OSError, ValueError) as err:
+            raise CorpusError(f"{record}: unreadable ({err}); use another folder") from None
+        wanted = _settings(size, seed)
+        if found != wanted:
+            diff = ", ".join(f"{k} {found.get(k)!r} (now {v!r})" for k, v in wanted.items() if found.get(k) != v)
+            raise CorpusError(
+                f"{out}: holds a synthetic corpus made with other settings: {diff}; rerun with the same settings "
+                "or use another folder"
+            )
+        return
+    taken = [out / name for name in ("fsd", "tau") if (out / name).exists()]
+    if taken:
+        raise CorpusError(f"{taken[0]}: exists and is not a synthetic corpus written by tse (use another folder)")
+
+
 def write_corpus(out: str | Path, size: SyntheticSize = SyntheticSize(), seed: int = 0, progress=None) -> dict:
     """Write the synthetic FSD + TAU trees under `out` (`out/fsd`, `out/tau`); returns counts per part.
 
-    Deterministic for a given (`size`, `seed`). `progress(n)` is called after each file written.
+    Deterministic for a given (`size`, `seed`). `progress(n)` is called after each file written. Raises
+    `CorpusError` (before writing anything) when `out` holds a corpus of other settings (`check_folder`).
     """
     out = Path(out)
+    check_folder(out, size, seed)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / RECORD, json.dumps(_settings(size, seed), indent=1) + "\n")
     fsd, tau = out / "fsd", out / "tau"
     (fsd / FSD_META).mkdir(parents=True, exist_ok=True)
     counts = {}

@@ -1,4 +1,9 @@
-"""`tse demo`: a fresh synthetic scene, the embedded demo model's estimate of one class, and how good it is.
+"""`tse demo`: a synthetic scene, the embedded demo model's estimate of one class, and how good it is.
+
+The default scene is always the same (seed `DEFAULT_SEED`), so `make demo` gives one result everywhere; `--seed N`
+draws others. Seed 9 was picked as a typical scene: over seeds 0-29 this model's SI-SNRi ranges from -3.9 to
++23.0 dB (mean 7.3, median 6.4), and seed 9 gives 7.0 dB, next to the held-out mean of its model card (6.16 dB
+over 64 test scenes), which the demo prints beside the scene's figure.
 
 The scene follows the recipe the demo model was trained on (`tse mix --recipe waveformer` over the
 `tse mix --synthetic` corpus, see `tse_cli/assets/demo/MODEL_CARD.md`): 6 s at 44.1 kHz, a synthetic ambience
@@ -8,12 +13,15 @@ the model saw). Nothing is downloaded.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import re
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from tse_cli.atomic import write_text
 from tse_cli.classes import FSD_CLASSES, NUM_CLASSES, class_index, multi_hot
 from tse_cli.data.wavio import write_wav
 from tse_cli.train.metrics import separation_metrics
@@ -24,6 +32,15 @@ SECONDS = 6.0
 REF_LUFS = -50.0
 EVENTS = 3
 SNR_DB = (15.0, 25.0)
+DEFAULT_SEED = 9
+RECORD = "demo.json"  # what a demo run wrote: marks the folder as a demo's, which a rerun may replace
+OUTPUTS = ("mixture.wav", "reference.wav", "estimate.wav", "spectrograms.png", RECORD)
+CARD = "MODEL_CARD.md"
+_CARD_RESULT = re.compile(r"^\|\s*held-out result\s*\|(.+)\|\s*$", re.MULTILINE)
+
+
+class DemoFolderError(ValueError):
+    """An output folder `tse demo` would not write into without --overwrite."""
 
 
 @dataclass
@@ -37,6 +54,37 @@ class DemoResult:
     si_snri: float
     snri: float
     files: dict[str, Path]
+    card: str | None = None  # the model card's held-out result, when the checkpoint has a card
+    replaced: bool = False  # whether a previous demo's files in the folder were replaced
+
+
+def card_result(checkpoint: str | Path | None) -> str | None:
+    """The "held-out result" row of the MODEL_CARD.md in a checkpoint directory (markdown emphasis removed), or
+    None when there is no card or no such row."""
+    path = Path(checkpoint) / CARD if checkpoint is not None else None
+    if path is None or not path.is_file():
+        return None
+    match = _CARD_RESULT.search(path.read_text(encoding="utf-8"))
+    return " ".join(match.group(1).replace("**", "").split()) if match else None
+
+
+def check_folder(out: Path, overwrite: bool) -> bool:
+    """Whether `out` holds a previous demo (which may be replaced); raise `DemoFolderError` for a folder with
+    other content or demo file names that no demo wrote, unless `overwrite`. Only the demo's own files are ever
+    written, so --overwrite leaves anything else in the folder alone."""
+    if not out.exists():
+        return False
+    if not out.is_dir():
+        raise DemoFolderError(f"{out}: exists and is not a folder")
+    previous = (out / RECORD).is_file()
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in OUTPUTS or not previous)
+    if foreign and not overwrite:
+        shown = ", ".join(foreign[:3]) + (" ..." if len(foreign) > 3 else "")
+        raise DemoFolderError(
+            f"{out}: holds files tse demo did not write ({shown}); use another -o, or --overwrite to write "
+            f"{', '.join(OUTPUTS)} into it (nothing else is touched)"
+        )
+    return previous
 
 
 def make_scene(seed: int, target: str | None = None) -> tuple[np.ndarray, np.ndarray, str, list[str]]:
@@ -70,22 +118,31 @@ def make_scene(seed: int, target: str | None = None) -> tuple[np.ndarray, np.nda
     )
 
 
-def run_demo(out: str | Path, seed: int | None = None, target: str | None = None, model: str = "demo") -> DemoResult:
-    """Make a scene, extract its target with `model` (a registry name or checkpoint directory), write the files.
+def run_demo(
+    out: str | Path,
+    seed: int = DEFAULT_SEED,
+    target: str | None = None,
+    model: str = "demo",
+    overwrite: bool = False,
+) -> DemoResult:
+    """Make scene `seed`, extract its target with `model` (a registry name or checkpoint directory), write files.
 
-    Writes `mixture.wav`, `reference.wav`, `estimate.wav` (32-bit float, 44.1 kHz) and `spectrograms.png` into
-    `out`. `seed` None draws a fresh one (reported in the result, so a run can be repeated).
+    Writes `mixture.wav`, `reference.wav`, `estimate.wav` (32-bit float, 44.1 kHz), `spectrograms.png` and
+    `demo.json` (the scene and its metrics) into `out`, and nothing else; `check_folder` decides first whether
+    `out` may be written (`DemoFolderError`).
     """
+    from tse_cli.runinfo import report_run
     from tse_cli.weights import load_model
 
-    seed = int(np.random.default_rng().integers(2**31)) if seed is None else seed
+    out = Path(out)
+    replaced = check_folder(out, overwrite)
     net = load_model(model)
+    report_run(net, "cpu", spec=model)
     mixture, reference, label, others = make_scene(seed, target)
     query = torch.from_numpy(multi_hot([class_index(label)]))[None]
     with torch.inference_mode():
         estimate = net(torch.from_numpy(mixture)[None, None], query)[0, 0].float().numpy()
     metrics = separation_metrics(*(torch.from_numpy(x) for x in (estimate, mixture, reference)))
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     files = {name: out / f"{name}.wav" for name in ("mixture", "reference", "estimate")}
     for name, audio in zip(files, (mixture, reference, estimate), strict=True):
@@ -93,6 +150,11 @@ def run_demo(out: str | Path, seed: int | None = None, target: str | None = None
     panels = [(f"mixture: {label} + {' + '.join(others)}", mixture), (f"reference: {label}", reference)]
     panels.append((f"estimate: SI-SNRi {metrics['si_snri'].item():.1f} dB", estimate))
     files["spectrograms"] = spectrogram_png(out / "spectrograms.png", panels, RATE)
-    return DemoResult(
-        label, others, seed, metrics["si_snr"].item(), metrics["si_snri"].item(), metrics["snri"].item(), files
+    values = {k: metrics[k].item() for k in ("si_snr", "si_snri", "snri")}
+    result = DemoResult(
+        label, others, seed, **values, files=files, card=card_result(getattr(net, "checkpoint_dir", None))
     )
+    record = {k: v for k, v in asdict(result).items() if k not in ("files", "replaced")} | {"model": model}
+    write_text(out / RECORD, json.dumps(record, indent=1) + "\n")
+    result.files["record"], result.replaced = out / RECORD, replaced
+    return result

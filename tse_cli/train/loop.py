@@ -38,11 +38,11 @@ from tse_cli import signals
 from tse_cli.models import create
 from tse_cli.models.budget import TRAINING_COPIES, check_fits
 from tse_cli.train import run_folder
-from tse_cli.train.config import TrainConfig
+from tse_cli.train.config import ConfigError, TrainConfig
 from tse_cli.train.evaluation import evaluate, first, to_device
 from tse_cli.train.metrics import METRICS
 from tse_cli.train.run_folder import BEST, LAST, MetricsLog, RunState
-from tse_cli.train.tasks import Task, get_task
+from tse_cli.train.tasks import Task, check_rate, get_task
 
 
 class TrainingError(RuntimeError):
@@ -108,7 +108,7 @@ def _loader(
 def _optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
     kinds = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
     if config.optimizer not in kinds:
-        raise TrainingError(f"unknown optimizer {config.optimizer!r}; known: {', '.join(kinds)}")
+        raise ConfigError(f"optimizer: unknown {config.optimizer!r}; known: {', '.join(kinds)}")
     return kinds[config.optimizer](model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
 
@@ -116,7 +116,7 @@ def _scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer) -> Any:
     if config.scheduler == "none":
         return None
     if config.scheduler != "plateau":
-        raise TrainingError(f"unknown scheduler {config.scheduler!r}; known: plateau, none")
+        raise ConfigError(f"scheduler: unknown {config.scheduler!r}; known: plateau, none")
     return torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer,
         mode="max",
@@ -174,7 +174,7 @@ def task_options(task: Task, overrides: dict[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(overrides) - set(task.options))
     if unknown:
         known = ", ".join(task.options) or "none"
-        raise TrainingError(f"unknown option(s) {', '.join(unknown)} for {task.family}; known: {known}")
+        raise ConfigError(f"unknown option(s) {', '.join(unknown)} for {task.family}; known: {known}")
     return {**task.options, **overrides}
 
 
@@ -194,12 +194,13 @@ def train(
     sets the learning rate to `config.lr` from there on (a fine-tuning phase).
 
     `progress`, when given, is called as `progress(event, **values)` on rank 0 with events "epoch"
-    (epoch, batches), "step" (loss, lr), "val" (metrics), "signal" (signum) for a user interface. With
+    (epoch, batches, done), "step" (loss, lr), "validating" (examples: this process's count), "validated"
+    (examples: how many more were evaluated), "val" (metrics) and "signal" (signum) for a user interface. With
     `stop_on_signal`, SIGINT, SIGTERM or SIGHUP stop training after the current step or epoch end
     (`signals.stop_when_asked`; a second one exits at once): `last/` is saved, then `signals.Interrupted` is
     raised. Raises `TrainingError` (the last good checkpoint stays in `out/last`), `run_folder.RunFolderError`,
-    `tasks.DataError`, `config.ConfigError` or a ValueError (model arguments or size); none of them changes the
-    run folder.
+    `tasks.DataError` (a data set at another sample rate than the model's included), `config.ConfigError` or a
+    ValueError (model arguments or size); none of them changes the run folder.
     """
     out = Path(config.out)
     if not resume and not overwrite:
@@ -210,6 +211,7 @@ def train(
     options = task_options(task, config.task)
     root = Path(config.data)
     task.validate(root, (config.train_split, config.val_split))
+    check_rate(task, root, config.arch)
     check_fits(config.arch, config.model_args, device, copies=TRAINING_COPIES, origin="model_args")
 
     torch.manual_seed(config.seed)
@@ -246,7 +248,8 @@ def train(
 
     def validate() -> dict[str, float]:
         loader = _loader(task, val_set, config, val_sampler, config.seed, train=False)
-        records = evaluate(model, task, loader, options, device)
+        notify("validating", examples=len(val_sampler))
+        records = evaluate(model, task, loader, options, device, lambda n: notify("validated", examples=n))
         records = [r for r in records if all(math.isfinite(r[k]) for k in METRICS)]  # silent targets give inf
         sums = torch.tensor(
             [len(records)] + [sum(r[k] for r in records) for k in METRICS],

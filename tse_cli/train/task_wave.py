@@ -30,7 +30,7 @@ from tse_cli.classes import FSD_CLASSES
 from tse_cli.resample import resample
 from tse_cli.train.losses import snr_sisnr_loss
 from tse_cli.train.metrics import separation_metrics
-from tse_cli.train.tasks import EpochSet, Task, check_splits, concat_metrics, uniform_groups, unwrap
+from tse_cli.train.tasks import EpochSet, Task, check_splits, concat_metrics, set_rate, uniform_groups, unwrap
 
 
 class WaveSet(EpochSet):
@@ -99,6 +99,9 @@ class WaveTask(Task):
         from tse_cli.data.sets import validate_set
 
         check_splits(root, splits, validate_set, (ValueError, FileNotFoundError))
+
+    def data_rate(self, root: Path) -> int:
+        return set_rate(root)
 
     def dataset(self, root: Path, split: str, options: dict[str, Any], train: bool, seed: int = 0) -> Dataset:
         return WaveSet(root, split, options, train, seed)

@@ -14,6 +14,9 @@ same layout):
 
 - `validate(root, splits)`: is the folder usable for these splits? Raise `DataError` with a one-line message
   naming the file/folder and the problem; the loop calls it before building anything.
+- `data_rate(root)`: the sample rate of the folder's audio (Hz), or None when `validate` already guarantees the
+  family's rate; training refuses a folder at another rate than the architecture's (`check_rate`), while
+  evaluation may resample.
 - `dataset(root, split, options, train)`: a map-style `torch.utils.data.Dataset` whose items are dicts of
   tensors (see "Batches"). Training items may be random (crops, sampled queries); they must then draw from
   `example_rng(seed, epoch, index)` so that a run is reproducible and `--resume` replays it exactly. The loop
@@ -107,6 +110,10 @@ class Task(ABC):
     def validate(self, root: Path, splits: tuple[str, ...]) -> None:
         """Raise `DataError` unless `root` holds usable data for every split in `splits`."""
 
+    def data_rate(self, root: Path) -> int | None:
+        """The sample rate (Hz) of the audio in `root`, None when `validate` already checks it."""
+        return None
+
     @abstractmethod
     def dataset(self, root: Path, split: str, options: dict[str, Any], train: bool, seed: int = 0) -> Dataset:
         """A map-style dataset of item dicts (see "Batches") for one split."""
@@ -156,6 +163,27 @@ def pad_collate(items: list[dict[str, Any]]) -> dict[str, Any]:
             batch[key] = values
     batch["length"] = torch.tensor(lengths, dtype=torch.int64)
     return batch
+
+
+def set_rate(root: Path) -> int:
+    """The sample rate (Hz) of a `tse mix` set of either recipe (its recipe.json, else the recipe's default)."""
+    from tse_cli.data.sets import detect_recipe, sample_rate
+
+    return sample_rate(root, detect_recipe(root))
+
+
+def check_rate(task: Task, root: Path, arch: str) -> None:
+    """Raise `DataError` when the audio in `root` is not at architecture `arch`'s sample rate (training only:
+    a model trained on audio at another rate would learn the wrong band, silently)."""
+    from tse_cli.models import architecture
+
+    rate, wanted = task.data_rate(root), architecture(arch).sample_rate
+    if rate is not None and rate != wanted:
+        recipe = "waveformer" if wanted == 44100 else "dpm-tse"
+        raise DataError(
+            f"{root}: audio at {rate} Hz, but {arch} works at {wanted} Hz; train it on a set at its rate "
+            f"(e.g. `tse mix --recipe {recipe}`)"
+        )
 
 
 def family_of(arch: str) -> str | None:
