@@ -113,12 +113,11 @@ def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_registry_entry_converts_once_and_works_offline(
-    official: Path, hub_env, fake_hub: FakeHub, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-):
+def serve_published(official: Path, fake_hub: FakeHub, registry: Path) -> Path:
+    """A registry `tiny-waveformer` of the fixture's published files, served by the fake hub: the checkpoint at
+    a plain URL, the config in a Hub repo."""
     ckpt = fake_hub.add_url("wf/default_ckpt.pt", (official / "checkpoint.pt").read_bytes())
     config = fake_hub.add_hub_file("authors/waveformer", "default_config.json", (official / "config.json").read_bytes())
-    registry = tmp_path / "reg.toml"
     registry.write_text(
         f"""[tiny-waveformer]
 description = "the authors' tiny fixture"
@@ -131,7 +130,13 @@ files.checkpoint_path = {{ source = "{ckpt}", sha256 = "{sha(official / "checkpo
 files.config_path = {{ source = "{config}", sha256 = "{sha(official / "config.json")}" }}
 """
     )
-    monkeypatch.setenv("TSE_REGISTRY", str(registry))
+    return registry
+
+
+def test_registry_entry_converts_once_and_works_offline(
+    official: Path, hub_env, fake_hub: FakeHub, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+):
+    monkeypatch.setenv("TSE_REGISTRY", str(serve_published(official, fake_hub, tmp_path / "reg.toml")))
     from tse_cli.model_info import describe
 
     assert "parameters" not in describe("tiny-waveformer"), "no size before its config is here"

@@ -6,6 +6,10 @@ an interrupted run leaves the old file (or none) in place. Temporary names are t
 
     .<name>.tse-<pid>-<8 hex digits>.part      beside <name>: a file being written, or a folder being assembled
 
+Permissions follow the umask like any other tool's: files are created 0o666 & ~umask and folders 0o777 & ~umask
+(never owner-only, as `tempfile.mkstemp`/`mkdtemp` would make them); a file that a library writes by path with its
+own mode (safetensors writes 0o600) is set right by `follow_umask`.
+
 `remove_stale(folder)` deletes the ones whose process is gone (killed, crashed, or the machine rebooted), and
 nothing else: neither other programs' files nor the temporaries of a tse still running (pids are checked on
 this machine only, so a folder shared over the network with a tse running elsewhere should not be cleaned).
@@ -28,6 +32,21 @@ from tse_cli.crashpoints import crash_point
 TEMP_SUFFIX = ".part"
 _TEMP_NAME = re.compile(r"^\..+\.tse-(\d+)-[0-9a-f]{8}\.part$", re.DOTALL)
 _NAME_BYTES = 200  # of the destination's name kept in a temporary's (file names are limited to 255 bytes)
+
+
+def umask() -> int:
+    """The process's umask (read from /proc on Linux; elsewhere set and restored, which races with other threads
+    creating files at that instant)."""
+    with contextlib.suppress(OSError, ValueError, StopIteration), open("/proc/self/status") as status:
+        return int(next(line for line in status if line.startswith("Umask:")).split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def follow_umask(path: str | Path) -> None:
+    """Give a file written by a library with a mode of its own the ordinary mode 0o666 & ~umask."""
+    os.chmod(path, 0o666 & ~umask())
 
 
 def temp_owner(name: str) -> int | None:

@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_model, save_model
 from torch import nn
 
-from tse_cli.atomic import atomic_dir
+from tse_cli.atomic import atomic_dir, follow_umask
 from tse_cli.classes import FSD_CLASSES
 
 FORMAT = "tse-checkpoint"
@@ -40,6 +40,7 @@ def write_checkpoint(model: nn.Module, directory: Path, extra: dict[str, Any] | 
     }
     (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     save_model(model, str(directory / "model.safetensors"))
+    follow_umask(directory / "model.safetensors")  # safetensors writes 0o600
 
 
 def save_checkpoint(model: nn.Module, directory: str | Path, extra: dict[str, Any] | None = None) -> Path:

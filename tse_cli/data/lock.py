@@ -22,7 +22,7 @@ class FolderLock:
     def __enter__(self) -> FolderLock:
         for _ in range(2):
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
             except FileExistsError:
                 try:
                     pid = int(self.path.read_text().strip() or 0)

@@ -15,6 +15,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from tse_cli.atomic import follow_umask
+
 TENSORS = "training_state.safetensors"
 STRUCTURE = "training_state.json"
 
@@ -51,6 +53,7 @@ def save_state(state: dict[str, Any], directory: str | Path) -> None:
     tensors: dict[str, torch.Tensor] = {}
     structure = _split(state, "state", tensors)
     save_file(tensors, str(Path(directory) / TENSORS))
+    follow_umask(Path(directory) / TENSORS)  # safetensors writes 0o600
     (Path(directory) / STRUCTURE).write_text(json.dumps(structure) + "\n")
 
 
