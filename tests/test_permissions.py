@@ -94,7 +94,9 @@ def test_mix_and_extract_outputs_are_readable(tmp_path: Path):
     audio = tmp_path / "in" / "a.wav"
     audio.parent.mkdir()
     sf.write(audio, (0.1 * np.random.default_rng(0).standard_normal(4410)).astype(np.float32), 44100)
-    extracted = runner.invoke(app, ["extract", str(audio.parent), "-c", "Bark", "-O", str(tmp_path / "out"), "-q"])
+    extracted = runner.invoke(
+        app, ["extract", str(audio.parent), "-c", "Bark", "-m", "demo", "-O", str(tmp_path / "out"), "-q"]
+    )
     assert extracted.exit_code == 0, extracted.output
     assert_ordinary(tmp_path / "out")
 

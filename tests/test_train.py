@@ -171,9 +171,9 @@ def test_cli_trains_saves_its_config_and_refuses_to_overwrite(scene_set: Path, t
         ("missing_event", ".wav: missing"),
         ("bad_setting", "unknown training setting 'learning_rate'"),
         ("bad_task_arg", "unknown option(s) crop for"),
-        ("bad_model_arg", "--model-arg: Waveformer.__init__() got an unexpected keyword argument 'width'"),
+        ("bad_model_arg", "waveformer-small: unknown argument(s) width; known: label_len"),
         ("bad_device", "cuda:7"),
-        ("bad_optimizer", "optimizer: unknown 'sgd'"),
+        ("bad_optimizer", "optimizer: must be one of adam, adamw, got 'sgd'"),
     ],
 )
 def test_bad_data_and_settings_fail_before_training(tmp_path: Path, breakage: str, message: str) -> None:
