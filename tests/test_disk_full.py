@@ -31,7 +31,7 @@ def test_the_errno_behind_a_library_error_is_named():
 def test_training_on_a_full_disk_says_so(tmp_path: Path, full_disk: Path):
     data = write_scene_set(tmp_path / "set", {"train": 4, "val": 1})
     args = ["train", "waveformer-small", "--data", str(data), "-o", str(full_disk / "run"), "--max-steps", "2"]
-    args += [a for k, v in MODEL_ARGS.items() for a in ("-m", f"{k}={v}")] + ["--batch-size", "2", "-q"]
+    args += [a for k, v in MODEL_ARGS.items() for a in ("-a", f"{k}={v}")] + ["--batch-size", "2", "-q"]
     result = CliRunner().invoke(app, [*args, "--num-workers", "0"])
     assert result.exit_code == 1, result.output
     (line,) = result.stderr.strip().splitlines()

@@ -23,7 +23,7 @@ def torchrun(*args: str) -> subprocess.CompletedProcess:
 def test_two_gloo_processes_train_and_checkpoint(tmp_path: Path) -> None:
     data = write_scene_set(tmp_path / "set", {"train": 8, "val": 2})
     run = tmp_path / "run"
-    model_args = [arg for k, v in MODEL_ARGS.items() for arg in ("-m", f"{k}={v}")]
+    model_args = [arg for k, v in MODEL_ARGS.items() for arg in ("-a", f"{k}={v}")]
     args = ["train", "waveformer-small", "--data", str(data), "-o", str(run), "--batch-size", "2", "-q"]
     args += ["--num-workers", "0", "--save-every", "3", "--set", "log_every=1", "--max-steps", "5", *model_args]
     result = torchrun(*args)

@@ -30,7 +30,7 @@ FORKS.set_forkserver_preload(
     ["tse_cli.cli", "tse_cli.train.loop", "tse_cli.train.task_wave", "torch._dynamo", "torchaudio", "typer._adapters"]
     + ["rich.progress"]
 )
-MODEL_ARGS = [arg for name, value in TINY_ARGS.items() for arg in ("-m", f"{name}={value}")]
+MODEL_ARGS = [arg for name, value in TINY_ARGS.items() for arg in ("-a", f"{name}={value}")]
 SETTINGS = ["--batch-size", "2", "--num-workers", "0", "--lr", "3e-3", "--save-every", "3", "--epochs", "100"]
 SETTINGS += ["--set", "fixed_epochs=1", "--set", "log_every=1", "-q"]
 
@@ -150,8 +150,8 @@ def test_an_old_run_is_refused_kept_by_overwrite_and_never_mixed(data: Path, who
 
 BAD = [
     (["--batch-size", "0"], "batch_size: must be at least 1, got 0"),
-    (["-m", "bogus=1"], "unknown argument(s) bogus"),
-    (["-m", "enc_dim=4000000"], "check its sizes"),
+    (["-a", "bogus=1"], "unknown argument(s) bogus"),
+    (["-a", "enc_dim=4000000"], "check its sizes"),
     (["--set", "log_every=0"], "log_every: must be at least 1"),
     (["--lr", "nan"], "lr: must be a finite number"),
 ]

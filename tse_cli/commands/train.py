@@ -153,7 +153,9 @@ def _resolve(
 
 
 def _check(config: Any) -> None:
-    """Usage checks that need no data: the device, the family options and the model arguments (ValueError)."""
+    """Usage checks that need no data (ValueError): the device, the family options, the model arguments and
+    whether the model fits this machine (also for a finished run, which is then left alone)."""
+    from tse_cli.models.budget import TRAINING_COPIES, check_fits
     from tse_cli.runinfo import report_run
     from tse_cli.train.loop import pick_device, task_options
     from tse_cli.train.run_folder import LAST
@@ -161,6 +163,7 @@ def _check(config: Any) -> None:
 
     device = pick_device(config.device)
     task_options(get_task(config.arch), config.task)
+    check_fits(config.arch, config.model_args, device, copies=TRAINING_COPIES, origin="model_args")
     model = _meta_model(config.arch, config.model_args)
     weights = Path(config.out) / LAST / "model.safetensors"
     report_run(model, device, spec=config.arch, weights=weights if weights.is_file() else None)
