@@ -15,8 +15,9 @@ from typing import Any
 from tse_cli import console
 
 
-def scan_backend(net: Any, device: Any) -> str:
-    """The selective-scan backend the Mamba layers of `net` use on `device` ("none" without Mamba layers)."""
+def scan_backend(net: Any, device: Any, grad: bool = False) -> str:
+    """The selective-scan backend the Mamba layers of `net` use on `device` ("none" without Mamba layers); `grad`:
+    for training (the scan must propagate gradients)."""
     import torch
 
     requested = sorted({m.scan_backend for m in net.modules() if hasattr(m, "scan_backend")})
@@ -29,7 +30,8 @@ def scan_backend(net: Any, device: Any) -> str:
     chosen = []
     for backend in requested:
         try:
-            chosen.append(f"{resolve_backend(backend, probe)} ({backend})" if backend == "auto" else backend)
+            resolved = resolve_backend(backend, probe, grad=grad)
+            chosen.append(f"{resolved} ({backend})" if backend == "auto" else backend)
         except (ValueError, RuntimeError) as err:
             chosen.append(f"{backend}: {err}")
     return ", ".join(chosen)
@@ -51,12 +53,13 @@ def run_details(
     spec: str | None = None,
     weights: str | Path | None = None,
     block_size: int | None = None,
+    grad: bool = False,
 ) -> list[tuple[str, str]]:
     """(field, value) pairs describing a run of model `net` on `device`.
 
     `spec`: the name or path the user gave; `weights`: the weights file (default: `model.safetensors` in the
     checkpoint directory `tse_cli.weights.load_model` records on the model, if any); `block_size`: streaming
-    block in samples at the model's rate.
+    block in samples at the model's rate; `grad`: the run trains (the scan backend that propagates gradients).
     """
     import torch
 
@@ -74,7 +77,7 @@ def run_details(
         ("model", model),
         ("weights", str(weights) if weights is not None else "none (new model)"),
         ("device", device_name(device)),
-        ("scan backend", scan_backend(net, device)),
+        ("scan backend", scan_backend(net, device, grad)),
         ("threads", f"{torch.get_num_threads()} intra-op, {torch.get_num_interop_threads()} inter-op"),
     ]
     if block_size is not None:

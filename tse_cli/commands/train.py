@@ -166,7 +166,7 @@ def _check(config: Any) -> None:
     check_fits(config.arch, config.model_args, device, copies=TRAINING_COPIES, origin="model_args")
     model = _meta_model(config.arch, config.model_args)
     weights = Path(config.out) / LAST / "model.safetensors"
-    report_run(model, device, spec=config.arch, weights=weights if weights.is_file() else None)
+    report_run(model, device, spec=config.arch, weights=weights if weights.is_file() else None, grad=True)
 
 
 def _meta_model(arch: str, model_args: dict[str, Any]) -> Any:
