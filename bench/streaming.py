@@ -6,7 +6,9 @@
 Rows: waveformer-large/small and wavemamba-large/small fed in the published 416-sample chunks (13 frames of 32
 samples, 9.4 ms), WaveMamba also in 128- and 32-sample chunks (2.9 ms, 0.7 ms), and the published Waveformer
 (github.com/vb000/Waveformer, `src.training.dcc_tf.Net`) streamed the published way (480-sample windows, hop
-416, its enc/dec/out buffers) with exactly our model's weights: the anchor. Random weights (speed does not
+416, its enc/dec/out buffers) with exactly our model's weights: the anchor. Rows `onnx`: the same model's step
+exported by `tse export` (at that chunk size) and run in ONNX Runtime on one thread (`tse stream --engine onnx`),
+when onnx and onnxruntime are installed. Random weights (speed does not
 depend on the values). The published rows are skipped, with a note, when $TSE_BENCH_WAVEFORMER_REPO is unset.
 Each round streams the same audio through every row in turn; the median over rounds is reported. Before
 timing, every streamed output is checked against our offline forward (and the published stream against ours).
@@ -20,7 +22,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 from collections.abc import Callable
+from importlib.util import find_spec
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +47,17 @@ def ours(model: torch.nn.Module, x: torch.Tensor, query: torch.Tensor, chunk: in
         return torch.cat([*outs, streamer.flush()], dim=-1)
 
     return run
+
+
+def exported(model: torch.nn.Module, name: str, chunk: int, folder: str) -> torch.nn.Module:
+    """`model`'s streaming step for `chunk`-sample chunks exported by `tse export`'s code, in ONNX Runtime on one
+    thread (an `OnnxModel`: the same `streamer(query).feed/flush` as ours)."""
+    from tse_cli.onnx_export import export_onnx
+    from tse_cli.onnx_runtime import OnnxModel
+
+    path = f"{folder}/{name}-{chunk}.onnx"
+    export_onnx(model, path, chunk)
+    return OnnxModel(path, threads=1)
 
 
 def steady_allocations(step: Callable[[torch.Tensor], object], chunk: int) -> tuple[float, float]:
@@ -104,6 +119,9 @@ def main() -> None:
     }
 
     runs, rows = {}, []
+    onnx_dir = tempfile.TemporaryDirectory() if find_spec("onnxruntime") and find_spec("onnx") else None
+    if onnx_dir is None:
+        print("onnx rows: not measured (pip install 'tse-cli[onnx]')")
     for name in args.models:
         model = create(name).eval()
         chunks = [416, 128, 32] if name.startswith("wavemamba") else [416]
@@ -117,6 +135,14 @@ def main() -> None:
             row["max_abs_diff_vs_offline"] = (runs[key]() - offline).abs().max().item()
             row["allocations_per_chunk"], row["kib_per_chunk"] = steady_allocations(model.streamer(query).feed, chunk)
             rows.append(row)
+            if onnx_dir is not None:
+                graph = exported(model, name, chunk, onnx_dir.name)
+                key = (name, "onnx", chunk)
+                runs[key] = ours(graph, x, query, chunk)
+                row = {"model": name, "implementation": "onnx", "chunk": chunk, "seconds": row["seconds"]}
+                row["max_abs_diff_vs_offline"] = (runs[key]() - offline).abs().max().item()
+                row["allocations_per_chunk"] = row["kib_per_chunk"] = float("nan")  # not torch allocations
+                rows.append(row)
             if name.startswith("waveformer") and net_class is not None:
                 net = published_waveformer(model, net_class)
                 key = (name, "published", chunk)
@@ -142,7 +168,7 @@ def main() -> None:
         mamba = row["model"].startswith("wavemamba")
         row["vs_tse_waveformer"] = rtf[key] / rtf[twin] if mamba and twin in rtf else None
         anchor = (row["model"], "published", row["chunk"])
-        row["vs_published"] = rtf[key] / rtf[anchor] if row["implementation"] == "tse" and anchor in rtf else None
+        row["vs_published"] = rtf[key] / rtf[anchor] if row["implementation"] != "published" and anchor in rtf else None
 
     columns = ["model", "impl", "chunk", "latency ms", "RTF", "CPU RTF", "vs our Waveformer", "vs published"]
     columns += ["max |stream - tse offline|", "allocs/chunk", "KiB/chunk"]

@@ -19,7 +19,7 @@ from tse_cli import console, parameters
 # machines; sleeping instead costs nothing measurable when cores are free. Must be set before torch loads.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-COMMANDS = ("extract", "stream", "classes", "models", "convert", "mix", "train", "evaluate", "demo", "man")
+COMMANDS = ("extract", "stream", "export", "classes", "models", "convert", "mix", "train", "evaluate", "demo", "man")
 
 app = typer.Typer(
     name="tse",

@@ -1,7 +1,8 @@
 """One module per `tse` subcommand; each exposes `register(app: typer.Typer) -> None`.
 
-Shared here: `fail` (the one-line error and its exit code), `DEFAULT_MODEL` and `load_model_or_exit` (the model
-that `tse extract` and `tse stream` name, loaded with their exit codes), and `VERBOSE_OPTION` (`-v/--verbose`
+Shared here: `fail` (the one-line error and its exit code), `DEFAULT_MODEL`, `load_model_or_exit` with
+`check_engine` (the model that `tse extract` and `tse stream` name, loaded with their exit codes, in PyTorch or,
+for a graph written by `tse export`, in ONNX Runtime: `--engine onnx`), and `VERBOSE_OPTION` (`-v/--verbose`
 of a subcommand, the same as `tse -v`: details on stderr through `tse_cli.console.detail`).
 """
 
@@ -16,6 +17,8 @@ if TYPE_CHECKING:
 
 DEFAULT_MODEL = "waveformer"  # the best real model of the registry (`make demo` and `tse demo` use `demo`)
 FALLBACK_HINT = "or use --model demo (the small embedded model, for trying tse, not for real recordings)"
+ENGINES = ("torch", "onnx")
+ENGINE_HELP = "torch, or onnx: a graph from `tse export` (--checkpoint FILE.onnx) in ONNX Runtime, CPU only."
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -26,10 +29,15 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
-def load_model_or_exit(spec: str, device: str, classes: list[int], default: bool = False) -> ExtractionModel:
+def load_model_or_exit(
+    spec: str, device: str, classes: list[int], default: bool = False, engine: str = "torch"
+) -> ExtractionModel:
     """The model `spec` on `device` (`tse_cli.loading.load_checked`); a union of `classes` it cannot extract is a
     usage error (exit 2), found before any download where possible; any other problem is one line (exit 1), which
-    for the `default` model (the user named none) also offers the embedded demo model (`FALLBACK_HINT`)."""
+    for the `default` model (the user named none) also offers the embedded demo model (`FALLBACK_HINT`).
+    `engine="onnx"`: `spec` is a graph written by `tse export` (`tse_cli.onnx_runtime.OnnxModel`, CPU only)."""
+    if engine == "onnx":
+        return _load_onnx_or_exit(spec, device)
     from tse_cli.loading import ClassLimitError, load_checked
     from tse_cli.weights import UnknownModelError, WeightsError
 
@@ -59,3 +67,31 @@ VERBOSE_OPTION = typer.Option(
     callback=_set_verbose,
     help="Print what the run uses on stderr: model, weights file, device, scan backend, threads.",
 )
+
+
+def check_engine(engine: str, device: str) -> str:
+    """The device for `engine` (`auto` is the CPU for ONNX Runtime); an unknown engine, or ONNX Runtime on
+    another device, is a usage error (exit 2)."""
+    if engine not in ENGINES:
+        raise fail(f"--engine must be {' or '.join(ENGINES)}, not {engine!r}", code=2)
+    if engine == "onnx":
+        if device.strip().lower() not in ("auto", "cpu"):
+            raise fail(f"--engine onnx runs on the CPU, not {device!r} (give --device cpu)", code=2)
+        return "cpu"
+    return device
+
+
+def _load_onnx_or_exit(spec: str, device: str) -> ExtractionModel:
+    """A graph written by `tse export` (with its sidecar) in ONNX Runtime; problems are one line."""
+    from pathlib import Path
+
+    from tse_cli.onnx_runtime import OnnxModel
+
+    if Path(spec).suffix != ".onnx":
+        raise fail(f"--engine onnx runs a graph written by `tse export`: give --checkpoint FILE.onnx, not {spec!r}", 2)
+    if not Path(spec).is_file():
+        raise fail(f"{spec}: no such file")
+    try:
+        return OnnxModel(spec).to(device)
+    except ValueError as err:
+        raise fail(str(err)) from None

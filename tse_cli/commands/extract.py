@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from tse_cli.commands import DEFAULT_MODEL, fail, load_model_or_exit
+from tse_cli.commands import DEFAULT_MODEL, ENGINE_HELP, check_engine, fail, load_model_or_exit
 from tse_cli.runinfo import report_run
 
 if TYPE_CHECKING:
@@ -76,6 +76,7 @@ def extract(
         "fit), none.",
     ),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    engine: str = typer.Option("torch", "--engine", help=ENGINE_HELP),
     batch_size: int = typer.Option(1, "--batch-size", min=1, help="Files run through the model together."),
     jobs: int = typer.Option(2, "--jobs", "-j", min=1, help="Threads reading and writing audio."),
     block_size: int = typer.Option(
@@ -115,6 +116,7 @@ def extract(
     indices = check_arguments(output, out_dir, model, checkpoint, template, classes, fmt, subtype, clip_mode)
     rate = check_pipes_and_rate(inputs, output, out_dir, each, residual, as_json, sample_rate, template)
     part = check_shard(shard, output)
+    device = check_engine(engine, device)
     torch_device = check_device(sharding.local_device(device) if part and part.distributed else device)
     with tempfile.TemporaryDirectory(prefix="tse-extract-") as scratch:
         stdin = read_stdin(Path(scratch)) if STDIO in inputs else None
@@ -125,7 +127,9 @@ def extract(
         mine = {task.input for task in sharding.select(tasks, part)} if part is not None else None
 
         spec = checkpoint or model or DEFAULT_MODEL
-        net = load_model_or_exit(spec, str(torch_device), [] if each else indices, default=not (model or checkpoint))
+        net = load_model_or_exit(
+            spec, str(torch_device), [] if each else indices, default=not (model or checkpoint), engine=engine
+        )
         query = class_query(spec, net.clue_kind, indices, visual, each)
         options = {k: v for k, v in {"steps": steps, "eta": eta, "seed": seed}.items() if v is not None}
         engine = make_engine(net, torch_device, block_size, batch_size, jobs, rate, clip_mode, options)

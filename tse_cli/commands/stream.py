@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from tse_cli.commands import DEFAULT_MODEL, fail, load_model_or_exit
+from tse_cli.commands import DEFAULT_MODEL, ENGINE_HELP, check_engine, fail, load_model_or_exit
 
 if TYPE_CHECKING:
     import numpy as np
@@ -78,6 +78,7 @@ def stream(
     ),
     sample_rate: str = typer.Option("keep", "--sample-rate", help="keep: the input's rate; model: the model's."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
+    engine: str = typer.Option("torch", "--engine", help=ENGINE_HELP),
     verbose: bool = typer.Option(
         False, "-v", "--verbose", help="Report latency and real-time factor on stderr every few seconds."
     ),
@@ -123,7 +124,7 @@ def stream(
     from tse_cli.runinfo import report_run
 
     try:
-        torch_device = resolve_device(device)
+        torch_device = resolve_device(check_engine(engine, device))
     except DeviceError as err:
         raise fail(str(err), code=2) from None
     raw_format = PcmFormat(rate, channels or 1, dtype or "int16") if raw else None
@@ -132,7 +133,7 @@ def stream(
         registered = _registry_causal(spec)
         if registered is not None:  # checked before any download
             _refuse_window_model(spec, registered)
-        net = load_model_or_exit(spec, str(torch_device), indices, default=not (model or checkpoint))
+        net = load_model_or_exit(spec, str(torch_device), indices, default=not (model or checkpoint), engine=engine)
         _refuse_window_model(spec, model_kind(net) == "stream")
         if verbose:  # `tse stream -v` is `tse -v stream`: what it runs with, then latency and RTF
             console.set_verbose(True)

@@ -77,6 +77,29 @@ class ContextBuffer:
             self.end = self.context
 
 
+class FunctionalContext:
+    """`ContextBuffer`'s `extend` without in-place state: the context is a tensor given at creation, and after
+    `extend(x)` the new context is `current()`. For tracing a streaming step into a graph whose state tensors are
+    inputs and outputs (`tse_cli.models.step`)."""
+
+    def __init__(self, context: Tensor):
+        self.context, self.state = context.shape[1], context
+
+    def extend(self, x: Tensor, *more: Tensor) -> Tensor:
+        """(batch, context + new, channels): the context, then `x` and `more`; the context moves to its tail."""
+        out = torch.cat((self.state, x, *more), dim=1)
+        self.state = out[:, out.shape[1] - self.context :]
+        return out
+
+    def advance(self, x: Tensor) -> None:
+        """Append `x` without returning `[context | x]`."""
+        self.extend(x)
+
+    def current(self) -> Tensor:
+        """The context after the last `extend` or `advance`, (batch, context, channels)."""
+        return self.state
+
+
 def causal_depthwise(
     x: Tensor, past: Tensor | None, weight: Tensor, bias: Tensor | None, dilation: int = 1, out: Tensor | None = None
 ) -> Tensor:
