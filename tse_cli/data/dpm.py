@@ -18,6 +18,7 @@ process. The plan is a JSON specification (`plan`); `render` turns a specificati
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -112,8 +113,13 @@ def _rng(seed: int, split: str, index: int, stream: int) -> np.random.Generator:
 def target_of(pools: Pools, seed: int, split: str, index: int) -> Clip:
     """The target clip of mixture `index` (0-based): pass index // N uses its own permutation of the N targets."""
     n = len(pools.targets)
-    order = _rng(seed, split, index // n, stream=1).permutation(n)
-    return pools.targets[order[index % n]]
+    return pools.targets[_pass_order(seed, split, index // n, n)[index % n]]
+
+
+@functools.lru_cache(maxsize=4)
+def _pass_order(seed: int, split: str, pass_index: int, n: int) -> np.ndarray:
+    """The permutation of the `n` targets used by one pass (drawn once per worker, not once per mixture)."""
+    return _rng(seed, split, pass_index, stream=1).permutation(n)
 
 
 def _source(clip: Clip, **extra) -> dict:
@@ -207,17 +213,19 @@ def render(spec: dict, load: Loader) -> dict[str, np.ndarray]:
                 " (the file changed since the spec was written)"
             )
         buf = np.zeros(n, dtype=np.float32)
-        buf[source["start"] : source["start"] + audio.size] = audio * source["gain"]
+        span = slice(source["start"], source["start"] + audio.size)
+        np.multiply(audio, source["gain"], out=buf[span])
+        mixture[span] += buf[span]  # outside its span a canvas is 0.0: adding it there changes no sample
         return buf
 
+    background = load(spec["background"]["path"], "background")
+    out["background"] = np.multiply(background, spec["background"]["gain"], dtype=np.float32)
+    mixture = out["background"].copy()
     out["target"] = canvas(spec["target"], "foreground")
     reference = load(spec["reference"]["path"], "reference")
     out["reference"] = np.zeros(n, dtype=np.float32)
     out["reference"][: reference.size] = reference
-    out["background"] = load(spec["background"]["path"], "background") * spec["background"]["gain"]
-    mixture = out["background"] + out["target"]
     for k, source in enumerate(spec["interferers"], start=1):
         out[f"int{k}"] = canvas(source, "foreground")
-        mixture = mixture + out[f"int{k}"]
     out["mixture"] = mixture
     return out

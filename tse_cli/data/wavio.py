@@ -35,12 +35,14 @@ def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int, subtype: st
     file fsyncs, which costs more than the encoding.
     """
     data = audio
-    if subtype == "PCM_16":
-        scaled = np.rint(np.asarray(audio, dtype=np.float32) * np.float32(32768.0))
-        data = np.clip(scaled, -32768, 32767).astype(np.int16)
+    if subtype == "PCM_16":  # one float32 buffer, scaled, rounded and clipped in place
+        scaled = np.multiply(audio, np.float32(32768.0), dtype=np.float32)
+        np.rint(scaled, out=scaled)
+        np.clip(scaled, -32768, 32767, out=scaled)
+        data = scaled.astype(np.int16)
     buf = io.BytesIO()
     sf.write(buf, data, sample_rate, subtype=subtype, format="WAV")
-    write_bytes(path, buf.getvalue())
+    write_bytes(path, buf.getbuffer())
 
 
 def decode(path: str | Path, sample_rate: int) -> np.ndarray:
