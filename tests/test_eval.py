@@ -105,7 +105,7 @@ def test_eval_reads_dpm_tse_sets_and_writes_csv(tmp_path: Path, checkpoint: Path
         (["--data", "DATA"], 2, "exactly one of --model NAME or --checkpoint DIR"),
         (["--data", "DATA", "--checkpoint", "CKPT", "--out", "r.txt"], 2, "must end in .json or .csv"),
         (["--data", "DATA", "--checkpoint", "CKPT", "--split", "val"], 2, "no rendered scenes"),
-        (["--data", "DATA", "--checkpoint", "MISSING"], 1, "no such checkpoint directory"),
+        (["--data", "DATA", "--checkpoint", "MISSING"], 2, "no such checkpoint directory"),
         (["--data", "DATA", "--checkpoint", "CKPT", "--device", "gpu0"], 2, "invalid device 'gpu0'; use auto, cpu"),
         (["--data", "DATA", "--checkpoint", "CKPT", "-t", "crop=1"], 2, "unknown option(s) crop for"),
     ],

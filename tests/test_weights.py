@@ -179,7 +179,7 @@ def test_mistyped_local_checkpoint_is_a_local_error(tmp_path: Path, monkeypatch:
     result = runner.invoke(
         app, ["extract", "mix.wav", "--checkpoint", "runs/bestt", "-c", "Cough", "-o", "out.wav", "-q"]
     )
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # names nothing: a usage error
     assert result.output == "error: runs/bestt: no such checkpoint directory; did you mean runs/best?\n"
 
 
@@ -232,9 +232,9 @@ def test_models_info_dpm_tse_counts_unet_and_vocoder():
 
 def test_models_info_and_download_errors():
     result = runner.invoke(app, ["models", "info", "wavemamba-smal"])  # info describes bare architectures too
-    assert result.exit_code == 1 and "or an architecture; did you mean wavemamba-small" in result.output
+    assert result.exit_code == 2 and "or an architecture; did you mean wavemamba-small" in result.output
     result = runner.invoke(app, ["extract", "x.wav", "--model", "wavemamba-smal", "-c", "Cough", "-o", "o.wav"])
-    assert result.exit_code == 1 and "registry name; registry names: demo" in result.output
+    assert result.exit_code == 2 and "registry name; registry names: demo" in result.output
     assert runner.invoke(app, ["models", "download"]).exit_code == 2
     offline = runner.invoke(app, ["models", "download", "waveformer"])
     assert offline.exit_code == 1 and "tse models download waveformer" in offline.output
@@ -249,7 +249,7 @@ def test_models_info_and_download_errors():
     ],
 )
 def test_unknown_model_reads_the_same_in_every_command(tmp_path: Path, name: str, hint: str, info_hint: str):
-    """One line, one wording, exit 1 and nothing written; `models info` also accepts (and suggests) architectures."""
+    """One line, one wording, exit 2 (a usage error), nothing written; `models info` also accepts architectures."""
     line = f"error: unknown model {name!r}: not a checkpoint directory or a registry name; {hint}\n"
     info_line = f"error: unknown model {name!r}: not a checkpoint directory, a registry name or an architecture; "
     info_line += f"{info_hint}\n"
@@ -270,7 +270,7 @@ def test_unknown_model_reads_the_same_in_every_command(tmp_path: Path, name: str
     for command, args in commands.items():
         result = runner.invoke(app, args)
         expected = info_line if command == "info" else line
-        assert (result.exit_code, result.stderr, result.stdout) == (1, expected, ""), command
+        assert (result.exit_code, result.stderr, result.stdout) == (2, expected, ""), command
     assert not list(tmp_path.iterdir())
 
 

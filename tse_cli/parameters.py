@@ -11,7 +11,9 @@
 - completion of its values by name, so that an option means the same thing, and completes the same way, in
   every command: `--class` completes the 41 class names, `--model` the registry's model names, and an
   argument named `arch` the architecture names (`COMPLETERS`). `tse --install-completion` installs it for bash,
-  zsh, fish or PowerShell; `tse --show-completion SHELL` prints the script.
+  zsh, fish or PowerShell; `tse --show-completion SHELL` prints the script;
+- the hidden aliases of its names (`HIDDEN_ALIASES`): older spellings that keep working in scripts, which help,
+  man pages and completion do not show (`--out` for `--output`, the one name of every command's output).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 import typer
-from typer.core import TyperArgument, TyperCommand, TyperGroup
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 
 def _classes() -> list[str]:
@@ -50,6 +52,10 @@ COMPLETERS: dict[str, Callable[[], list[str]]] = {
     "--model": _models,
     "arch": _architectures,
 }
+
+
+# hidden alias -> the option name it stands for
+HIDDEN_ALIASES: dict[str, str] = {"--out": "--output"}
 
 
 def candidates(values: list[str], incomplete: str) -> list[str]:
@@ -82,10 +88,24 @@ class _Argument(TyperArgument):
         return None
 
 
+class _Option(TyperOption):
+    """An option that also parses the hidden aliases of its names (`HIDDEN_ALIASES`)."""
+
+    def add_to_parser(self, parser: Any, ctx: Any) -> None:
+        shown = self.opts
+        self.opts = [*shown, *(alias for alias, name in HIDDEN_ALIASES.items() if name in shown)]
+        try:
+            super().add_to_parser(parser, ctx)
+        finally:
+            self.opts = shown
+
+
 def _style_params(params: list[Any]) -> None:
     for param in params:
         if type(param) is TyperArgument:
             param.__class__ = _Argument
+        elif type(param) is TyperOption:
+            param.__class__ = _Option
         if param.metavar is None:
             param.metavar = placeholder(param)
         elif param.param_type_name == "argument":  # the dots of a variadic argument are added where it is shown

@@ -1,5 +1,7 @@
 """What `tse extract` prints: each task's outcome as it is decided (a JSON line on stdout with --json, one-line
-errors and warnings on stderr), a rich progress bar on a terminal, and the summary at the end.
+errors and warnings on stderr), progress through `tse_cli.console` (on a terminal a live bar with the audio
+seconds done, the throughput in x real time, an ETA and the files done; in a log or a pipe the same as a plain
+line every few seconds, $TSE_PROGRESS_INTERVAL), and the summary at the end.
 
 stdout carries data only: the JSON lines, or the audio of `-o -` (then nothing else is printed there); every
 message goes to stderr, and the progress display never captures stdout.
@@ -7,10 +9,12 @@ message goes to stderr, and the progress display never captures stdout.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from typing import Any
 
+from tse_cli import console
 from tse_cli.engine.records import Progress, Task
 
 
@@ -48,53 +52,38 @@ def record(task: Task, model_name: str) -> dict[str, Any]:
 
 
 class Reporter:
-    """Prints per-input outcomes (JSON lines on stdout with `as_json`; one-line errors on stderr), a rich
-    progress bar on a terminal, and the final summary; `quiet` keeps errors and warnings only."""
+    """Prints per-input outcomes (JSON lines on stdout with `as_json`; one-line errors on stderr), the progress
+    of the run (one `console` phase counting audio seconds) while it is used as a context manager, and the final
+    summary; `quiet` keeps errors and warnings only."""
 
     def __init__(self, quiet: bool, as_json: bool, total: int, model_name: str, scope: str = "") -> None:
-        from rich.console import Console
-
         self.quiet, self.as_json, self.model_name, self.scope = quiet, as_json, model_name, scope
+        self.total = total  # inputs (tasks) of the run
         self.rows: list[dict[str, Any]] = []  # every outcome's JSON object, for merging shards
-        self.err = Console(stderr=True, highlight=False, soft_wrap=True)
         self.counts = {"done": 0, "skipped": 0, "failed": 0}
         self.seconds = 0.0
-        self.progress = None
-        self._task = None
-        if not quiet and self.err.is_terminal:
-            from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
-            from rich.progress import Progress as Bar
-
-            self.progress = Bar(
-                TextColumn("[bold]extract"),
-                BarColumn(),
-                TextColumn("{task.fields[files]}/{task.fields[nfiles]} files"),
-                TextColumn("{task.completed:.1f}/{task.total:.1f} s audio"),
-                TextColumn("RTF {task.fields[rtf]:.3f}"),
-                TextColumn("{task.fields[step]}"),
-                TimeElapsedColumn(),
-                console=self.err,
-                transient=True,
-                redirect_stdout=False,  # stdout is data (JSON lines, audio): never captured into the display
-                redirect_stderr=False,
-            )
-            self._task = self.progress.add_task("extract", total=1.0, files=0, nfiles=total, rtf=0.0, step="")
+        self._stack = contextlib.ExitStack()
+        self._display: console.Display | None = None
+        self._phase: console.Phase | None = None
 
     def __enter__(self) -> Reporter:
-        if self.progress:
-            self.progress.start()
+        self._display = self._stack.enter_context(console.progress(quiet=self.quiet))
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        if self.progress:
-            self.progress.stop()
+    def __exit__(self, *exc: Any) -> None:
+        self._display = self._phase = None
+        self._stack.__exit__(*exc)
 
     def on_progress(self, p: Progress) -> None:
-        """The engine's running totals (files, audio seconds, RTF, diffusion steps) on the progress bar."""
-        if self.progress is not None:
-            self.progress.update(self._task, completed=p.seconds_done, total=max(p.seconds_total, 1e-9))
-            step = f"step {p.step}/{p.steps}" if p.steps else ""
-            self.progress.update(self._task, files=p.files_done, rtf=p.rtf, step=step)
+        """The engine's running totals: audio seconds done of all (the phase's count, throughput and ETA), the
+        files done and, for diffusion models, the sampler's step."""
+        if self._display is None:
+            return
+        info = f"{p.files_done}/{self.total} files" + (f", step {p.step}/{p.steps}" if p.steps else "")
+        if self._phase is None:
+            label = f"{self.scope}extract"
+            self._phase = self._display.phase(label, total=p.seconds_total, unit="s audio", rate_unit="x real time")
+        self._phase.update(completed=p.seconds_done, total=p.seconds_total, info=info)
 
     def outcome(self, task: Task) -> None:
         """One task finished (or was skipped / failed before any work)."""
@@ -105,24 +94,23 @@ class Reporter:
             sys.stdout.write(json.dumps(self.rows[-1]) + "\n")
             sys.stdout.flush()
         if task.status == "failed":
-            self.err.print(f"error: {task.error}", markup=False)
+            console.error(str(task.error))
         elif not self.quiet:
             if task.status == "skipped":
-                self.err.print(f"skipped {task.input}: {output_name(task)} exists (--overwrite to redo)", markup=False)
+                console.note(f"skipped {task.input}: {output_name(task)} exists (--overwrite to redo)")
             elif not self.as_json:
                 kept = f" (kept {', '.join(map(str, task.kept))})" if task.kept else ""
                 written = ", ".join("-" if task.stdout else str(w.path) for w in task.written)
-                self.err.print(f"{task.input} -> {written}{kept}", markup=False)
+                console.note(f"{task.input} -> {written}{kept}")
         for w in task.written:
             name = "-" if task.stdout and w.path == task.output else w.path
             if w.clipped:
-                self.err.print(
-                    f"warning: {name}: {w.clipped} samples clipped to [-1, 1] "
-                    "(--clip-mode rescale scales the file instead; --subtype FLOAT keeps them)",
-                    markup=False,
+                console.warn(
+                    f"{name}: {w.clipped} samples clipped to [-1, 1] "
+                    "(--clip-mode rescale scales the file instead; --subtype FLOAT keeps them)"
                 )
             if w.gain != 1.0 and not self.quiet:
-                self.err.print(f"{name}: rescaled by {w.gain:.3f} to fit [-1, 1]", markup=False)
+                console.note(f"{name}: rescaled by {w.gain:.3f} to fit [-1, 1]")
 
     def merge(self, rows: list[dict[str, Any]], counts: dict[str, int], seconds: float) -> None:
         """Add another shard's outcomes (its `rows`, `counts` and audio `seconds`): their JSON lines are printed
@@ -140,8 +128,7 @@ class Reporter:
             return
         c = self.counts
         rtf = f", RTF {elapsed / self.seconds:.3f}" if self.seconds and c["done"] else ""
-        self.err.print(
+        console.note(
             f"{self.scope}{c['done']} done, {c['skipped']} skipped, {c['failed']} failed; "
-            f"{self.seconds:.1f} s of audio in {elapsed:.1f} s{rtf}",
-            markup=False,
+            f"{self.seconds:.1f} s of audio in {elapsed:.1f} s{rtf}"
         )

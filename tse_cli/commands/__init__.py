@@ -32,9 +32,11 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 def load_model_or_exit(
     spec: str, device: str, classes: list[int], default: bool = False, engine: str = "torch"
 ) -> ExtractionModel:
-    """The model `spec` on `device` (`tse_cli.loading.load_checked`); a union of `classes` it cannot extract is a
-    usage error (exit 2), found before any download where possible; any other problem is one line (exit 1), which
-    for the `default` model (the user named none) also offers the embedded demo model (`FALLBACK_HINT`).
+    """The model `spec` on `device` (`tse_cli.loading.load_checked`). Usage errors, exit 2:
+    a spec that names nothing (not a registry name, a local path that does not exist) and a union of `classes`
+    the model cannot extract, both found before any download. Weights that cannot be had or read (offline, a
+    failed download, a damaged or foreign checkpoint): one line, exit 1, which for the `default` model (the user
+    named none) also offers the embedded demo model (`FALLBACK_HINT`).
     `engine="onnx"`: `spec` is a graph written by `tse export` (`tse_cli.onnx_runtime.OnnxModel`, CPU only)."""
     if engine == "onnx":
         return _load_onnx_or_exit(spec, device)
@@ -43,10 +45,8 @@ def load_model_or_exit(
 
     try:
         return load_checked(spec, device, classes)
-    except ClassLimitError as err:
+    except (ClassLimitError, UnknownModelError) as err:  # the latter names the spec and suggests names
         raise fail(str(err), code=2) from None
-    except UnknownModelError as err:  # already names the model and suggests registry names
-        raise fail(str(err)) from None
     except (WeightsError, OSError, ValueError) as err:
         hint = f"; {FALLBACK_HINT}" if default else ""
         raise fail(f"cannot load model {spec!r}: {err}{hint}") from None

@@ -16,7 +16,7 @@ def register(app: typer.Typer) -> None:
 
 def demo(
     out: Path = typer.Option(
-        Path("demo_out"), "--out", "-o", metavar="DIR", help="Folder for the wavs, the PNG and demo.json."
+        Path("demo_out"), "--output", "-o", metavar="DIR", help="Folder for the wavs, the PNG and demo.json."
     ),
     seed: int = typer.Option(None, "--seed", help="Scene seed [default: 9, the same scene on every run]."),
     target: str = typer.Option(None, "--class", "-c", help="Class to extract [default: the scene's first]."),
@@ -35,6 +35,7 @@ def demo(
     from tse_cli import console
     from tse_cli.classes import UnknownClassError, class_index
     from tse_cli.train.demo import DEFAULT_SEED, DemoFolderError, run_demo
+    from tse_cli.weights import UnknownModelError
 
     try:
         if target is not None:
@@ -45,7 +46,7 @@ def demo(
         result = run_demo(
             out, seed=DEFAULT_SEED if seed is None else seed, target=target, model=model, overwrite=overwrite
         )
-    except DemoFolderError as err:
+    except (DemoFolderError, UnknownModelError) as err:
         raise fail(str(err), code=2) from None
     except (ValueError, OSError) as err:
         raise fail(str(err)) from None

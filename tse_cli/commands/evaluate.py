@@ -28,7 +28,7 @@ def evaluate(
     ),
     split: str = typer.Option("test", help="Split to evaluate."),
     out: Path = typer.Option(
-        None, "--out", metavar="FILE", help="Write results: .json (summary + examples) or .csv (examples)."
+        None, "--output", "-o", metavar="FILE", help="Write results: .json (summary + examples) or .csv (examples)."
     ),
     limit: int = typer.Option(0, help="Only the first N examples (0: all)."),
     batch_size: int = typer.Option(1, help="Examples per forward pass."),
@@ -48,6 +48,7 @@ def evaluate(
     from tse_cli.devices import DeviceError
     from tse_cli.errors import DataError
     from tse_cli.train.config import ConfigError
+    from tse_cli.weights import UnknownModelError
 
     if (model is None) == (checkpoint is None):
         raise fail("give exactly one of --model NAME or --checkpoint DIR", code=2)
@@ -65,7 +66,7 @@ def evaluate(
             task_arg or [],
             quiet,
         )
-    except (ConfigError, DataError, DeviceError) as err:
+    except (ConfigError, DataError, DeviceError, UnknownModelError) as err:
         raise fail(str(err), code=2) from None
     except (ValueError, OSError) as err:  # one line, never wrapped or read as rich markup
         raise fail(str(err)) from None

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from tse_cli.commands import DEFAULT_MODEL, ENGINE_HELP, check_engine, fail, load_model_or_exit
+from tse_cli.commands import DEFAULT_MODEL, ENGINE_HELP, VERBOSE_OPTION, check_engine, fail, load_model_or_exit
 from tse_cli.runinfo import report_run
 
 if TYPE_CHECKING:
@@ -44,21 +44,31 @@ def extract(
     ),
     model: str | None = typer.Option(None, "--model", "-m", help=f"Registry model name \\[default: {DEFAULT_MODEL}]."),
     checkpoint: str | None = typer.Option(
-        None, "--checkpoint", help="A checkpoint directory or a Hub repo `owner/repo\\[@revision]`."
+        None, "--checkpoint", metavar="DIR|REPO", help="A checkpoint directory or a Hub repo `owner/repo\\[@revision]`."
     ),
     output: Path | None = typer.Option(
-        None, "-o", "--output", help="Output file (one input only); - writes to standard output (--format, wav)."
+        None,
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="Output file (one input only); - writes to standard output (--format, wav).",
     ),
-    out_dir: Path | None = typer.Option(None, "-O", "--output-dir", help="Output folder; input folders are mirrored."),
+    out_dir: Path | None = typer.Option(
+        None, "-O", "--output-dir", metavar="DIR", help="Output folder; input folders are mirrored."
+    ),
     recursive: bool = typer.Option(False, "-r", "--recursive", help="Descend into subfolders of folder inputs."),
     template: str = typer.Option(
         DEFAULT_TEMPLATE,
         "--filename",
+        metavar="TEMPLATE",
         help="Output name under -O; fields {stem} {target} {model} {ext}; a literal suffix (.mp3) sets the format.",
     ),
     residual: bool = typer.Option(False, "--residual", help="Also write mixture minus estimate ({target}_residual)."),
     sample_rate: str = typer.Option(
-        "keep", "--sample-rate", help="keep: the input's rate; model: the model's; or a rate in Hz."
+        "keep",
+        "--sample-rate",
+        metavar="keep|model|HZ",
+        help="keep: the input's rate; model: the model's; or a rate in Hz.",
     ),
     fmt: str | None = typer.Option(
         None,
@@ -72,6 +82,7 @@ def extract(
     clip_mode: str = typer.Option(
         "clamp",
         "--clip-mode",
+        metavar="clamp|rescale|none",
         help="Samples beyond [-1, 1]: clamp (clip them in integer and lossy outputs), rescale (scale the file to "
         "fit), none.",
     ),
@@ -90,7 +101,8 @@ def extract(
         help="Run only shard K of N of the inputs (balanced by duration; job arrays). Under torchrun each rank "
         "takes its own shard.",
     ),
-    quiet: bool = typer.Option(False, "-q", "--quiet", help="Print errors only."),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="Print errors and warnings only."),
+    verbose: bool = VERBOSE_OPTION,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per output on stdout."),
     steps: int | None = typer.Option(None, "--steps", min=1, help="Diffusion steps (DPM-TSE)."),
     eta: float | None = typer.Option(None, "--eta", min=0.0, help="DDIM eta (DPM-TSE)."),
@@ -98,6 +110,7 @@ def extract(
     visual: Path | None = typer.Option(
         None,
         "--visual",
+        metavar="FILE|DIR",
         help="Lip embeddings (.npy) for AV models, or a folder of <stem>.npy \\[default: beside input].",
     ),
 ) -> None:

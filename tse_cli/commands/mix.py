@@ -171,7 +171,7 @@ def register(app: typer.Typer) -> None:
             None, "--fsd", metavar="DIR", help="FSD Kaggle 2018 folder (audio_train/test + meta)."
         ),
         tau: Path | None = typer.Option(None, "--tau", metavar="DIR", help="TAU Urban Acoustic Scenes 2019 folder(s)."),
-        out: Path | None = typer.Option(None, "-o", "--out", metavar="DIR", help="Output folder (resumable)."),
+        out: Path | None = typer.Option(None, "-o", "--output", metavar="DIR", help="Output folder (resumable)."),
         recipe: str = typer.Option("dpm-tse", "--recipe", help="dpm-tse (16 kHz, 10 s) or waveformer (44.1 kHz, 6 s)."),
         split: str = typer.Option("all", "--split", help="train, val, test or all."),
         count: int | None = typer.Option(None, "--count", min=1, help="Mixtures per split (default: published)."),
@@ -236,7 +236,7 @@ def register(app: typer.Typer) -> None:
         ),
         tau: Path | None = typer.Option(None, "--tau", metavar="DIR", help="Your TAU 2019 copy (to resolve sources)."),
         out: Path | None = typer.Option(
-            None, "-o", "--out", metavar="DIR", help="Output set folder (default: the spec's set)."
+            None, "-o", "--output", metavar="DIR", help="Output set folder (default: the spec's set)."
         ),
         jobs: int | None = typer.Option(None, "--jobs", "-j", min=1, help="Worker processes for --jams."),
         normalize: bool | None = typer.Option(

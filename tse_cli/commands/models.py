@@ -111,7 +111,7 @@ def download(
 
     Set HF_HOME first to choose where the cache goes (e.g. in a container image), and HF_HUB_OFFLINE=1 at run time.
     """
-    from tse_cli.weights import WeightsError, load_registry, resolve
+    from tse_cli.weights import UnknownModelError, WeightsError, load_registry, resolve
 
     if bool(names) == all_:
         raise fail("give model NAMEs or --all (not both)", code=2)
@@ -119,17 +119,18 @@ def download(
         registry = load_registry()
     except WeightsError as err:
         raise fail(str(err)) from None
-    failed = 0
+    failed, unknown = 0, 0
     for name in list(registry) if all_ else names:
         try:
             folder = resolve(name, registry)
         except WeightsError as err:
             typer.echo(f"error: {err}", err=True)
             failed += 1
+            unknown += isinstance(err, UnknownModelError)
             continue
         typer.echo(f"{name}: {folder}")
-    if failed:
-        raise typer.Exit(1)
+    if failed:  # a name that names nothing is a usage error (2); one that cannot be had, 1
+        raise typer.Exit(2 if unknown else 1)
 
 
 @models_app.command("info")
@@ -140,10 +141,12 @@ def info(
     """Describe a model: parameters, GMAC/s, latency, sample rate, classes, source and license (no download)."""
     from tse_cli.checkpoint import CheckpointError
     from tse_cli.model_info import describe
-    from tse_cli.weights import WeightsError
+    from tse_cli.weights import UnknownModelError, WeightsError
 
     try:
         details = describe(name)
+    except UnknownModelError as err:
+        raise fail(str(err), code=2) from None
     except (WeightsError, CheckpointError, ValueError) as err:
         raise fail(str(err)) from None
     if as_json:

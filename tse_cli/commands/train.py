@@ -21,7 +21,7 @@ def train(
         None, "--data", "-d", metavar="DIR", help="Data folder made by `tse mix` (train and val splits)."
     ),
     out: Path = typer.Option(
-        ..., "--out", "-o", metavar="DIR", help="Run folder: train.json, metrics.jsonl, last/, best/."
+        ..., "--output", "-o", metavar="DIR", help="Run folder: train.json, metrics.jsonl, last/, best/."
     ),
     config_file: Path = typer.Option(
         None, "--config", metavar="FILE", help="JSON or TOML file of settings (e.g. a run's train.json)."
