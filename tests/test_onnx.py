@@ -155,9 +155,63 @@ def test_export_command_refuses_what_it_cannot_do(cli_exported, tmp_path):
     assert again.exit_code == 2 and "already exists" in again.output
     args = ["export", "--checkpoint", str(checkpoint), "-o", str(tmp_path / "x.onnx"), "--chunk", "100"]
     bad_chunk = runner.invoke(app, args)
-    assert bad_chunk.exit_code == 1 and "multiple of 32" in bad_chunk.output and not list(tmp_path.iterdir())
+    assert bad_chunk.exit_code == 2 and "multiple of 32" in bad_chunk.output and not list(tmp_path.iterdir())
     suffix = runner.invoke(app, ["export", "--checkpoint", str(checkpoint), "-o", str(tmp_path / "x.bin")])
     assert suffix.exit_code == 2 and "must end in .onnx" in suffix.output
+    (tmp_path / "d.onnx").mkdir()
+    folder = runner.invoke(app, ["export", "--checkpoint", str(checkpoint), "-o", str(tmp_path / "d.onnx")])
+    assert folder.exit_code == 2 and "is a folder" in folder.output
+    missing = runner.invoke(app, ["export", "--checkpoint", str(tmp_path / "nope"), "-o", str(tmp_path / "x.onnx")])
+    assert missing.exit_code == 2 and "nope" in missing.output and len(missing.output.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.onnx"]
+
+
+def test_export_refuses_a_window_model_before_loading_it(tiny_checkpoint, tmp_path, monkeypatch):
+    """From the registry (no download: offline, empty cache) and from a local folder's config.json (its weights
+    are never read: here they are garbage)."""
+    from tse_cli.checkpoint import save_checkpoint
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    runner = CliRunner()
+    registry = runner.invoke(app, ["export", "-m", "dpm-tse", "-o", str(tmp_path / "x.onnx")])
+    assert registry.exit_code == 2 and "'dpm-tse' is not causal" in registry.output, registry.output
+    folder = save_checkpoint(tiny("av-sepmamba-small"), tmp_path / "av")
+    (folder / "model.safetensors").write_bytes(b"not weights")
+    local = runner.invoke(app, ["export", "--checkpoint", str(folder), "-o", str(tmp_path / "x.onnx")])
+    assert local.exit_code == 2 and "is not causal" in local.output and "tse export needs" in local.output
+    assert not (tmp_path / "x.onnx").exists() and not (tmp_path / "hf").exists()
+
+
+def test_the_onnx_extra_missing_is_a_usage_error(cli_exported, tmp_path, monkeypatch):
+    checkpoint, graph = cli_exported
+    runner = CliRunner()
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` raises ImportError
+    export = runner.invoke(app, ["export", "--checkpoint", str(checkpoint), "-o", str(tmp_path / "x.onnx")])
+    assert export.exit_code == 2 and "pip install 'tse-cli[onnx]'" in export.output
+    mix = _wav(tmp_path / "mix.wav")
+    args = ["extract", str(mix), "-c", "Bark", "--checkpoint", str(graph), "--engine", "onnx", "-o"]
+    extract = runner.invoke(app, [*args, str(tmp_path / "out.wav")])
+    assert extract.exit_code == 2 and "--engine onnx needs onnxruntime" in extract.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mix.wav"]
+
+
+def test_an_export_that_cannot_be_written_leaves_nothing(cli_exported, full_disk):
+    checkpoint, _ = cli_exported
+    result = CliRunner().invoke(app, ["export", "--checkpoint", str(checkpoint), "-o", str(full_disk / "x.onnx")])
+    assert result.exit_code == 1 and f"{full_disk / 'x.onnx'}: cannot write" in result.output, result.output
+    assert not list(full_disk.iterdir())
+
+
+def test_the_graph_uses_standard_onnx_operators_only(exported):
+    """No custom domain: any ONNX runtime (mobile, C++, web) can run the file."""
+    import onnx
+
+    for path in exported.values():
+        graph = onnx.load(str(path))
+        assert {node.domain for node in graph.graph.node} <= {"", "ai.onnx"}
+        assert {opset.domain for opset in graph.opset_import} <= {"", "ai.onnx"}
+        onnx.checker.check_model(graph, full_check=True)
 
 
 def _wav(path: Path, seconds: float = 0.4, channels: int = 2) -> Path:

@@ -9,9 +9,9 @@ same order. The sidecar (`<name>.json` beside `<name>.onnx`) says everything a r
 chunk and frame sizes, latency, the inputs, and every state's name and shape (all start at zero; see
 `StreamingStep` for the one alignment rule). `tse_cli.onnx_runtime` is such a runtime.
 
-Verification: the exported file runs through `tse_cli.onnx_runtime.OnnxStreamer` on `VERIFY_SECONDS` of noise
-fed in uneven chunks and is compared with the PyTorch streamer on the same audio; above `tolerance` (1e-4) the
-export fails and nothing is left behind. Files are written to tse's temporary names
+Verification: the exported file runs through `tse_cli.onnx_runtime.OnnxStreamer` on `VERIFY_SECONDS` of a
+synthetic scene fed in uneven chunks and is compared with the PyTorch streamer on the same audio; above
+`tolerance` (1e-4) the export fails and nothing is left behind. Files are written to tse's temporary names
 (`tse_cli.atomic`) and renamed only once verified.
 """
 
@@ -37,6 +37,11 @@ class ExportError(ValueError):
     """The model cannot be exported, or its export does not match the PyTorch streamer (one line)."""
 
 
+class NotExportableError(ExportError):
+    """What was asked does not apply to this model: it has no streaming step, or `--chunk` is no whole number of
+    its steps (a usage error for `tse export`)."""
+
+
 @dataclass(frozen=True)
 class ExportReport:
     """What an export wrote and how well it matched: `max_abs_error` of the ONNX stream against PyTorch's."""
@@ -55,10 +60,12 @@ def _step_for(model: Any, chunk_samples: int) -> Any:
 
     if not isinstance(model, DCCExtractor):
         name = getattr(model, "arch", type(model).__name__)
-        raise ExportError(f"model {name} has no streaming step to export (Waveformer and WaveMamba do)")
+        raise NotExportableError(f"model {name} has no streaming step to export (Waveformer and WaveMamba do)")
     group = model.L * model.mask_gen.decoder.granularity
     if chunk_samples < group or chunk_samples % group:
-        raise ExportError(f"--chunk must be a positive multiple of {group} samples for this model, got {chunk_samples}")
+        raise NotExportableError(
+            f"--chunk must be a positive multiple of {group} samples for this model, got {chunk_samples}"
+        )
     return StreamingStep(model, chunk_samples // model.L)
 
 
@@ -110,14 +117,19 @@ def _trace(step: Any, meta: dict[str, Any], target: str) -> None:
 
 
 def verify(model: Any, onnx_file: str | Path, meta: dict[str, Any], seconds: float = VERIFY_SECONDS) -> float:
-    """Max |ONNX stream - PyTorch stream| on `seconds` of noise fed in uneven chunks (both exact for any chunking)."""
+    """Max |ONNX stream - PyTorch stream| on the first `seconds` of a synthetic scene
+    (`tse_cli.train.demo.make_scene`: events over a background, at realistic levels), its target class as the
+    clue, fed in uneven chunks (both exact for any chunking)."""
+    from tse_cli.classes import NUM_CLASSES, class_index
     from tse_cli.onnx_runtime import OnnxModel
+    from tse_cli.train.demo import make_scene
 
-    generator = torch.Generator().manual_seed(0)
-    samples = round(seconds * meta["sample_rate"])
-    x = torch.randn(1, 1, samples, generator=generator) * 0.3
+    mixture, _, target, _ = make_scene(seed=0)
+    x = torch.from_numpy(mixture[: round(seconds * meta["sample_rate"])]).view(1, 1, -1)
+    samples = x.shape[-1]
     query = torch.zeros(1, meta["label_len"])
-    query[0, 0] = 1.0
+    query[0, class_index(target) if meta["label_len"] == NUM_CLASSES else 0] = 1.0
+    generator = torch.Generator().manual_seed(0)
     sizes = torch.randint(1, 3 * meta["chunk_samples"], (samples,), generator=generator).tolist()
     pieces, start = [], 0
     for size in sizes:

@@ -2,8 +2,10 @@
 
 Shared here: `fail` (the one-line error and its exit code), `DEFAULT_MODEL`, `load_model_or_exit` with
 `check_engine` (the model that `tse extract` and `tse stream` name, loaded with their exit codes, in PyTorch or,
-for a graph written by `tse export`, in ONNX Runtime: `--engine onnx`), and `VERBOSE_OPTION` (`-v/--verbose`
-of a subcommand, the same as `tse -v`: details on stderr through `tse_cli.console.detail`).
+for a graph written by `tse export`, in ONNX Runtime: `--engine onnx`; `require_onnx` for that extra),
+`known_causal` with `refuse_window_model` (a window model refused before any download by the commands that
+stream), and `VERBOSE_OPTION` (`-v/--verbose` of a subcommand, the same as `tse -v`: details on stderr through
+`tse_cli.console.detail`).
 """
 
 from __future__ import annotations
@@ -52,6 +54,43 @@ def load_model_or_exit(
         raise fail(f"cannot load model {spec!r}: {err}{hint}") from None
 
 
+def known_causal(spec: str) -> bool | None:
+    """Whether the model `spec` names is causal (it streams), known without loading it: from the registry entry
+    (no download) or a local checkpoint folder's config.json; None where neither says (a Hub repo, a file, a
+    broken folder: the loader reports those)."""
+    from pathlib import Path
+
+    from tse_cli.models import ARCHITECTURES
+
+    path = Path(spec).expanduser()
+    if path.exists():
+        from tse_cli.checkpoint import CheckpointError, read_config
+
+        try:
+            arch = read_config(path)["arch"] if path.is_dir() else None
+        except CheckpointError:
+            return None
+    else:
+        from tse_cli.weights import WeightsError, load_registry
+
+        try:
+            entry = load_registry().get(spec)
+        except (WeightsError, OSError, ValueError):
+            return None
+        arch = entry.architecture if entry is not None else None
+    return ARCHITECTURES[arch].causal if arch in ARCHITECTURES else None
+
+
+def refuse_window_model(spec: str, causal: bool | None, command: str, advice: str) -> None:
+    """Usage error (exit 2) when the model is known not to be causal: `command` needs one that streams."""
+    if causal is False:
+        raise fail(
+            f"model {spec!r} is not causal (it extracts whole windows); {command} needs a causal model such as "
+            f"waveformer or wavemamba; {advice}",
+            code=2,
+        )
+
+
 def _set_verbose(value: bool) -> bool:
     if value:
         from tse_cli import console
@@ -81,12 +120,24 @@ def check_engine(engine: str, device: str) -> str:
     return device
 
 
+def require_onnx(what: str, *modules: str) -> None:
+    """Usage error (exit 2) unless the optional `modules` of the onnx extra import: `what` needs them."""
+    import importlib
+
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            raise fail(f"{what} needs {' and '.join(modules)}: pip install 'tse-cli[onnx]'", code=2) from None
+
+
 def _load_onnx_or_exit(spec: str, device: str) -> ExtractionModel:
     """A graph written by `tse export` (with its sidecar) in ONNX Runtime; problems are one line."""
     from pathlib import Path
 
     from tse_cli.onnx_runtime import OnnxModel
 
+    require_onnx("--engine onnx", "onnxruntime")
     if Path(spec).suffix != ".onnx":
         raise fail(f"--engine onnx runs a graph written by `tse export`: give --checkpoint FILE.onnx, not {spec!r}", 2)
     if not Path(spec).is_file():

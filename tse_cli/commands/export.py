@@ -11,7 +11,7 @@ from pathlib import Path
 
 import typer
 
-from tse_cli.commands import DEFAULT_MODEL, fail
+from tse_cli.commands import DEFAULT_MODEL, fail, known_causal, load_model_or_exit, refuse_window_model, require_onnx
 
 DEFAULT_CHUNK = 416  # the published Waveformer hop: 13 frames of 32 samples, 9.4 ms at 44.1 kHz
 
@@ -34,11 +34,12 @@ def export(
 
     `tse export --model wavemamba-large -o wm.onnx`: writes wm.onnx (chunk and states in, output and new states
     out) and wm.json (rates, chunk, latency, every state's name and shape), after checking the graph against
-    the PyTorch streamer on 2 s of noise (max error printed; above 1e-4 nothing is written, exit 1).
+    the PyTorch streamer on 2 s of a synthetic scene (max error printed; above 1e-4 nothing is written, exit 1).
 
     Run it with `tse stream --engine onnx --checkpoint wm.onnx` or `tse extract --engine onnx ...`.
 
-    Exit codes: 0 written, 1 the model cannot be exported or the check failed, 2 usage error.
+    Exit codes: 0 written; 1 the weights cannot be had, the output cannot be written or the check failed; 2 usage
+    error (a window model, a --chunk it cannot step by, an existing output, the onnx extra not installed).
     """
     from tse_cli.onnx_runtime import sidecar_path
 
@@ -46,22 +47,22 @@ def export(
         raise fail("give either --model or --checkpoint, not both", code=2)
     if output.suffix != ".onnx":
         raise fail(f"{output}: the output must end in .onnx (its sidecar is the .json beside it)", code=2)
+    if output.is_dir():
+        raise fail(f"{output}: is a folder; give the .onnx file to write", code=2)
     for path in (output, sidecar_path(output)):
         if path.exists() and not overwrite:
             raise fail(f"{path}: already exists (use --overwrite to replace it)", code=2)
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        raise fail("tse export needs onnx and onnxruntime: pip install 'tse-cli[onnx]'") from None
-
-    from tse_cli.commands import load_model_or_exit
-    from tse_cli.onnx_export import ExportError, export_onnx
-
+    require_onnx("tse export", "onnx", "onnxruntime")
     spec = checkpoint or model or DEFAULT_MODEL
-    net = load_model_or_exit(spec, "cpu", [])
+    refuse_window_model(spec, known_causal(spec), "tse export", "tse export writes a streaming step")  # no download
+
+    from tse_cli.onnx_export import ExportError, NotExportableError, export_onnx
+
+    net = load_model_or_exit(spec, "cpu", [], default=not (model or checkpoint))
     try:
         report = export_onnx(net, output, chunk)
+    except NotExportableError as err:
+        raise fail(f"{spec}: {err}", code=2) from None
     except ExportError as err:
         raise fail(f"{spec}: {err}") from None
     except OSError as err:

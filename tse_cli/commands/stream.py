@@ -11,12 +11,19 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
 
-from tse_cli.commands import DEFAULT_MODEL, ENGINE_HELP, check_engine, fail, load_model_or_exit
+from tse_cli.commands import (
+    DEFAULT_MODEL,
+    ENGINE_HELP,
+    check_engine,
+    fail,
+    known_causal,
+    load_model_or_exit,
+    refuse_window_model,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -26,33 +33,6 @@ if TYPE_CHECKING:
 
 DEFAULT_CHUNK = 416  # the published Waveformer hop: 13 frames of 32 samples, 9.4 ms at 44.1 kHz
 EXIT_INTERRUPTED, EXIT_CLOSED = 130, 141  # 128 + SIGINT, 128 + SIGPIPE (what a shell reports for `cat`)
-
-
-def _registry_causal(spec: str) -> bool | None:
-    """Whether registry entry `spec` is a causal model, known from the registry alone (no model module, no
-    download); None for a path, a Hub repo or anything the registry cannot say (the loader reports those)."""
-    from tse_cli.models import ARCHITECTURES
-    from tse_cli.weights import WeightsError, load_registry
-
-    if Path(spec).expanduser().exists():
-        return None
-    try:
-        entry = load_registry().get(spec)
-    except (WeightsError, OSError, ValueError):
-        return None
-    if entry is None or entry.architecture not in ARCHITECTURES:
-        return None
-    return ARCHITECTURES[entry.architecture].causal
-
-
-def _refuse_window_model(spec: str, causal: bool) -> None:
-    """Usage error unless the model is causal (`tse_cli.models.protocol.CausalModel`)."""
-    if not causal:
-        raise fail(
-            f"model {spec!r} is not causal (it extracts whole windows); tse stream needs a causal model such as "
-            "waveformer or wavemamba; use tse extract for this one",
-            code=2,
-        )
 
 
 def stream(
@@ -130,11 +110,9 @@ def stream(
     raw_format = PcmFormat(rate, channels or 1, dtype or "int16") if raw else None
     spec = checkpoint or model or DEFAULT_MODEL
     try:
-        registered = _registry_causal(spec)
-        if registered is not None:  # checked before any download
-            _refuse_window_model(spec, registered)
+        refuse_window_model(spec, known_causal(spec), "tse stream", "use tse extract for this one")  # no download
         net = load_model_or_exit(spec, str(torch_device), indices, default=not (model or checkpoint), engine=engine)
-        _refuse_window_model(spec, model_kind(net) == "stream")
+        refuse_window_model(spec, model_kind(net) == "stream", "tse stream", "use tse extract for this one")
         if verbose:  # `tse stream -v` is `tse -v stream`: what it runs with, then latency and RTF
             console.set_verbose(True)
         verbose = console.verbose()
