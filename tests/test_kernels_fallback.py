@@ -142,3 +142,28 @@ def test_training_never_goes_through_the_kernels(monkeypatch):
     monkeypatch.setattr(kernels, "available", lambda: False)
     for got, expected in zip(with_kernels, gradients(), strict=True):
         assert torch.equal(got, expected)
+
+
+FORK_SCRIPT = """
+import os, signal, torch
+from tse_cli.models import kernels
+torch.set_num_threads(2)
+seen = []
+kernels.split(lambda a, b: seen.append((a, b)), 4, kernels.PARALLEL_ELEMENTS)  # starts the pool's thread
+assert len(seen) == 2, seen
+pid = os.fork()
+if pid == 0:
+    signal.alarm(30)  # a child waiting on the parent's (gone) threads dies of SIGALRM
+    seen.clear()
+    kernels.split(lambda a, b: seen.append((a, b)), 4, kernels.PARALLEL_ELEMENTS)
+    os._exit(0 if len(seen) == 2 else 3)
+_, status = os.waitpid(pid, 0)
+raise SystemExit(os.waitstatus_to_exitcode(status))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_splits_work_after_its_parent_did():
+    """A DataLoader worker or fork-started pool forks after the parent's kernels used their threads."""
+    done = subprocess.run([sys.executable, "-c", FORK_SCRIPT], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, f"child exit {done.returncode}: {done.stderr[-500:]}"

@@ -65,6 +65,12 @@ def _pool(workers: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(workers, thread_name_prefix="tse-kernels")
 
 
+# A forked child (a DataLoader worker, a fork-started pool) has none of the parent's threads: its first split
+# would wait forever on a pool whose workers are gone, so the child starts with no pools.
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_pool.cache_clear)
+
+
 def split(run: Callable[[int, int], None], total: int, elements: int, unit: int = 1) -> None:
     """`run(begin, end)` over [0, total) in pieces of whole `unit`s, one per torch intra-op thread when the call
     covers at least PARALLEL_ELEMENTS `elements` (ctypes releases the GIL during each kernel call)."""
