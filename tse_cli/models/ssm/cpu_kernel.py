@@ -16,7 +16,7 @@ from tse_cli.models import kernels
 from tse_cli.models.kernels import address
 from tse_cli.models.streaming import scratch, transposed
 
-BLOCK = 16  # channels per vector block (W in the source)
+BLOCK = 16  # channels per piece when split across threads: a multiple of every vector width W of the source
 MAX_STATE = 64  # d_state limit of the source (its per-block state array)
 
 
