@@ -125,8 +125,9 @@ def main() -> None:
     met = (
         "not measured (no --jobs 2 run)" if best is None else ("met" if best["mixtures_per_s"] >= TARGET else "NOT met")
     )
-    for b, w in zip(base, warm, strict=True) if base else ():  # --baseline none: no baseline rows
-        print(f"jobs {w['jobs']}: {w['mixtures_per_s'] / b['mixtures_per_s']:.2f}x the baseline's mixtures/s")
+    if base:  # not with --baseline none
+        for b, w in zip(base, warm, strict=True):
+            print(f"jobs {w['jobs']}: {w['mixtures_per_s'] / b['mixtures_per_s']:.2f}x the baseline's mixtures/s")
     print(f"target >= {TARGET} mixtures/s with 2 jobs: {met}; load average (1 min) {os.getloadavg()[0]:.2f}")
     print(
         f"every file byte-identical across runs (baseline included): {same}; source scan (cold): {cold['scan_s']:.1f} s"

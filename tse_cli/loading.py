@@ -34,15 +34,28 @@ def load_checked(spec: str, device: str, classes: list[int]) -> ExtractionModel:
     """
     from tse_cli import weights
 
-    local = Path(spec).expanduser().exists()
-    registry = None if local else weights.load_registry()
-    known = _local_architecture(Path(spec).expanduser()) if local else _registry_architecture(registry.get(spec))
+    registry = None if Path(spec).expanduser().exists() else weights.load_registry()
+    known = known_architecture(spec, registry)
     if known is not None:
         check_class_count(spec, known.max_classes, classes)
     net = weights.load_model(spec, device=device, registry=registry)
     if known is None:
         check_class_count(spec, net.max_classes, classes)
     return net
+
+
+def known_architecture(spec: str, registry: dict[str, Entry] | None = None) -> Architecture | None:
+    """The architecture `spec` names, known without downloading anything: a local checkpoint's config.json, else
+    its entry in `registry` (read when None); None where neither says (a Hub repo, a broken folder: loading says
+    why). Raises `tse_cli.weights.WeightsError` when the registry cannot be read."""
+    path = Path(spec).expanduser()
+    if path.exists():
+        return _local_architecture(path)
+    if registry is None:
+        from tse_cli import weights
+
+        registry = weights.load_registry()
+    return _registry_architecture(registry.get(spec))
 
 
 def _registry_architecture(entry: Entry | None) -> Architecture | None:

@@ -55,30 +55,17 @@ def load_model_or_exit(
 
 
 def known_causal(spec: str) -> bool | None:
-    """Whether the model `spec` names is causal (it streams), known without loading it: from the registry entry
-    (no download) or a local checkpoint folder's config.json; None where neither says (a Hub repo, a file, a
-    broken folder: the loader reports those)."""
-    from pathlib import Path
+    """Whether the model `spec` names is causal (it streams), known without loading it
+    (`tse_cli.loading.known_architecture`: a registry entry or a local checkpoint's config.json); None where
+    that cannot tell, the registry included (the loader then reports the problem)."""
+    from tse_cli.loading import known_architecture
+    from tse_cli.weights import WeightsError
 
-    from tse_cli.models import ARCHITECTURES
-
-    path = Path(spec).expanduser()
-    if path.exists():
-        from tse_cli.checkpoint import CheckpointError, read_config
-
-        try:
-            arch = read_config(path)["arch"] if path.is_dir() else None
-        except CheckpointError:
-            return None
-    else:
-        from tse_cli.weights import WeightsError, load_registry
-
-        try:
-            entry = load_registry().get(spec)
-        except (WeightsError, OSError, ValueError):
-            return None
-        arch = entry.architecture if entry is not None else None
-    return ARCHITECTURES[arch].causal if arch in ARCHITECTURES else None
+    try:
+        arch = known_architecture(spec)
+    except (WeightsError, OSError, ValueError):
+        return None
+    return None if arch is None else arch.causal
 
 
 def refuse_window_model(spec: str, causal: bool | None, command: str, advice: str) -> None:
