@@ -9,8 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tse_cli.models import create, kernels, streaming
-from tse_cli.models.streaming import causal_depthwise, linear
+from tse_cli.models import create, kernels, products
+from tse_cli.models.products import linear
+from tse_cli.models.streaming import causal_depthwise
 
 if not kernels.available():
     pytest.skip(f"tse's CPU kernels do not build here: {kernels.build_error()}", allow_module_level=True)
@@ -119,16 +120,36 @@ def test_kernels_can_be_turned_off(monkeypatch):
 
 @pytest.mark.parametrize("rows", [4, 13, 300])
 @torch.no_grad()
-def test_onednn_products_equal_mkl(rows):
+def test_onednn_products_equal_mkl(rows, monkeypatch):
     """Products of 1M multiply-adds and more run through oneDNN against a packed weight; smaller ones stay."""
-    if streaming._ONEDNN is None:
+    if products._ONEDNN is None:
         pytest.skip("torch without oneDNN")
+    monkeypatch.setattr(kernels, "LINEAR_ROWS", 0)  # the few-row products too (the kernel's test is below)
     layer = nn.Linear(512, 512)
     x = torch.randn(rows, 512)
     torch.testing.assert_close(linear(x, layer.weight, layer.bias), F.linear(x, layer.weight, layer.bias))
     with torch.no_grad():
         layer.weight.mul_(2)  # the packed weight follows the weight
     torch.testing.assert_close(linear(x, layer.weight, layer.bias), F.linear(x, layer.weight, layer.bias))
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 6, 7, 13, 14, 20, 32])
+@pytest.mark.parametrize(("fan_in", "fan_out", "bias"), [(512, 512, True), (19, 37, True), (256, 16, False)])
+@torch.no_grad()
+def test_linear_kernel_equals_f_linear(rows, fan_in, fan_out, bias):
+    """The few-row product (every tile size; output columns that do not fill a panel; no bias; k not a multiple of
+    the partial sums) equals F.linear, also on a row-strided input and after the weight changes."""
+    layer = nn.Linear(fan_in, fan_out, bias=bias)
+    x = torch.randn(rows, 2 * fan_in)[:, ::2].contiguous()
+    strided = torch.randn(rows, fan_in + 5)[:, :fan_in]  # rows apart by fan_in + 5 values
+    for inputs in (x, strided):
+        got = kernels.linear(inputs, layer.weight, layer.bias)
+        assert got.shape == (rows, fan_out)
+        torch.testing.assert_close(got, F.linear(inputs, layer.weight, layer.bias), rtol=1e-5, atol=1e-5)
+    layer.weight.mul_(2)  # the packed panels follow the weight
+    torch.testing.assert_close(linear(x, layer.weight, layer.bias), F.linear(x, layer.weight, layer.bias))
+    with pytest.raises(ValueError, match="at most"):
+        kernels.linear(torch.randn(kernels.LINEAR_ROWS + 1, fan_in), layer.weight, layer.bias)
 
 
 def _outputs(model: nn.Module, x: torch.Tensor, query: torch.Tensor) -> list[torch.Tensor]:
@@ -147,10 +168,10 @@ def test_models_with_the_speed_paths_equal_the_pytorch_operations(name, monkeypa
     torch.manual_seed(0)
     model = _randomised(create(name, enc_dim=64, dec_dim=32, num_enc_layers=3)).eval()
     x, query = torch.randn(2, 1, 2000) * 0.3, torch.eye(41)[:2]
-    monkeypatch.setattr(streaming, "ONEDNN_MACS", 1)  # every product through oneDNN (when torch has it)
+    monkeypatch.setattr(products, "ONEDNN_MACS", 1)  # every larger product through oneDNN (when torch has it)
     fast = _outputs(model, x, query)
     monkeypatch.setattr(kernels, "available", lambda: False)  # the kernels and the cpu scan
-    monkeypatch.setattr(streaming, "_ONEDNN", None)
+    monkeypatch.setattr(products, "_ONEDNN", None)
     plain = _outputs(model, x, query)
     for got, expected in zip(fast, plain, strict=True):
         assert (got - expected).abs().max() <= 1e-5

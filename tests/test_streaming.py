@@ -13,7 +13,8 @@ import torch
 from tiny import tiny
 
 from tse_cli.classes import FSD_CLASSES
-from tse_cli.models.streaming import ContextBuffer, linear
+from tse_cli.models.products import linear
+from tse_cli.models.streaming import ContextBuffer
 from tse_cli.models.waveformer import load_published
 
 DEEP = {"num_enc_layers": 3}  # on top of the tiny config: three dilations, so three context buffer sizes

@@ -2,7 +2,7 @@
 LayerNorm's kernel (output, mean and rstd: 3 per call, its out= variant included) where the encoder runs
 PyTorch's operations (without tse's CPU kernels, `tse_cli.models.kernels`), and for Waveformer the attention
 of each decoded group. Counted with the profiler (`count_allocations`) on tiny models, whose products are too
-small for oneDNN (larger ones allocate its output, see `tse_cli.models.streaming.linear`)."""
+small for oneDNN (larger ones allocate its output, see `tse_cli.models.products.linear`)."""
 
 from __future__ import annotations
 

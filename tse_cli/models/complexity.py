@@ -104,7 +104,7 @@ def count(
     else:
         args = inputs(model, seconds) if callable(inputs) else tuple(inputs)
 
-    from tse_cli.models import crossmamba, kernels, streaming
+    from tse_cli.models import crossmamba, kernels, products
     from tse_cli.models.crossmamba import CrossMambaMixer, MambaMixer
 
     mixer_calls: list[tuple[nn.Module, int, int]] = []
@@ -128,7 +128,7 @@ def count(
             FlopCounterMode(display=False) as counter,
             torch.no_grad(),
             mock.patch.object(crossmamba, "selective_scan", _scan_shapes_only),
-            mock.patch.object(streaming, "_ONEDNN", None),  # products the counter sees (it has no oneDNN formula)
+            mock.patch.object(products, "_ONEDNN", None),  # products the counter sees (it has no oneDNN formula)
             mock.patch.object(kernels, "available", lambda: False),  # layers whose uncounted_macs hooks run
         ):
             model(*args, **forward_kwargs)

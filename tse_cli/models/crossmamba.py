@@ -27,8 +27,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tse_cli.models import kernels
+from tse_cli.models.products import linear
 from tse_cli.models.ssm import selective_scan, selective_scan_step
-from tse_cli.models.streaming import causal_depthwise, derived, linear, scratch
+from tse_cli.models.streaming import causal_depthwise, derived, scratch
 
 
 class MambaState(NamedTuple):
@@ -159,7 +160,7 @@ class _Mixer(nn.Module):
         """Mixer output (batch, length, d_model) and, when `state` is given, the state after the last step.
 
         Everything before the scan runs time-major, (batch, length, channels), with the products against cached
-        transposed weights (`tse_cli.models.streaming.linear`); the scan gets transposed views.
+        prepared weights (`tse_cli.models.products.linear`); the scan gets transposed views.
         """
         if query is not None and query.shape[:2] != value.shape[:2]:
             raise ValueError(

@@ -26,12 +26,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tse_cli.models import kernels
+from tse_cli.models.products import linear
 from tse_cli.models.streaming import (
     ContextBuffer,
     Scratch,
     causal_depthwise,
     contiguous,
-    linear,
     reused_scratch,
     scratch,
     transposed,

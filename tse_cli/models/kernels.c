@@ -6,6 +6,8 @@
    2. tse_depthwise_f32: a causal depthwise convolution over time followed by LayerNorm + ReLU (the DCC
       encoder's first half) or by SiLU (the Mamba mixer's convolution).
    3. tse_norm_f32: LayerNorm + ReLU plus a residual (the encoder's second half), or RMSNorm.
+   4. tse_linear_f32: a matrix product for the few rows of a streamed chunk (x W^T + bias), against the weight
+      packed in panels of W output columns.
 
    The selective scan, for every batch row b and channel d, time t along the rows:
        dt    = softplus(delta[t, d] + bias[d])          (bias and softplus optional)
@@ -249,3 +251,69 @@ int tse_norm_f32(int64_t rows, int64_t channels, const float *y, int64_t sy, int
     }
     return 0;
 }
+
+/* out[m, :] = x[m, :] W^T + bias for `rows` rows (a streamed chunk's frames), W (n_dim, k_dim) given as `panels`
+   (ceil(n_dim / W), k_dim, W) contiguous: panel p holds output columns [p W, p W + W), zero past n_dim, so one
+   vector load per k. Rows of x and out have unit stride along columns (row strides sx, so); bias may be NULL.
+   Panels [p_begin, p_end) (callers split the panels across threads).
+
+   Each panel is read once per tile of up to LINEAR_TILE rows, which keep one accumulator vector each: 13
+   accumulators, the weight vector and a broadcast fill AVX2's 16 registers, and 13 rows are a 416-sample chunk.
+   Tiles of fewer rows keep `sums` interleaved partial sums per row (alternate k), so that more independent
+   multiply-adds hide their latency; x W^T is then summed in another order than MKL's (float32 rounding). */
+#define LINEAR_TILE 13
+
+static inline __attribute__((always_inline)) void linear_tile(int rows, int sums, int64_t k_dim, const float *x,
+                                                              int64_t sx, const float *panel, const float *bias,
+                                                              float *out, int64_t so, int cols) {
+    vf acc[LINEAR_TILE][4];
+    for (int r = 0; r < rows; r++)
+        for (int s = 0; s < sums; s++) acc[r][s] = splat(0.0f);
+    int64_t k = 0;
+    for (; k + sums <= k_dim; k += sums)
+        for (int s = 0; s < sums; s++) {
+            vf w;
+            memcpy(&w, panel + (k + s) * W, sizeof w);
+            for (int r = 0; r < rows; r++) acc[r][s] += x[r * sx + k + s] * w; /* a scalar times a vector: broadcast */
+        }
+    for (; k < k_dim; k++) {
+        vf w;
+        memcpy(&w, panel + k * W, sizeof w);
+        for (int r = 0; r < rows; r++) acc[r][0] += x[r * sx + k] * w;
+    }
+    vf b = bias ? load(bias, cols) : splat(0.0f);
+    for (int r = 0; r < rows; r++) {
+        vf sum = acc[r][0];
+        if (sums == 2) sum += acc[r][1];
+        if (sums == 4) sum = (sum + acc[r][1]) + (acc[r][2] + acc[r][3]);
+        store(out + r * so, sum + b, cols);
+    }
+}
+
+#define LINEAR_CASE(rows, sums) \
+    case rows: linear_tile(rows, sums, k_dim, x, sx, panel, bias, out, so, cols); break;
+
+static void linear_rows(int rows, int64_t k_dim, const float *x, int64_t sx, const float *panel, const float *bias,
+                        float *out, int64_t so, int cols) {
+    switch (rows) {
+        LINEAR_CASE(1, 4) LINEAR_CASE(2, 4) LINEAR_CASE(3, 4) LINEAR_CASE(4, 2) LINEAR_CASE(5, 2) LINEAR_CASE(6, 2)
+        LINEAR_CASE(7, 1) LINEAR_CASE(8, 1) LINEAR_CASE(9, 1) LINEAR_CASE(10, 1) LINEAR_CASE(11, 1)
+        LINEAR_CASE(12, 1) LINEAR_CASE(13, 1)
+    }
+}
+
+void tse_linear_f32(int64_t rows, int64_t k_dim, int64_t n_dim, const float *x, int64_t sx, const float *panels,
+                    const float *bias, float *out, int64_t so, int64_t p_begin, int64_t p_end) {
+    int64_t tiles = (rows + LINEAR_TILE - 1) / LINEAR_TILE;
+    for (int64_t p = p_begin; p < p_end; p++) {
+        int cols = n_dim - p * W < W ? (int)(n_dim - p * W) : W;
+        for (int64_t t = 0, m = 0; t < tiles; t++) { /* tiles of equal size: 20 rows are 10 + 10, not 13 + 7 */
+            int64_t end = rows * (t + 1) / tiles;
+            linear_rows((int)(end - m), k_dim, x + m * sx, sx, panels + p * k_dim * W, bias ? bias + p * W : NULL,
+                        out + m * so + p * W, so, cols);
+            m = end;
+        }
+    }
+}
+
+int tse_lanes(void) { return W; } /* the panel width tse_linear_f32 expects */

@@ -5,8 +5,9 @@ context frames, the output transposed convolution) all need the same operation p
 `context` steps followed by these `n` new ones as one contiguous tensor". `ContextBuffer` does that in amortised
 O(n) time and O(context) memory, however long the stream runs and whatever the chunk size.
 
-Streamed chunks are short (13 frames for a 416-sample chunk), so per-operation costs dominate: `linear` runs the
-products of a chunk against cached transposed weights, which is markedly faster for few rows on CPU.
+Streamed chunks are short (13 frames for a 416-sample chunk), so per-operation costs dominate: weights are
+used in derived forms (`transposed`, packed copies) computed once per weight version (`derived`); the products
+that use them are `tse_cli.models.products.linear`.
 
 Working memory: while a streamer runs a chunk inside `Scratch.active()`, `scratch(...)` hands out tensors that
 are reused from chunk to chunk (the layers pass them as `out=`); outside it returns None and the same calls
@@ -265,39 +266,6 @@ def transposed(weight: Tensor) -> Tensor:
     if torch.is_grad_enabled() and weight.requires_grad:
         return _transpose(weight)
     return derived(weight, "transposed", lambda w: _transpose(w).contiguous())
-
-
-# oneDNN's matrix product against a weight packed for it (what torch.compile's CPU backend uses after freezing):
-# on this project's AVX-512 CPU 10-30% faster than MKL's for products of 1M MACs and more (13 rows, 512x512: 82
-# against 119 us; 2048 rows: 10 against 12 ms), but each call costs about 15 us more, so smaller ones stay with
-# MKL (1 row of 512x512: 33 against 24 us; 13 rows of 512x32: 19 against 9). None where torch lacks oneDNN.
-_ONEDNN = getattr(torch.ops.mkldnn, "_linear_pointwise", None) if torch.backends.mkldnn.is_available() else None
-ONEDNN_MACS = 1 << 20  # products of at least this many multiply-adds (rows * in * out) go through oneDNN
-_PACK_ROWS = 2048  # the row count the packing is tuned for (the engine's block; also the best for 4-64 rows)
-
-
-def _pack(weight: Tensor) -> Tensor:
-    return torch.ops.mkldnn._reorder_linear_weight(weight.reshape(weight.shape[0], -1), _PACK_ROWS)
-
-
-def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
-    """`F.linear(x, weight, bias)` for x (..., in) and a weight parameter (out, in) or (out, in, 1) -> (..., out).
-
-    Without autograd on a CPU, float32 products of ONEDNN_MACS or more run through oneDNN against a weight
-    packed once per weight version (see above; the result is then oneDNN's tensor, not a scratch one); the
-    others against `transposed(weight)`: for the few rows of a streamed chunk, a product with a contiguous (in,
-    out) matrix is 1.5-2x faster on CPU than F.linear's (out, in) layout (75 against 110 us, 13 rows, 512x512).
-    """
-    rows = x.reshape(-1, x.shape[-1])
-    onednn = rows.shape[0] * weight.numel() >= ONEDNN_MACS and _ONEDNN is not None and rows.dtype == torch.float32
-    onednn = onednn and rows.device.type == "cpu" and not torch.jit.is_tracing()  # (an exported graph: aten ops)
-    if onednn and not (torch.is_grad_enabled() and (weight.requires_grad or rows.requires_grad)):
-        out = _ONEDNN(rows, derived(weight, "onednn", _pack), bias, "none", [], "")
-        return out.view(*x.shape[:-1], out.shape[-1])
-    weight_t = transposed(weight)
-    out = scratch(rows, (rows.shape[0], weight_t.shape[1]))
-    out = torch.mm(rows, weight_t, out=out) if bias is None else torch.addmm(bias, rows, weight_t, out=out)
-    return out.view(*x.shape[:-1], out.shape[-1])
 
 
 # measuring allocations
