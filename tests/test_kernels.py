@@ -4,6 +4,8 @@ oneDNN's products in `linear`, and whole models (offline and streamed) with and 
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -175,3 +177,75 @@ def test_models_with_the_speed_paths_equal_the_pytorch_operations(name, monkeypa
     plain = _outputs(model, x, query)
     for got, expected in zip(fast, plain, strict=True):
         assert (got - expected).abs().max() <= 1e-5
+
+
+def _stream(model: nn.Module, x: torch.Tensor, query: torch.Tensor, sizes: list[int], change=None) -> torch.Tensor:
+    """Stream x in chunks of `sizes` (cycled); `change(model)` runs after the third chunk when given."""
+    streamer, pieces, at, i = model.streamer(query), [], 0, 0
+    while at < x.shape[-1]:
+        n = sizes[i % len(sizes)]
+        pieces.append(streamer.feed(x[..., at : at + n]))
+        at, i = at + n, i + 1
+        if change is not None and i == 3:
+            change(model)
+    return torch.cat([*pieces, streamer.flush()], dim=-1)
+
+
+@pytest.mark.parametrize("sizes", [[416], [32], [1, 96, 5], [416, 3000, 32, 2000]])
+@pytest.mark.parametrize("batch", [1, 2])
+def test_fused_encoder_step_equals_the_layer_by_layer_step(sizes, batch, monkeypatch):
+    """Chunks of up to LINEAR_ROWS frames run the whole encoder in one call (`dcc.EncoderState.plan`); longer ones
+    layer by layer, on the same context buffers: any mix of the two equals the layer-by-layer stream and the
+    offline forward."""
+    torch.manual_seed(0)
+    model = _randomised(create("wavemamba-small", enc_dim=64, dec_dim=32, num_enc_layers=4)).eval()
+    x, query = torch.randn(batch, 1, 6000) * 0.3, torch.eye(41)[:batch]
+    fused = _stream(model, x, query, sizes)
+    streamer = model.streamer(query)
+    streamer.feed(x[..., :416])
+    assert streamer.encoder_state.plan.layers is not None  # the fused step ran
+    monkeypatch.setattr(kernels, "LINEAR_ROWS", 0)  # no product is few-row: the layer-by-layer step
+    plain = _stream(model, x, query, sizes)
+    with torch.inference_mode():
+        offline = model(x, query)
+    assert (fused - plain).abs().max() <= 1e-5
+    assert (fused - offline).abs().max() <= 1e-5
+
+
+def test_fused_encoder_step_is_not_used_for_inference_tensor_weights():
+    """Parameters made under inference_mode have no version counter: such a model streams layer by layer."""
+    torch.manual_seed(0)
+    with torch.inference_mode():
+        model = _randomised(create("wavemamba-small", enc_dim=64, dec_dim=32, num_enc_layers=3)).eval()
+        x, query = torch.randn(1, 1, 3000) * 0.3, torch.eye(41)[:1]
+        offline = model(x, query)
+    streamer = model.streamer(query)
+    out = torch.cat([*(streamer.feed(p) for p in x.split(416, -1)), streamer.flush()], dim=-1)
+    assert streamer.encoder_state.plan.layers is None
+    assert (out - offline).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("how", ["in place", "replaced"])
+def test_fused_encoder_step_follows_weight_changes(how, monkeypatch):
+    """A weight changed in place or a parameter replaced between chunks is used from the next chunk on."""
+    torch.manual_seed(0)
+    model = _randomised(create("wavemamba-small", enc_dim=64, dec_dim=32, num_enc_layers=3)).eval()
+    x, query = torch.randn(1, 1, 3000) * 0.3, torch.eye(41)[:1]
+
+    def change(m: nn.Module) -> None:
+        conv = m.mask_gen.encoder.dcc_layers[1].layers["3"]
+        with torch.no_grad():
+            if how == "in place":
+                conv.weight.mul_(-1.5)
+            else:
+                conv.weight = nn.Parameter(conv.weight * -1.5)
+
+    def run(model: nn.Module) -> torch.Tensor:
+        return _stream(copy.deepcopy(model), x, query, [416], change)
+
+    fused = run(model)
+    monkeypatch.setattr(kernels, "LINEAR_ROWS", 0)
+    plain = run(model)
+    monkeypatch.undo()
+    assert (fused - plain).abs().max() <= 1e-5
+    assert (fused - _stream(copy.deepcopy(model), x, query, [416])).abs().max() > 1e-2  # the change mattered

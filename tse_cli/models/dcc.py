@@ -19,6 +19,7 @@ multiply-adds, which keeps the per-chunk cost of streaming low. The weights keep
 from __future__ import annotations
 
 import contextlib
+import ctypes
 from collections import OrderedDict
 
 import torch
@@ -140,6 +141,50 @@ class DepthwiseSeparableConv(nn.Module):
         return output.numel() * self.kernel_size
 
 
+class EncoderState(list):
+    """The encoder's streaming state: one `ContextBuffer` per layer, and the plan of its fused step (the
+    addresses `tse_cli.models.kernels.dcc_step` reads), made on the first chunk that runs it."""
+
+    plan: _FusedPlan | None = None
+
+
+class _FusedPlan:
+    """The `kernels.DCCLayer`s of one encoder and one state, valid while no parameter of the encoder is replaced
+    or changed in place (`fresh`: identity and version counter of each); keeps the derived weights it points to.
+    `layers` is None for inference-tensor parameters (made under `torch.inference_mode`), which have no version
+    counter to follow: the encoder then runs layer by layer, as before."""
+
+    def __init__(self, encoder: DilatedCausalEncoder, state: EncoderState):
+        self.params = [(m._parameters, name, p) for m in encoder.modules() for name, p in m._parameters.items()]
+        self.layers: ctypes.Array | None = None
+        if any(p.is_inference() for _, _, p in self.params):
+            self.versions = None
+            return
+        self.versions = [p._version for _, _, p in self.params]
+        self.kept: list[Tensor] = []
+        layers = []
+        for layer, buffer in zip(encoder.dcc_layers, state, strict=True):
+            depthwise, norm1, conv, norm2 = layer.layers.values()
+            taps, packed = transposed(depthwise.weight), kernels.panels(conv.weight)
+            self.kept += [taps, packed]
+            layers.append(
+                kernels.DCCLayer(
+                    *map(kernels.address, (taps, depthwise.bias, norm1.weight, norm1.bias, packed, conv.bias)),
+                    *map(kernels.address, (norm2.weight, norm2.bias, buffer.buffer)),
+                    layer.kernel_size, layer.dilation, buffer.buffer.shape[1], buffer.context, buffer.end,
+                    norm1.eps, norm2.eps,
+                )
+            )  # fmt: skip
+        self.layers = (kernels.DCCLayer * len(layers))(*layers)
+
+    def fresh(self) -> bool:
+        if not all(params.get(name) is p for params, name, p in self.params):
+            return False
+        return self.versions is None or all(
+            p._version == v for (_, _, p), v in zip(self.params, self.versions, strict=True)
+        )
+
+
 class DilatedCausalEncoder(nn.Module):
     """Residual stack of `num_layers` causal convs with dilation 2^i, each seeing (kernel-1)*2^i past frames."""
 
@@ -155,12 +200,17 @@ class DilatedCausalEncoder(nn.Module):
             OrderedDict((f"dcc_{i}", DepthwiseSeparableConv(channels, 2**i, kernel_size)) for i in range(num_layers))
         )
 
-    def init_state(self, batch: int, device: torch.device, dtype: torch.dtype) -> list[ContextBuffer]:
-        return context_buffers(self.contexts, batch, self.channels, device, dtype)
+    def init_state(self, batch: int, device: torch.device, dtype: torch.dtype) -> EncoderState:
+        return EncoderState(context_buffers(self.contexts, batch, self.channels, device, dtype))
 
     def forward(self, x: Tensor, state: list[ContextBuffer] | None = None) -> Tensor:
         """(batch, frames, channels) -> same shape; `state` (from `init_state`) carries the past frames."""
         fused = kernels.usable(x)
+        if fused and isinstance(state, EncoderState) and x.shape[0] * x.shape[1] <= kernels.LINEAR_ROWS:
+            if state.plan is None or not state.plan.fresh():
+                state.plan = _FusedPlan(self, state)
+            if state.plan.layers is not None:
+                return self._fused_step(x, state.plan.layers, state)
         for i, layer in enumerate(self.dcc_layers):
             past = None if state is None else state[i].current()
             if fused:  # the input x is not ours to change: the first layer writes its output elsewhere
@@ -174,6 +224,20 @@ class DilatedCausalEncoder(nn.Module):
             if not fused:  # autograd keeps each layer's input for its backward pass: x changes in place only without
                 x = x.add_(y) if i and not torch.is_grad_enabled() else torch.add(x, y, out=scratch(x))
         return x
+
+    def _fused_step(self, x: Tensor, layers: ctypes.Array, state: EncoderState) -> Tensor:
+        """`forward(x, state)` for a streamed chunk, as one call of `kernels.dcc_step` through `layers` (the
+        plan's); the context buffers stay `ContextBuffer`s (their `end` goes in and comes back), so that chunks of
+        any length can follow."""
+        for layer, buffer in zip(layers, state, strict=True):
+            layer.end = buffer.end
+        x = contiguous(x)
+        out, work = scratch(x, x.shape), scratch(x, (2, *x.shape))
+        out = torch.empty_like(x) if out is None else out
+        kernels.dcc_step(layers, x, out, torch.empty(2, *x.shape) if work is None else work)
+        for layer, buffer in zip(layers, state, strict=True):
+            buffer.end = layer.end
+        return out
 
 
 # mask generator

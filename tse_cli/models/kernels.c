@@ -8,6 +8,8 @@
    3. tse_norm_f32: LayerNorm + ReLU plus a residual (the encoder's second half), or RMSNorm.
    4. tse_linear_f32: a matrix product for the few rows of a streamed chunk (x W^T + bias), against the weight
       packed in panels of W output columns.
+   5. tse_dcc_step_f32: a streamed chunk through the whole DCC encoder (2, 4, 2 and a context buffer per layer)
+      in one call: per layer, Python would pay more to set up three calls than the chunk's arithmetic costs.
 
    The selective scan, for every batch row b and channel d, time t along the rows:
        dt    = softplus(delta[t, d] + bias[d])          (bias and softplus optional)
@@ -316,4 +318,58 @@ void tse_linear_f32(int64_t rows, int64_t k_dim, int64_t n_dim, const float *x, 
     }
 }
 
+
 int tse_lanes(void) { return W; } /* the panel width tse_linear_f32 expects */
+
+/* One DCC encoder layer for tse_dcc_step_f32 (the ctypes Structure `kernels.DCCLayer` mirrors it): the depthwise
+   taps (k, channels) and bias, LayerNorm 1, the 1x1 product's panels (see tse_linear_f32) and bias, LayerNorm 2,
+   and the layer's context buffer (`tse_cli.models.streaming.ContextBuffer`: batch rows of `capacity` frames, the
+   context the `context` frames before `end`). `end` is read and updated. */
+typedef struct {
+    const float *taps, *dw_bias, *gamma1, *beta1, *panels, *pw_bias, *gamma2, *beta2;
+    float *buffer;
+    int64_t k, dilation, capacity, context, end;
+    float eps1, eps2;
+} tse_dcc_layer;
+
+/* ContextBuffer.advance: append the n frames x (batch, n, channels) to the layer's context buffer. */
+static void advance(tse_dcc_layer *layer, int64_t batch, int64_t n, int64_t channels, const float *x) {
+    int64_t context = layer->context, end = layer->end;
+    int full = n < context && end + n > layer->capacity; /* the context moves to the front first */
+    size_t frame = sizeof(float) * (size_t)channels;
+    for (int64_t b = 0; b < batch; b++) {
+        float *buffer = layer->buffer + b * layer->capacity * channels;
+        const float *xb = x + b * n * channels;
+        if (n >= context) { /* the new context is the tail of x */
+            memcpy(buffer, xb + (n - context) * channels, frame * context);
+            continue;
+        }
+        if (full) memmove(buffer, buffer + (end - context) * channels, frame * context);
+        memcpy(buffer + (full ? context : end) * channels, xb, frame * n);
+    }
+    layer->end = n >= context ? context : (full ? context : end) + n;
+}
+
+/* out = the encoder on x, both (batch, n, channels) contiguous, through `layers` layers, each: out += relu(LN2(
+   1x1(relu(LN1(depthwise(context, out)))))), its context buffer advanced by the layer's input. `work` holds
+   2 * batch * n * channels floats. Returns -1 for more than MAX_CHANNELS channels, else 0. */
+int tse_dcc_step_f32(int64_t batch, int64_t n, int64_t channels, int64_t layers, tse_dcc_layer *plan,
+                     const float *x, float *out, float *work) {
+    if (channels > MAX_CHANNELS) return -1;
+    int64_t rows = batch * n, panels = (channels + W - 1) / W;
+    float *front = work, *product = work + rows * channels;
+    memcpy(out, x, sizeof(float) * (size_t)(rows * channels));
+    for (int64_t i = 0; i < layers; i++) {
+        tse_dcc_layer *layer = plan + i;
+        const float *past = layer->buffer + (layer->end - layer->context) * channels;
+        tse_depthwise_f32(batch, n, channels, out, n * channels, channels, past, layer->capacity * channels,
+                          channels, layer->taps, layer->k, layer->dilation, layer->dw_bias, POST_LAYER_NORM_RELU,
+                          layer->gamma1, layer->beta1, layer->eps1, front, n * channels, channels, 0, n);
+        tse_linear_f32(rows, channels, channels, front, channels, layer->panels, layer->pw_bias, product, channels,
+                       0, panels);
+        advance(layer, batch, n, channels, out);
+        tse_norm_f32(rows, channels, product, channels, POST_LAYER_NORM_RELU, layer->gamma2, layer->beta2,
+                     layer->eps2, out, channels, out, channels);
+    }
+    return 0;
+}

@@ -13,7 +13,8 @@ PyTorch operations (same outputs); `TSE_CPU_KERNELS=0` does the same on purpose.
 Here: loading, and the wrappers of the non-scan kernels, which the DCC encoder and the Mamba mixer call instead
 of chains of element-wise operations (`usable` says when: CPU float32 tensors, no autograd): `depthwise` (a
 causal depthwise convolution, then LayerNorm + ReLU or SiLU) and `norm` (LayerNorm + ReLU plus a residual, or
-RMSNorm); and `linear`, the product for the few rows of a streamed chunk (`tse_cli.models.products` picks it).
+RMSNorm); `linear`, the product for the few rows of a streamed chunk (`tse_cli.models.products` picks it); and
+`dcc_step`, a streamed chunk through the whole DCC encoder in one call.
 The selective scan's wrapper is `tse_cli.models.ssm.cpu_kernel`.
 """
 
@@ -57,6 +58,7 @@ _SIGNATURES = {
     "tse_norm_f32": [_i64, _i64, _ptr, _i64, _int, _ptr, _ptr, _float, _ptr, _i64, _ptr, _i64],
     "tse_linear_f32": [_i64] * 3 + [_ptr, _i64, _ptr, _ptr, _ptr, _i64, _i64, _i64],
     "tse_lanes": [],
+    "tse_dcc_step_f32": [_i64] * 4 + [_ptr] * 4,
 }  # fmt: skip
 _RETURNS = {"tse_depthwise_f32": None, "tse_linear_f32": None}  # the others return an int
 
@@ -321,11 +323,41 @@ def linear(rows: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     m, k = rows.shape
     if m > LINEAR_ROWS:
         raise ValueError(f"tse_linear_f32 takes at most {LINEAR_ROWS} rows, got {m}")
-    panels = derived(weight, "panels", _panels)
+    packed = panels(weight)
     out = scratch(rows, (m, weight.shape[0]))
     out = torch.empty(m, weight.shape[0]) if out is None else out
-    args = (m, k, weight.shape[0], rows.data_ptr(), rows.stride(0), panels.data_ptr(), address(bias))
+    args = (m, k, weight.shape[0], rows.data_ptr(), rows.stride(0), packed.data_ptr(), address(bias))
     function = library().tse_linear_f32
-    split(lambda begin, end: function(*args, out.data_ptr(), out.stride(0), begin, end), panels.shape[0],
+    split(lambda begin, end: function(*args, out.data_ptr(), out.stride(0), begin, end), packed.shape[0],
           m * weight.numel())  # fmt: skip
     return out
+
+
+def panels(weight: Tensor) -> Tensor:
+    """`weight` packed for `linear` (see `_panels`), once per weight version."""
+    return derived(weight, "panels", _panels)
+
+
+class DCCLayer(ctypes.Structure):
+    """One encoder layer for `dcc_step` (kernels.c's `tse_dcc_layer`): addresses of its weights, in the layouts
+    the kernels read (taps `transposed`, the 1x1 weight as `panels`), and of its `ContextBuffer`'s buffer."""
+
+    _fields_ = [
+        *((name, _ptr) for name in ("taps", "dw_bias", "gamma1", "beta1", "panels", "pw_bias", "gamma2", "beta2")),
+        ("buffer", _ptr),
+        *((name, _i64) for name in ("k", "dilation", "capacity", "context", "end")),
+        ("eps1", _float),
+        ("eps2", _float),
+    ]
+
+
+def dcc_step(layers: ctypes.Array, x: Tensor, out: Tensor, work: Tensor) -> None:
+    """The DCC encoder on a streamed chunk x (batch, n, channels), contiguous, into `out` (same shape): every
+    layer of `layers` (a ctypes array of `DCCLayer`) in one call, their context buffers read and advanced (each
+    layer's `end` updated). `work`: 2 * x.numel() floats of working memory."""
+    if work.numel() < 2 * x.numel() or not (x.is_contiguous() and out.is_contiguous() and work.is_contiguous()):
+        raise ValueError("dcc_step needs contiguous x and out, and 2 * x.numel() floats of work")
+    batch, n, channels = x.shape
+    function = library().tse_dcc_step_f32
+    if function(batch, n, channels, len(layers), layers, x.data_ptr(), out.data_ptr(), work.data_ptr()):
+        raise ValueError(f"tse_dcc_step_f32 takes at most {MAX_CHANNELS} channels, got {channels}")
