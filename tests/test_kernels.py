@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tse_cli.models import create, kernels, products
+from tse_cli.models import create, crossmamba, kernels, products
+from tse_cli.models.crossmamba import CrossMambaBlock, MambaState
 from tse_cli.models.products import linear
 from tse_cli.models.streaming import causal_depthwise
 
@@ -249,3 +250,67 @@ def test_fused_encoder_step_follows_weight_changes(how, monkeypatch):
     monkeypatch.undo()
     assert (fused - plain).abs().max() <= 1e-5
     assert (fused - _stream(copy.deepcopy(model), x, query, [416])).abs().max() > 1e-2  # the change mattered
+
+
+@pytest.mark.parametrize("frames", [[13], [1], [1, 4, 2], [13, 40, 1, 33]])
+@pytest.mark.parametrize("batch", [1, 2])
+def test_fused_cross_mamba_step_equals_the_operation_by_operation_step(frames, batch, monkeypatch):
+    """A CrossMamba block's streamed step in one call (`crossmamba._StepPlan`: chunks of up to LINEAR_ROWS frames,
+    the cpu scan) and operation by operation, mixed on the same states: equal streams and states."""
+    torch.manual_seed(0)
+    block = _randomised(CrossMambaBlock(24, d_state=5, d_conv=4, expand=3))  # d_inner 72: a partial vector
+    query, value = torch.randn(batch, 60, 24), torch.randn(batch, 60, 24)
+
+    def stream() -> tuple[torch.Tensor, MambaState]:
+        state, outs, at, i = block.init_state(batch), [], 0, 0
+        with torch.inference_mode():
+            while at < value.shape[1]:
+                n = frames[i % len(frames)]  # batch * n rows: both sides of LINEAR_ROWS
+                outs.append(block.step(query[:, at : at + n], value[:, at : at + n], state)[0].clone())
+                at, i = at + n, i + 1
+        return torch.cat(outs, dim=1), state
+
+    fused, fused_state = stream()
+    assert block in crossmamba._STEP_PLANS and crossmamba._STEP_PLANS[block].block is not None
+    monkeypatch.setattr(kernels, "LINEAR_ROWS", 0)
+    plain, plain_state = stream()
+    with torch.inference_mode():
+        offline = block(query, value)
+    assert (fused - plain).abs().max() <= 1e-5 and (fused - offline).abs().max() <= 1e-5
+    for got, expected in zip(fused_state, plain_state, strict=True):
+        assert (got - expected).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("case", ["in place", "replaced", "reference scan", "inference tensors"])
+def test_fused_cross_mamba_step_follows_weights_and_backend(case, monkeypatch):
+    """A weight changed in place or replaced between chunks is used from the next one; an explicit `reference`
+    scan backend and inference-tensor parameters run operation by operation; all equal the plain step."""
+    torch.manual_seed(0)
+    with torch.inference_mode(case == "inference tensors"):
+        block = _randomised(CrossMambaBlock(16, d_state=4))
+    if case == "reference scan":
+        block.mixer.scan_backend = "reference"
+    query, value = torch.randn(1, 20, 16), torch.randn(1, 20, 16)
+
+    def stream(block: nn.Module) -> torch.Tensor:
+        state, outs = block.init_state(1), []
+        for i, (q, v) in enumerate(zip(query.split(5, 1), value.split(5, 1), strict=True)):
+            with torch.inference_mode():
+                outs.append(block.step(q, v, state)[0].clone())
+            if i == 1 and case in ("in place", "replaced"):
+                with torch.no_grad():
+                    if case == "in place":
+                        block.mixer.out_proj.weight.mul_(-2)
+                    else:
+                        block.mixer.x_proj.weight = nn.Parameter(block.mixer.x_proj.weight * -2)
+        return torch.cat(outs, dim=1)
+
+    def fresh() -> nn.Module:  # (a deep copy of inference tensors is made of normal ones)
+        return block if case == "inference tensors" else copy.deepcopy(block)
+
+    copied = fresh()
+    fused = stream(copied)
+    plan = crossmamba._STEP_PLANS.get(copied)
+    assert (plan is not None and plan.block is not None) == (case in ("in place", "replaced"))
+    monkeypatch.setattr(kernels, "LINEAR_ROWS", 0)
+    assert (fused - stream(fresh())).abs().max() <= 1e-5

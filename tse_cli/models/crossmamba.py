@@ -20,6 +20,7 @@ RMSNorms and the causal conv with its SiLU run as single passes of `tse_cli.mode
 from __future__ import annotations
 
 import math
+import weakref
 from typing import NamedTuple
 
 import torch
@@ -28,8 +29,8 @@ from torch import Tensor, nn
 
 from tse_cli.models import kernels
 from tse_cli.models.products import linear
-from tse_cli.models.ssm import selective_scan, selective_scan_step
-from tse_cli.models.streaming import causal_depthwise, derived, scratch
+from tse_cli.models.ssm import resolve_backend, selective_scan, selective_scan_step
+from tse_cli.models.streaming import Watched, causal_depthwise, contiguous, derived, scratch, transposed
 
 
 class MambaState(NamedTuple):
@@ -134,10 +135,10 @@ class _Mixer(nn.Module):
         """A = -exp(A_log) (d_inner, d_state) in at least float32; computed once per weight update when streaming."""
         return derived(self.A_log, "A", lambda a: -torch.exp(a.to(torch.promote_types(a.dtype, torch.float32))))
 
-    def _cross_query(self, query: Tensor) -> Tensor:
-        """C = q_proj(in_proj_q(query)) (batch, length, d_state): two products with nothing between them, run as
-        one against q_proj.weight @ in_proj_q.weight (d_model -> d_state directly: 32x fewer MACs at d_state 16,
-        d_inner 512), cached per weight version while autograd is off."""
+    def _fused_query(self) -> Tensor:
+        """(q_proj.weight @ in_proj_q.weight).T (d_model, d_state), with in_proj_q's bias through q_proj as a last
+        row when it has one: C = q_proj(in_proj_q(query)) is one product against it, cached per weight version
+        while autograd is off (`_cross_query`)."""
 
         def fuse(w_q: Tensor, w_in: Tensor, *bias: Tensor) -> Tensor:  # (d_model [+ 1], d_state): weight[, bias]
             # products summed element-wise, not matmuls: a weight transform, which the MAC counter
@@ -146,10 +147,18 @@ class _Mixer(nn.Module):
             return torch.cat(rows).contiguous() if bias else rows[0].contiguous()
 
         in_bias = () if self.in_proj_q.bias is None else (self.in_proj_q.bias,)
-        fused = derived(self.q_proj.weight, "cross-query", fuse, self.in_proj_q.weight, *in_bias)
+        return derived(self.q_proj.weight, "cross-query", fuse, self.in_proj_q.weight, *in_bias)
+
+    def _cross_query(self, query: Tensor) -> Tensor:
+        """C = q_proj(in_proj_q(query)) (batch, length, d_state): two products with nothing between them, run as
+        one against `_fused_query()` (d_model -> d_state directly: 32x fewer MACs at d_state 16, d_inner 512)."""
+        fused = self._fused_query()
         rows = query.reshape(-1, query.shape[-1])
         out = scratch(rows, (rows.shape[0], fused.shape[1]))
-        out = torch.addmm(fused[-1], rows, fused[:-1], out=out) if in_bias else torch.mm(rows, fused, out=out)
+        if fused.shape[0] > self.d_model:  # the bias row
+            out = torch.addmm(fused[-1], rows, fused[:-1], out=out)
+        else:
+            out = torch.mm(rows, fused, out=out)
         return out.view(*query.shape[:-1], fused.shape[1])
 
     def uncounted_macs(self, args: tuple[Tensor, ...], output: Tensor) -> int:
@@ -283,9 +292,61 @@ class CrossMambaBlock(nn.Module):
         return self.mixer.init_state(batch, device, dtype)
 
     def step(self, query: Tensor, value: Tensor, state: MambaState) -> tuple[Tensor, MambaState]:
-        """Streaming: chunks (batch, length >= 1, d_model) after `state` -> (output chunk, new state)."""
+        """Streaming: chunks (batch, length >= 1, d_model) after `state` -> (output chunk, new state).
+
+        Inference on a CPU, chunks of up to `kernels.LINEAR_ROWS` frames with the `cpu` scan: the whole block as
+        one call of `kernels.cross_mamba_step` (see `_StepPlan`)."""
+        plan = self._step_plan(query, value, state)
+        if plan is not None:
+            q, v = contiguous(query), contiguous(value)
+            out, work = scratch(v, v.shape), scratch(v, (kernels.mamba_work(plan, v.shape[0] * v.shape[1]),))
+            out = torch.empty_like(v) if out is None else out
+            work = torch.empty(kernels.mamba_work(plan, v.shape[0] * v.shape[1])) if work is None else work
+            kernels.cross_mamba_step(plan, q, v, out, state.conv.transpose(1, 2), state.ssm, work)
+            return out, state
         out, state = self.mixer.step(_rms_norm(query, self.norm_query), _rms_norm(value, self.norm), state)
         return out.add_(value), state
+
+    def _step_plan(self, query: Tensor, value: Tensor, state: MambaState) -> kernels.MambaBlock | None:
+        """The fused step's block (`_StepPlan`), or None where the step runs operation by operation."""
+        if value.shape[0] * value.shape[1] > kernels.LINEAR_ROWS or not kernels.usable(value, query, state.ssm):
+            return None
+        if resolve_backend(self.mixer.scan_backend, value) != "cpu" or not state.conv.transpose(1, 2).is_contiguous():
+            return None
+        plan = _STEP_PLANS.get(self)
+        if plan is None or not plan.watched.fresh():
+            plan = _STEP_PLANS[self] = _StepPlan(self)
+        return plan.block
+
+
+class _StepPlan:
+    """The `kernels.MambaBlock` of a CrossMambaBlock, valid while `watched.fresh()` (no parameter replaced or
+    changed in place); keeps the derived weights it points to. `block` is None for inference-tensor parameters
+    (made under `torch.inference_mode`) and norms without weights: the step then runs operation by operation."""
+
+    def __init__(self, owner: CrossMambaBlock):
+        self.watched = Watched(owner)
+        self.block: kernels.MambaBlock | None = None
+        if not self.watched.trackable or owner.norm.weight is None or owner.norm_query.weight is None:
+            return
+        mixer = owner.mixer
+        fused = mixer._fused_query()
+        query_weight, query_bias = fused[: mixer.d_model].t(), fused[mixer.d_model :].reshape(-1)  # bias: 0 or d_state
+        self.kept = [
+            owner.norm_query.weight, owner.norm.weight,
+            kernels.panels(mixer.in_proj.weight), mixer.in_proj.bias,
+            kernels.pack_panels(query_weight), query_bias.contiguous() if query_bias.numel() else None,
+            transposed(mixer.conv1d.weight), mixer.conv1d.bias,
+            kernels.panels(mixer.x_proj.weight), kernels.panels(mixer.dt_proj.weight), mixer.dt_proj.bias,
+            transposed(mixer._A()), mixer.D,
+            kernels.panels(mixer.out_proj.weight), mixer.out_proj.bias,
+        ]  # fmt: skip
+        eps = [torch.finfo(torch.float32).eps if n.eps is None else n.eps for n in (owner.norm_query, owner.norm)]
+        sizes = (mixer.d_model, mixer.d_inner, mixer.d_state, mixer.dt_rank, mixer.d_conv)
+        self.block = kernels.MambaBlock(*map(kernels.address, self.kept), *sizes, *eps)
+
+
+_STEP_PLANS: weakref.WeakKeyDictionary[CrossMambaBlock, _StepPlan] = weakref.WeakKeyDictionary()
 
 
 # ---------------------------------------------------------------- bidirectional wrappers (eq. 22 as published)

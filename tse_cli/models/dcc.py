@@ -31,6 +31,7 @@ from tse_cli.models.products import linear
 from tse_cli.models.streaming import (
     ContextBuffer,
     Scratch,
+    Watched,
     causal_depthwise,
     contiguous,
     reused_scratch,
@@ -149,18 +150,15 @@ class EncoderState(list):
 
 
 class _FusedPlan:
-    """The `kernels.DCCLayer`s of one encoder and one state, valid while no parameter of the encoder is replaced
-    or changed in place (`fresh`: identity and version counter of each); keeps the derived weights it points to.
-    `layers` is None for inference-tensor parameters (made under `torch.inference_mode`), which have no version
-    counter to follow: the encoder then runs layer by layer, as before."""
+    """The `kernels.DCCLayer`s of one encoder and one state, valid while `watched.fresh()` (no parameter of the
+    encoder replaced or changed); keeps the derived weights it points to. `layers` is None for inference-tensor
+    parameters (made under `torch.inference_mode`): the encoder then runs layer by layer, as before."""
 
     def __init__(self, encoder: DilatedCausalEncoder, state: EncoderState):
-        self.params = [(m._parameters, name, p) for m in encoder.modules() for name, p in m._parameters.items()]
+        self.watched = Watched(encoder)
         self.layers: ctypes.Array | None = None
-        if any(p.is_inference() for _, _, p in self.params):
-            self.versions = None
+        if not self.watched.trackable:
             return
-        self.versions = [p._version for _, _, p in self.params]
         self.kept: list[Tensor] = []
         layers = []
         for layer, buffer in zip(encoder.dcc_layers, state, strict=True):
@@ -176,13 +174,6 @@ class _FusedPlan:
                 )
             )  # fmt: skip
         self.layers = (kernels.DCCLayer * len(layers))(*layers)
-
-    def fresh(self) -> bool:
-        if not all(params.get(name) is p for params, name, p in self.params):
-            return False
-        return self.versions is None or all(
-            p._version == v for (_, _, p), v in zip(self.params, self.versions, strict=True)
-        )
 
 
 class DilatedCausalEncoder(nn.Module):
@@ -207,7 +198,7 @@ class DilatedCausalEncoder(nn.Module):
         """(batch, frames, channels) -> same shape; `state` (from `init_state`) carries the past frames."""
         fused = kernels.usable(x)
         if fused and isinstance(state, EncoderState) and x.shape[0] * x.shape[1] <= kernels.LINEAR_ROWS:
-            if state.plan is None or not state.plan.fresh():
+            if state.plan is None or not state.plan.watched.fresh():
                 state.plan = _FusedPlan(self, state)
             if state.plan.layers is not None:
                 return self._fused_step(x, state.plan.layers, state)

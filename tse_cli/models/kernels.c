@@ -10,6 +10,8 @@
       packed in panels of W output columns.
    5. tse_dcc_step_f32: a streamed chunk through the whole DCC encoder (2, 4, 2 and a context buffer per layer)
       in one call: per layer, Python would pay more to set up three calls than the chunk's arithmetic costs.
+   6. tse_cross_mamba_step_f32: a streamed chunk through a causal CrossMamba block (RMSNorms, products, the
+      causal conv with SiLU, the scan, the residual; its conv and scan states updated), in one call, likewise.
 
    The selective scan, for every batch row b and channel d, time t along the rows:
        dt    = softplus(delta[t, d] + bias[d])          (bias and softplus optional)
@@ -374,5 +376,53 @@ int tse_dcc_step_f32(int64_t batch, int64_t n, int64_t channels, int64_t layers,
         tse_norm_f32(rows, channels, product, channels, POST_LAYER_NORM_RELU, layer->gamma2, layer->beta2,
                      layer->eps2, out, channels, out, channels);
     }
+    return 0;
+}
+
+/* A causal CrossMamba block for tse_cross_mamba_step_f32 (the ctypes Structure `kernels.MambaBlock` mirrors it):
+   the RMSNorm weights of query and value, and the mixer's weights in the layouts the kernels read: in_proj (2
+   d_inner outputs: x then z), the fused query product (d_model -> d_state, q_proj in_proj_q) and x_proj (dt_rank
+   + d_state outputs: dt then B) and dt_proj and out_proj as panels; the conv taps (d_conv, d_inner); A transposed
+   (d_state, d_inner). Biases and D may be NULL. */
+typedef struct {
+    const float *norm_query, *norm_value, *in_panels, *in_bias, *query_panels, *query_bias, *taps, *conv_bias;
+    const float *x_panels, *dt_panels, *dt_bias, *A_t, *D, *out_panels, *out_bias;
+    int64_t d_model, d_inner, d_state, dt_rank, d_conv;
+    float eps_query, eps_value;
+} tse_mamba_block;
+
+static int64_t panel_count(int64_t columns) { return (columns + W - 1) / W; }
+
+/* out = block(query, value) for a chunk of n frames of `batch` rows (query, value, out: (batch, n, d_model)
+   contiguous), after and updating `conv` (batch, d_conv - 1, d_inner: the conv's last inputs, time-major) and
+   `ssm` (batch, d_inner, d_state). `work` holds batch * n * (2 d_model + 6 d_inner + dt_rank + 2 d_state)
+   floats. Returns -1 for too many channels or states, else 0. */
+int tse_cross_mamba_step_f32(int64_t batch, int64_t n, const tse_mamba_block *m, const float *query,
+                             const float *value, float *out, float *conv, float *ssm, float *work) {
+    int64_t dm = m->d_model, di = m->d_inner, ds = m->d_state, dr = m->dt_rank, keep = m->d_conv - 1;
+    int64_t rows = batch * n, xs = dr + ds;
+    if (dm > MAX_CHANNELS || ds > MAX_STATE) return -1;
+    float *q = work, *v = q + rows * dm, *xz = v + rows * dm, *u = xz + rows * 2 * di, *dbc = u + rows * di;
+    float *c = dbc + rows * xs, *delta = c + rows * ds, *y = delta + rows * di;
+    tse_norm_f32(rows, dm, query, dm, POST_RMS_NORM, m->norm_query, NULL, m->eps_query, NULL, 0, q, dm);
+    tse_norm_f32(rows, dm, value, dm, POST_RMS_NORM, m->norm_value, NULL, m->eps_value, NULL, 0, v, dm);
+    tse_linear_f32(rows, dm, 2 * di, v, dm, m->in_panels, m->in_bias, xz, 2 * di, 0, panel_count(2 * di));
+    tse_depthwise_f32(batch, n, di, xz, n * 2 * di, 2 * di, conv, keep * di, di, m->taps, m->d_conv, 1,
+                      m->conv_bias, POST_SILU, NULL, NULL, 0.0f, u, n * di, di, 0, n);
+    tse_linear_f32(rows, di, xs, u, di, m->x_panels, NULL, dbc, xs, 0, panel_count(xs));
+    tse_linear_f32(rows, dm, ds, q, dm, m->query_panels, m->query_bias, c, ds, 0, panel_count(ds));
+    tse_linear_f32(rows, dr, di, dbc, xs, m->dt_panels, NULL, delta, di, 0, panel_count(di));
+    tse_scan_f32(batch, n, di, ds, 0, di, u, n * di, di, delta, n * di, di, m->A_t, dbc + dr, n * xs, xs, c,
+                 n * ds, ds, m->D, xz + di, n * 2 * di, 2 * di, m->dt_bias, 1, y, n * di, di, ssm, 1);
+    size_t frame = sizeof(float) * (size_t)di;
+    for (int64_t b = 0; b < batch; b++) { /* the conv keeps its last d_conv - 1 inputs (the x half of xz) */
+        float *past = conv + b * keep * di;
+        const float *x = xz + b * n * 2 * di;
+        int64_t old = n < keep ? keep - n : 0; /* inputs of earlier chunks that stay, moved to the front */
+        memmove(past, past + (keep - old) * di, frame * old);
+        for (int64_t t = old; t < keep; t++) memcpy(past + t * di, x + (n - keep + t) * 2 * di, frame);
+    }
+    tse_linear_f32(rows, di, dm, y, di, m->out_panels, m->out_bias, out, dm, 0, panel_count(dm));
+    for (int64_t i = 0; i < rows * dm; i++) out[i] += value[i];
     return 0;
 }

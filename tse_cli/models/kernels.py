@@ -14,7 +14,7 @@ Here: loading, and the wrappers of the non-scan kernels, which the DCC encoder a
 of chains of element-wise operations (`usable` says when: CPU float32 tensors, no autograd): `depthwise` (a
 causal depthwise convolution, then LayerNorm + ReLU or SiLU) and `norm` (LayerNorm + ReLU plus a residual, or
 RMSNorm); `linear`, the product for the few rows of a streamed chunk (`tse_cli.models.products` picks it); and
-`dcc_step`, a streamed chunk through the whole DCC encoder in one call.
+`dcc_step` and `cross_mamba_step`, a streamed chunk through the whole DCC encoder or a CrossMamba block in one call.
 The selective scan's wrapper is `tse_cli.models.ssm.cpu_kernel`.
 """
 
@@ -59,6 +59,7 @@ _SIGNATURES = {
     "tse_linear_f32": [_i64] * 3 + [_ptr, _i64, _ptr, _ptr, _ptr, _i64, _i64, _i64],
     "tse_lanes": [],
     "tse_dcc_step_f32": [_i64] * 4 + [_ptr] * 4,
+    "tse_cross_mamba_step_f32": [_i64] * 2 + [_ptr] * 7,
 }  # fmt: skip
 _RETURNS = {"tse_depthwise_f32": None, "tse_linear_f32": None}  # the others return an int
 
@@ -304,7 +305,7 @@ def norm(
     return out
 
 
-def _panels(weight: Tensor) -> Tensor:
+def pack_panels(weight: Tensor) -> Tensor:
     """weight (out, in) or (out, in, 1) -> (ceil(out / lanes), in, lanes) contiguous, zero past `out`: panel p
     holds output columns [p lanes, (p + 1) lanes) (lanes: the kernels' vector width, 8 or 16)."""
     w = weight.reshape(weight.shape[0], -1)
@@ -334,8 +335,8 @@ def linear(rows: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
 
 
 def panels(weight: Tensor) -> Tensor:
-    """`weight` packed for `linear` (see `_panels`), once per weight version."""
-    return derived(weight, "panels", _panels)
+    """`weight` packed for `linear` (see `pack_panels`), once per weight version."""
+    return derived(weight, "panels", pack_panels)
 
 
 class DCCLayer(ctypes.Structure):
@@ -361,3 +362,36 @@ def dcc_step(layers: ctypes.Array, x: Tensor, out: Tensor, work: Tensor) -> None
     function = library().tse_dcc_step_f32
     if function(batch, n, channels, len(layers), layers, x.data_ptr(), out.data_ptr(), work.data_ptr()):
         raise ValueError(f"tse_dcc_step_f32 takes at most {MAX_CHANNELS} channels, got {channels}")
+
+
+class MambaBlock(ctypes.Structure):
+    """A causal CrossMamba block for `cross_mamba_step` (kernels.c's `tse_mamba_block`): addresses of its
+    weights in the layouts the kernels read (products as `panels`, conv taps and A `transposed`), sizes, eps."""
+
+    _fields_ = [
+        *((name, _ptr) for name in ("norm_query", "norm_value", "in_panels", "in_bias", "query_panels")),
+        *((name, _ptr) for name in ("query_bias", "taps", "conv_bias", "x_panels", "dt_panels", "dt_bias", "A_t")),
+        *((name, _ptr) for name in ("D", "out_panels", "out_bias")),
+        *((name, _i64) for name in ("d_model", "d_inner", "d_state", "dt_rank", "d_conv")),
+        ("eps_query", _float),
+        ("eps_value", _float),
+    ]
+
+
+def mamba_work(block: MambaBlock, rows: int) -> int:
+    """Floats of working memory `cross_mamba_step` needs for `rows` (batch * frames) rows."""
+    return rows * (2 * block.d_model + 6 * block.d_inner + block.dt_rank + 2 * block.d_state)
+
+
+def cross_mamba_step(
+    block: MambaBlock, query: Tensor, value: Tensor, out: Tensor, conv: Tensor, ssm: Tensor, work: Tensor
+) -> None:
+    """out = the block on a streamed chunk, query and value (batch, n, d_model) contiguous, after and updating
+    `conv` (batch, d_conv - 1, d_inner) contiguous (the conv's last inputs) and `ssm` (batch, d_inner, d_state)
+    contiguous; `work`: `mamba_work` floats."""
+    tensors = (query, value, out, conv, ssm, work)
+    if work.numel() < mamba_work(block, query.shape[0] * query.shape[1]) or not all(t.is_contiguous() for t in tensors):
+        raise ValueError("cross_mamba_step needs contiguous tensors and mamba_work floats of work")
+    function = library().tse_cross_mamba_step_f32
+    if function(query.shape[0], query.shape[1], ctypes.byref(block), *(t.data_ptr() for t in tensors)):
+        raise ValueError(f"tse_cross_mamba_step_f32 takes at most {MAX_CHANNELS} channels and 64 states")

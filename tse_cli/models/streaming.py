@@ -254,6 +254,25 @@ def _versions(*tensors: Tensor) -> tuple[tuple[int, int], ...]:
     return tuple((t._version, t.data_ptr()) for t in tensors)
 
 
+class Watched:
+    """The parameters of `module` as they are now, for what is made from several of them at once (the CPU
+    kernels' plans): `fresh()` is False once any was replaced or changed in place (identity and version counter
+    of each). Inference tensors (parameters made under `torch.inference_mode`) have no version counter: then
+    `trackable` is False and nothing should be made from them."""
+
+    def __init__(self, module: torch.nn.Module):
+        self.params = [(m._parameters, name, p) for m in module.modules() for name, p in m._parameters.items()]
+        self.trackable = not any(p is not None and p.is_inference() for _, _, p in self.params)
+        self.versions = [None if p is None else p._version for _, _, p in self.params] if self.trackable else None
+
+    def fresh(self) -> bool:
+        if not all(params.get(name) is p for params, name, p in self.params):
+            return False
+        if self.versions is None:
+            return True
+        return all(p is None or p._version == v for (_, _, p), v in zip(self.params, self.versions, strict=True))
+
+
 def _transpose(weight: Tensor) -> Tensor:
     return weight.reshape(weight.shape[0], -1).t()
 
