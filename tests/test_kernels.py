@@ -80,18 +80,25 @@ def test_rms_norm_kernel_equals_torch(channels):
 
 @torch.no_grad()
 def test_threads_split_the_rows(monkeypatch):
-    """Large calls run their rows (frames) in pieces on torch's intra-op threads: the same result as one thread."""
+    """Large calls share their rows (frames, output panels) among torch's intra-op threads: the same result as one
+    thread."""
     conv, norm = _randomised(nn.Conv1d(40, 40, 3, groups=40, dilation=4)), _randomised(nn.LayerNorm(40))
     x, past, res = torch.randn(2, 50, 40), torch.randn(2, 8, 40), torch.randn(2, 50, 40)
-    one = [kernels.depthwise(x, past, conv, 4, "layer_norm_relu", norm), kernels.norm(x, norm, residual=res)]
+    layer = nn.Linear(40, 70)
+
+    def calls() -> list[torch.Tensor]:
+        return [
+            kernels.depthwise(x, past, conv, 4, "layer_norm_relu", norm).clone(),
+            kernels.norm(x, norm, residual=res).clone(),
+            kernels.linear(x[0, :30], layer.weight, layer.bias).clone(),
+        ]
+
+    one = calls()
     monkeypatch.setattr(kernels, "PARALLEL_ELEMENTS", 1)
     threads = torch.get_num_threads()
     torch.set_num_threads(3)
     try:
-        split = [
-            kernels.depthwise(x, past, conv, 4, "layer_norm_relu", norm),
-            kernels.norm(x, norm, residual=res),
-        ]
+        split = calls()
     finally:
         torch.set_num_threads(threads)
     for a, b in zip(split, one, strict=True):

@@ -6,6 +6,7 @@ tests run (and pass) on a machine without a compiler."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -148,22 +149,45 @@ FORK_SCRIPT = """
 import os, signal, torch
 from tse_cli.models import kernels
 torch.set_num_threads(2)
-seen = []
-kernels.split(lambda a, b: seen.append((a, b)), 4, kernels.PARALLEL_ELEMENTS)  # starts the pool's thread
-assert len(seen) == 2, seen
+y, norm = torch.randn(512, 512), torch.nn.LayerNorm(512)
+with torch.no_grad():
+    expected = kernels.norm(y, norm)  # a parallel call: OpenMP's team of two threads has worked
 pid = os.fork()
 if pid == 0:
     signal.alarm(30)  # a child waiting on the parent's (gone) threads dies of SIGALRM
-    seen.clear()
-    kernels.split(lambda a, b: seen.append((a, b)), 4, kernels.PARALLEL_ELEMENTS)
-    os._exit(0 if len(seen) == 2 else 3)
+    torch.set_num_threads(1)  # what DataLoader workers do (torch's own operations hang in the child otherwise)
+    with torch.no_grad():
+        os._exit(0 if torch.equal(kernels.norm(y, norm), expected) else 3)
 _, status = os.waitpid(pid, 0)
 raise SystemExit(os.waitstatus_to_exitcode(status))
 """
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-def test_a_forked_child_splits_work_after_its_parent_did():
-    """A DataLoader worker or fork-started pool forks after the parent's kernels used their threads."""
+def test_a_forked_child_runs_the_kernels_after_its_parent_did():
+    """A DataLoader worker forks after the parent's kernels ran on two OpenMP threads, and runs them on one."""
+    assert kernels.threads(kernels.PARALLEL_ELEMENTS) == torch.get_num_threads()
+    assert kernels.threads(kernels.PARALLEL_ELEMENTS - 1) == 1
     done = subprocess.run([sys.executable, "-c", FORK_SCRIPT], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, f"child exit {done.returncode}: {done.stderr[-500:]}"
+
+
+def test_a_compiler_without_openmp_builds_kernels_that_run_in_the_calling_thread(fresh, monkeypatch):
+    """Where -fopenmp fails (Apple's clang), the kernels are built without it: one thread, the same outputs."""
+    compiler = kernels._compiler()
+    if compiler is None or not _can_build():
+        pytest.skip(f"tse's CPU kernels do not build here: {kernels.build_error()}")
+    script = fresh / "cc-without-openmp"
+    script.write_text(
+        f'#!/bin/sh\nfor a in "$@"; do [ "$a" = -fopenmp ] && {{ echo "no OpenMP" >&2; exit 1; }}; done\n'
+        f'exec {shutil.which(compiler)} "$@"\n'
+    )
+    script.chmod(0o755)
+    monkeypatch.setenv("CC", str(script))
+    kernels.library.cache_clear()
+    assert kernels.available() and kernels.library().tse_openmp() == 0
+    monkeypatch.setattr(kernels, "PARALLEL_ELEMENTS", 1)  # every call asks for torch's threads
+    fast = _outputs()
+    monkeypatch.setattr(kernels, "available", lambda: False)
+    for got, expected in zip(fast, _outputs(), strict=True):
+        assert (got - expected).abs().max() <= 1e-5

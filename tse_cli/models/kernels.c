@@ -127,17 +127,21 @@ static inline __attribute__((always_inline)) void scan_block(
         for (int j = 0; j < w; j++) state[(d0 + j) * d_state + n] = h[n][j];
 }
 
-/* Channels [d_begin, d_end) of every batch row (callers split the channels across threads). Returns 0, or -1
-   when d_state exceeds MAX_STATE. Pointers of the optional inputs (D, z, bias) may be NULL. */
+/* Channels [d_begin, d_end) of every batch row, in blocks of W channels shared among `threads` OpenMP threads.
+   Returns 0, or -1 when d_state exceeds MAX_STATE. Pointers of the optional inputs (D, z, bias) may be NULL. */
 int tse_scan_f32(int64_t batch, int64_t length, int64_t d_inner, int64_t d_state, int64_t d_begin, int64_t d_end,
                  const float *u, int64_t su_b, int64_t su_t, const float *delta, int64_t sdelta_b,
                  int64_t sdelta_t, const float *A_t, const float *B, int64_t sB_b, int64_t sB_t, const float *C,
                  int64_t sC_b, int64_t sC_t, const float *D, const float *z, int64_t sz_b, int64_t sz_t,
                  const float *bias, int softplus, float *y, int64_t sy_b, int64_t sy_t, float *state,
-                 int has_state) {
+                 int has_state, int threads) {
     if (d_state > MAX_STATE) return -1;
+    int64_t blocks = (d_end - d_begin + W - 1) / W;
+    (void)threads; /* (without OpenMP: one thread) */
+#pragma omp parallel for collapse(2) schedule(static) num_threads(threads) if (threads > 1)
     for (int64_t b = 0; b < batch; b++)
-        for (int64_t d0 = d_begin; d0 < d_end; d0 += W) {
+        for (int64_t i = 0; i < blocks; i++) {
+            int64_t d0 = d_begin + i * W;
             const float *zb = z ? z + b * sz_b : z;
             float *state_b = state + b * d_inner * d_state;
             if (d_end - d0 >= W)
@@ -214,10 +218,12 @@ static void finish_row(float *row, int64_t channels, int post, const float *gamm
 void tse_depthwise_f32(int64_t batch, int64_t n, int64_t channels, const float *x, int64_t sx_b, int64_t sx_t,
                        const float *past, int64_t sp_b, int64_t sp_t, const float *taps, int64_t k,
                        int64_t dilation, const float *bias, int post, const float *gamma, const float *beta,
-                       float eps, float *out, int64_t so_b, int64_t so_t, int64_t t_begin, int64_t t_end) {
-    /* frames [t_begin, t_end) of every batch row (callers split the frames across threads) */
-    (void)n;
+                       float eps, float *out, int64_t so_b, int64_t so_t, int64_t t_begin, int64_t t_end,
+                       int threads) {
+    /* frames [t_begin, t_end) of every batch row, shared among `threads` OpenMP threads */
+    (void)n, (void)threads;
     int64_t context = (k - 1) * dilation;
+#pragma omp parallel for collapse(2) schedule(static) num_threads(threads) if (threads > 1)
     for (int64_t b = 0; b < batch; b++)
         for (int64_t t = t_begin; t < t_end; t++) {
             float *row = out + b * so_b + t * so_t;
@@ -235,14 +241,17 @@ void tse_depthwise_f32(int64_t batch, int64_t n, int64_t channels, const float *
 }
 
 /* out[r] = (residual ? residual[r] : 0) + post(y[r]) for `rows` rows of `channels` <= MAX_CHANNELS (post:
-   LayerNorm + ReLU or RMSNorm); out may be residual or y (in place). Row strides sy, sr, so. Returns -1 for
-   too many channels, else 0. */
+   LayerNorm + ReLU or RMSNorm); out may be residual or y (in place). Row strides sy, sr, so; rows shared among
+   `threads` OpenMP threads. Returns -1 for too many channels, else 0. */
 #define MAX_CHANNELS 8192
 int tse_norm_f32(int64_t rows, int64_t channels, const float *y, int64_t sy, int post, const float *gamma,
-                 const float *beta, float eps, const float *residual, int64_t sr, float *out, int64_t so) {
+                 const float *beta, float eps, const float *residual, int64_t sr, float *out, int64_t so,
+                 int threads) {
     if (channels > MAX_CHANNELS) return -1;
-    float row[MAX_CHANNELS]; /* 32 KiB of stack, per calling thread */
+    (void)threads;
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
     for (int64_t r = 0; r < rows; r++) {
+        float row[MAX_CHANNELS]; /* 32 KiB of stack, per thread */
         memcpy(row, y + r * sy, sizeof(float) * channels);
         finish_row(row, channels, post, gamma, beta, eps);
         float *o = out + r * so;
@@ -259,7 +268,7 @@ int tse_norm_f32(int64_t rows, int64_t channels, const float *y, int64_t sy, int
 /* out[m, :] = x[m, :] W^T + bias for `rows` rows (a streamed chunk's frames), W (n_dim, k_dim) given as `panels`
    (ceil(n_dim / W), k_dim, W) contiguous: panel p holds output columns [p W, p W + W), zero past n_dim, so one
    vector load per k. Rows of x and out have unit stride along columns (row strides sx, so); bias may be NULL.
-   Panels [p_begin, p_end) (callers split the panels across threads).
+   Panels [p_begin, p_end), shared among `threads` OpenMP threads.
 
    Each panel is read once per tile of up to LINEAR_TILE rows, which keep one accumulator vector each: 13
    accumulators, the weight vector and a broadcast fill AVX2's 16 registers, and 13 rows are a 416-sample chunk.
@@ -310,8 +319,10 @@ static void linear_rows(int rows, int64_t k_dim, const float *x, int64_t sx, con
 }
 
 void tse_linear_f32(int64_t rows, int64_t k_dim, int64_t n_dim, const float *x, int64_t sx, const float *panels,
-                    const float *bias, float *out, int64_t so, int64_t p_begin, int64_t p_end) {
+                    const float *bias, float *out, int64_t so, int64_t p_begin, int64_t p_end, int threads) {
     int64_t tiles = (rows + LINEAR_TILE - 1) / LINEAR_TILE;
+    (void)threads;
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
     for (int64_t p = p_begin; p < p_end; p++) {
         int cols = n_dim - p * W < W ? (int)(n_dim - p * W) : W;
         for (int64_t t = 0, m = 0; t < tiles; t++) { /* tiles of equal size: 20 rows are 10 + 10, not 13 + 7 */
@@ -369,12 +380,12 @@ int tse_dcc_step_f32(int64_t batch, int64_t n, int64_t channels, int64_t layers,
         const float *past = layer->buffer + (layer->end - layer->context) * channels;
         tse_depthwise_f32(batch, n, channels, out, n * channels, channels, past, layer->capacity * channels,
                           channels, layer->taps, layer->k, layer->dilation, layer->dw_bias, POST_LAYER_NORM_RELU,
-                          layer->gamma1, layer->beta1, layer->eps1, front, n * channels, channels, 0, n);
+                          layer->gamma1, layer->beta1, layer->eps1, front, n * channels, channels, 0, n, 1);
         tse_linear_f32(rows, channels, channels, front, channels, layer->panels, layer->pw_bias, product, channels,
-                       0, panels);
+                       0, panels, 1);
         advance(layer, batch, n, channels, out);
         tse_norm_f32(rows, channels, product, channels, POST_LAYER_NORM_RELU, layer->gamma2, layer->beta2,
-                     layer->eps2, out, channels, out, channels);
+                     layer->eps2, out, channels, out, channels, 1);
     }
     return 0;
 }
@@ -404,16 +415,16 @@ int tse_cross_mamba_step_f32(int64_t batch, int64_t n, const tse_mamba_block *m,
     if (dm > MAX_CHANNELS || ds > MAX_STATE) return -1;
     float *q = work, *v = q + rows * dm, *xz = v + rows * dm, *u = xz + rows * 2 * di, *dbc = u + rows * di;
     float *c = dbc + rows * xs, *delta = c + rows * ds, *y = delta + rows * di;
-    tse_norm_f32(rows, dm, query, dm, POST_RMS_NORM, m->norm_query, NULL, m->eps_query, NULL, 0, q, dm);
-    tse_norm_f32(rows, dm, value, dm, POST_RMS_NORM, m->norm_value, NULL, m->eps_value, NULL, 0, v, dm);
-    tse_linear_f32(rows, dm, 2 * di, v, dm, m->in_panels, m->in_bias, xz, 2 * di, 0, panel_count(2 * di));
+    tse_norm_f32(rows, dm, query, dm, POST_RMS_NORM, m->norm_query, NULL, m->eps_query, NULL, 0, q, dm, 1);
+    tse_norm_f32(rows, dm, value, dm, POST_RMS_NORM, m->norm_value, NULL, m->eps_value, NULL, 0, v, dm, 1);
+    tse_linear_f32(rows, dm, 2 * di, v, dm, m->in_panels, m->in_bias, xz, 2 * di, 0, panel_count(2 * di), 1);
     tse_depthwise_f32(batch, n, di, xz, n * 2 * di, 2 * di, conv, keep * di, di, m->taps, m->d_conv, 1,
-                      m->conv_bias, POST_SILU, NULL, NULL, 0.0f, u, n * di, di, 0, n);
-    tse_linear_f32(rows, di, xs, u, di, m->x_panels, NULL, dbc, xs, 0, panel_count(xs));
-    tse_linear_f32(rows, dm, ds, q, dm, m->query_panels, m->query_bias, c, ds, 0, panel_count(ds));
-    tse_linear_f32(rows, dr, di, dbc, xs, m->dt_panels, NULL, delta, di, 0, panel_count(di));
+                      m->conv_bias, POST_SILU, NULL, NULL, 0.0f, u, n * di, di, 0, n, 1);
+    tse_linear_f32(rows, di, xs, u, di, m->x_panels, NULL, dbc, xs, 0, panel_count(xs), 1);
+    tse_linear_f32(rows, dm, ds, q, dm, m->query_panels, m->query_bias, c, ds, 0, panel_count(ds), 1);
+    tse_linear_f32(rows, dr, di, dbc, xs, m->dt_panels, NULL, delta, di, 0, panel_count(di), 1);
     tse_scan_f32(batch, n, di, ds, 0, di, u, n * di, di, delta, n * di, di, m->A_t, dbc + dr, n * xs, xs, c,
-                 n * ds, ds, m->D, xz + di, n * 2 * di, 2 * di, m->dt_bias, 1, y, n * di, di, ssm, 1);
+                 n * ds, ds, m->D, xz + di, n * 2 * di, 2 * di, m->dt_bias, 1, y, n * di, di, ssm, 1, 1);
     size_t frame = sizeof(float) * (size_t)di;
     for (int64_t b = 0; b < batch; b++) { /* the conv keeps its last d_conv - 1 inputs (the x half of xz) */
         float *past = conv + b * keep * di;
@@ -422,7 +433,15 @@ int tse_cross_mamba_step_f32(int64_t batch, int64_t n, const tse_mamba_block *m,
         memmove(past, past + (keep - old) * di, frame * old);
         for (int64_t t = old; t < keep; t++) memcpy(past + t * di, x + (n - keep + t) * 2 * di, frame);
     }
-    tse_linear_f32(rows, di, dm, y, di, m->out_panels, m->out_bias, out, dm, 0, panel_count(dm));
+    tse_linear_f32(rows, di, dm, y, di, m->out_panels, m->out_bias, out, dm, 0, panel_count(dm), 1);
     for (int64_t i = 0; i < rows * dm; i++) out[i] += value[i];
     return 0;
+}
+
+int tse_openmp(void) { /* 1 when built with OpenMP: the kernels then share torch's threads */
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
 }

@@ -29,8 +29,6 @@ import shutil
 import stat
 import subprocess
 import sys
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -41,6 +39,7 @@ from tse_cli.models.streaming import derived, scratch, transposed
 
 SOURCE = Path(__file__).with_name("kernels.c")
 FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-shared", "-fPIC", "-Wno-psabi")
+OPENMP = "-fopenmp"  # tried first: the kernels then run on torch's own OpenMP threads (libgomp.so.1, loaded once)
 ENV_VAR = "TSE_CPU_KERNELS"  # "0" (or off, false, no): never build or use them
 CACHE_VAR = "TSE_KERNEL_CACHE"  # where builds are kept (see cache_dir)
 POST = {"none": 0, "layer_norm_relu": 1, "silu": 2, "rms_norm": 3}  # the source's POST_* codes
@@ -52,46 +51,29 @@ _BUILD_ERRORS: list[str] = []  # why the kernels are unavailable, when they are
 _i64, _ptr, _int, _float = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int, ctypes.c_float
 _SIGNATURES = {
     "tse_scan_f32": [_i64] * 6 + [_ptr, _i64, _i64] * 2 + [_ptr] + [_ptr, _i64, _i64] * 2
-    + [_ptr, _ptr, _i64, _i64, _ptr, _int, _ptr, _i64, _i64, _ptr, _int],
+    + [_ptr, _ptr, _i64, _i64, _ptr, _int, _ptr, _i64, _i64, _ptr, _int, _int],
     "tse_depthwise_f32": [_i64] * 3 + [_ptr, _i64, _i64] * 2 + [_ptr, _i64, _i64, _ptr, _int, _ptr, _ptr, _float]
-    + [_ptr, _i64, _i64, _i64, _i64],
-    "tse_norm_f32": [_i64, _i64, _ptr, _i64, _int, _ptr, _ptr, _float, _ptr, _i64, _ptr, _i64],
-    "tse_linear_f32": [_i64] * 3 + [_ptr, _i64, _ptr, _ptr, _ptr, _i64, _i64, _i64],
+    + [_ptr, _i64, _i64, _i64, _i64, _int],
+    "tse_norm_f32": [_i64, _i64, _ptr, _i64, _int, _ptr, _ptr, _float, _ptr, _i64, _ptr, _i64, _int],
+    "tse_linear_f32": [_i64] * 3 + [_ptr, _i64, _ptr, _ptr, _ptr, _i64, _i64, _i64, _int],
     "tse_lanes": [],
+    "tse_openmp": [],
     "tse_dcc_step_f32": [_i64] * 4 + [_ptr] * 4,
     "tse_cross_mamba_step_f32": [_i64] * 2 + [_ptr] * 7,
 }  # fmt: skip
 _RETURNS = {"tse_depthwise_f32": None, "tse_linear_f32": None}  # the others return an int
 
 
-# Calls over fewer values than this run in the calling thread: splitting one costs about 20-50 us.
+# Calls over fewer values than this run on one thread: starting a team of threads costs more than it saves.
 PARALLEL_ELEMENTS = 1 << 16
 
 
-@functools.cache
-def _pool(workers: int) -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(workers, thread_name_prefix="tse-kernels")
-
-
-# A forked child (a DataLoader worker, a fork-started pool) has none of the parent's threads: its first split
-# would wait forever on a pool whose workers are gone, so the child starts with no pools.
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_pool.cache_clear)
-
-
-def split(run: Callable[[int, int], None], total: int, elements: int, unit: int = 1) -> None:
-    """`run(begin, end)` over [0, total) in pieces of whole `unit`s, one per torch intra-op thread when the call
-    covers at least PARALLEL_ELEMENTS `elements` (ctypes releases the GIL during each kernel call)."""
-    units = -(-total // unit)
-    threads = min(torch.get_num_threads(), units)
-    if threads <= 1 or elements < PARALLEL_ELEMENTS:
-        run(0, total)
-        return
-    edges = [min(total, unit * (units * i // threads)) for i in range(threads + 1)]
-    futures = [_pool(threads - 1).submit(run, a, b) for a, b in zip(edges[1:-1], edges[2:], strict=True)]
-    run(edges[0], edges[1])
-    for future in futures:
-        future.result()
+def threads(elements: int) -> int:
+    """OpenMP threads for a kernel call over `elements` values: torch's intra-op thread count from
+    PARALLEL_ELEMENTS up, else 1. Built with OpenMP, the kernels share torch's libgomp and its thread team (the
+    threads torch's own operations just used, still spinning for work), instead of waking threads of their own;
+    built without it (no OpenMP in the compiler), they run in the calling thread."""
+    return torch.get_num_threads() if elements >= PARALLEL_ELEMENTS else 1
 
 
 def _compiler() -> str | None:
@@ -120,7 +102,7 @@ def _library_path(compiler: str) -> Path:
     """The build's name in `cache_dir()`: a hash of the source, the compiler and its version, the flags, the
     platform and the CPU, so that a cache shared between machines or compilers never loads another's build."""
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30).stdout
-    parts = [SOURCE.read_text(), compiler, version, *FLAGS, sys.platform, platform.machine(), _cpu_identity()]
+    parts = [SOURCE.read_text(), compiler, version, *FLAGS, OPENMP, sys.platform, platform.machine(), _cpu_identity()]
     key = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
     return cache_dir() / f"tse-kernels-{key}{'.dll' if os.name == 'nt' else '.so'}"
 
@@ -140,8 +122,11 @@ def _build(compiler: str, target: Path) -> None:
     so that concurrent processes (shards, workers, ranks) only ever load a complete library."""
     tmp = create_temp(target)
     try:
-        done = subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", str(tmp)], capture_output=True, text=True,
-                              timeout=120)  # fmt: skip
+        for flags in ((*FLAGS, OPENMP), FLAGS):  # without OpenMP where the compiler has none (Apple's clang)
+            done = subprocess.run([compiler, *flags, str(SOURCE), "-o", str(tmp)], capture_output=True, text=True,
+                                  timeout=120)  # fmt: skip
+            if not done.returncode:
+                break
         if done.returncode:
             raise RuntimeError(f"{compiler} failed: {done.stderr.strip()[:500]}")
         os.chmod(tmp, 0o755)
@@ -260,11 +245,7 @@ def depthwise(
         0.0 if norm is None else norm.eps,
         *(out.data_ptr(), out.stride(0), out.stride(1)),
     )  # fmt: skip
-    function = library().tse_depthwise_f32
-    if n * batch * channels < PARALLEL_ELEMENTS:  # streamed chunks: no closure, no pool
-        function(*args, 0, n)
-    else:
-        split(lambda begin, end: function(*args, begin, end), n, n * batch * channels)
+    library().tse_depthwise_f32(*args, 0, n, threads(n * batch * channels))
     return out
 
 
@@ -288,20 +269,13 @@ def norm(
     rows, channels = rows_y.shape
     post, gamma = POST["layer_norm_relu" if layer_norm else "rms_norm"], module.weight.data_ptr()
     beta = address(module.bias if layer_norm else None)
-    function, size = library().tse_norm_f32, 4  # bytes per float32
-
-    def run(begin: int, end: int) -> None:
-        status = function(
-            end - begin, channels, rows_y.data_ptr() + size * begin * rows_y.stride(0), rows_y.stride(0), post,
-            gamma, beta, eps,
-            None if rows_res is None else rows_res.data_ptr() + size * begin * rows_res.stride(0),
-            0 if rows_res is None else rows_res.stride(0),
-            rows_out.data_ptr() + size * begin * rows_out.stride(0), rows_out.stride(0),
-        )  # fmt: skip
-        if status:
-            raise ValueError(f"tse_norm_f32 takes at most {MAX_CHANNELS} channels, got {channels}")
-
-    split(run, rows, rows * channels)
+    status = library().tse_norm_f32(
+        rows, channels, rows_y.data_ptr(), rows_y.stride(0), post, gamma, beta, eps,
+        address(rows_res), 0 if rows_res is None else rows_res.stride(0),
+        rows_out.data_ptr(), rows_out.stride(0), threads(rows * channels),
+    )  # fmt: skip
+    if status:
+        raise ValueError(f"tse_norm_f32 takes at most {MAX_CHANNELS} channels, got {channels}")
     return out
 
 
@@ -327,10 +301,10 @@ def linear(rows: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     packed = panels(weight)
     out = scratch(rows, (m, weight.shape[0]))
     out = torch.empty(m, weight.shape[0]) if out is None else out
-    args = (m, k, weight.shape[0], rows.data_ptr(), rows.stride(0), packed.data_ptr(), address(bias))
-    function = library().tse_linear_f32
-    split(lambda begin, end: function(*args, out.data_ptr(), out.stride(0), begin, end), packed.shape[0],
-          m * weight.numel())  # fmt: skip
+    library().tse_linear_f32(
+        m, k, weight.shape[0], rows.data_ptr(), rows.stride(0), packed.data_ptr(), address(bias), out.data_ptr(),
+        out.stride(0), 0, packed.shape[0], threads(m * weight.numel()),
+    )  # fmt: skip
     return out
 
 

@@ -3,8 +3,7 @@
 
 Without a working compiler the kernels are unavailable and `auto` keeps the pure-PyTorch reference scan.
 Inference only (no backward pass), float32: the caller (`dispatch.selective_scan`) sends everything else to the
-reference. Large scans are split by channel blocks across torch's intra-op thread count (ctypes releases the GIL
-during the call).
+reference. Large scans share their channel blocks among torch's intra-op threads (OpenMP, `kernels.threads`).
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ from tse_cli.models import kernels
 from tse_cli.models.kernels import address
 from tse_cli.models.streaming import scratch, transposed
 
-BLOCK = 16  # channels per piece when split across threads: a multiple of every vector width W of the source
 MAX_STATE = 64  # d_state limit of the source (its per-block state array)
 
 
@@ -79,22 +77,19 @@ def cpu_scan(
         y = scratch(u, (batch, length, d_inner))
         y = torch.empty(batch, length, d_inner) if y is None else y
 
-    def run(begin: int, end: int) -> None:
-        status = library.tse_scan_f32(
-            batch, length, d_inner, d_state, begin, end,
-            *(u.data_ptr(), u.stride(0), u.stride(2)),
-            *(delta.data_ptr(), delta.stride(0), delta.stride(2)),
-            A_t.data_ptr(),
-            *(B.data_ptr(), B.stride(0), B.stride(2)),
-            *(C.data_ptr(), C.stride(0), C.stride(2)),
-            address(D),
-            address(z), *((0, 0) if z is None else (z.stride(0), z.stride(2))),
-            address(bias), int(delta_softplus),
-            *(y.data_ptr(), y.stride(0), y.stride(1)),
-            last.data_ptr(), int(initial_state is not None),
-        )  # fmt: skip
-        if status:
-            raise ValueError(f"the cpu scan kernel takes d_state <= {MAX_STATE}, got {d_state}")
-
-    kernels.split(run, d_inner, batch * length * d_inner, unit=BLOCK)
+    status = library.tse_scan_f32(
+        batch, length, d_inner, d_state, 0, d_inner,
+        *(u.data_ptr(), u.stride(0), u.stride(2)),
+        *(delta.data_ptr(), delta.stride(0), delta.stride(2)),
+        A_t.data_ptr(),
+        *(B.data_ptr(), B.stride(0), B.stride(2)),
+        *(C.data_ptr(), C.stride(0), C.stride(2)),
+        address(D),
+        address(z), *((0, 0) if z is None else (z.stride(0), z.stride(2))),
+        address(bias), int(delta_softplus),
+        *(y.data_ptr(), y.stride(0), y.stride(1)),
+        last.data_ptr(), int(initial_state is not None), kernels.threads(batch * length * d_inner),
+    )  # fmt: skip
+    if status:
+        raise ValueError(f"the cpu scan kernel takes d_state <= {MAX_STATE}, got {d_state}")
     return y.transpose(1, 2), last
