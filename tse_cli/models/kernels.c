@@ -168,9 +168,26 @@ static inline float lanes_sum(vf v) {
     return (float)s;
 }
 
+/* The sum of row[c] - mean (or of its squares) over the whole vectors of a row, in four independent vector
+   accumulators (a single one would make every addition wait for the one before), the lanes added in double. */
+static inline double vector_sum(const float *row, int64_t whole, float mean, int squares) {
+    vf acc[4] = {{0}, {0}, {0}, {0}};
+    int64_t c = 0;
+    for (; c + 4 * W <= whole; c += 4 * W)
+        for (int j = 0; j < 4; j++) {
+            vf d = load(row + c + j * W, W) - mean;
+            acc[j] += squares ? d * d : d;
+        }
+    for (; c < whole; c += W) {
+        vf d = load(row + c, W) - mean;
+        acc[0] += squares ? d * d : d;
+    }
+    return lanes_sum((acc[0] + acc[1]) + (acc[2] + acc[3]));
+}
+
 /* In place on one row of `channels` values: LayerNorm (gamma, beta) then ReLU, or SiLU, or RMSNorm (gamma).
-   Statistics from two passes over the row (in L1 by then), summed in W float lanes; whole vectors, then a
-   scalar tail (channels % W). */
+   Statistics from two passes over the row (in L1 by then), summed in vectors (`vector_sum`); whole vectors,
+   then a scalar tail (channels % W). */
 static void finish_row(float *row, int64_t channels, int post, const float *gamma, const float *beta, float eps) {
     int64_t whole = channels / W * W;
     if (post == POST_SILU) {
@@ -183,18 +200,11 @@ static void finish_row(float *row, int64_t channels, int post, const float *gamm
     }
     float mean = 0.0f;
     if (post == POST_LAYER_NORM_RELU) {
-        vf sum = {0};
-        for (int64_t c = 0; c < whole; c += W) sum += load(row + c, W);
-        double total = lanes_sum(sum);
+        double total = vector_sum(row, whole, 0.0f, 0);
         for (int64_t c = whole; c < channels; c++) total += row[c];
         mean = (float)(total / (double)channels);
     }
-    vf squares = {0};
-    for (int64_t c = 0; c < whole; c += W) {
-        vf d = load(row + c, W) - mean;
-        squares += d * d;
-    }
-    double total = lanes_sum(squares);
+    double total = vector_sum(row, whole, mean, 1);
     for (int64_t c = whole; c < channels; c++) total += (double)(row[c] - mean) * (row[c] - mean);
     float scale = 1.0f / sqrtf((float)(total / (double)channels) + eps);
     if (post == POST_RMS_NORM) {
@@ -222,19 +232,27 @@ void tse_depthwise_f32(int64_t batch, int64_t n, int64_t channels, const float *
                        int threads) {
     /* frames [t_begin, t_end) of every batch row, shared among `threads` OpenMP threads */
     (void)n, (void)threads;
-    int64_t context = (k - 1) * dilation;
+    int64_t context = (k - 1) * dilation, whole = channels / W * W;
 #pragma omp parallel for collapse(2) schedule(static) num_threads(threads) if (threads > 1)
     for (int64_t b = 0; b < batch; b++)
         for (int64_t t = t_begin; t < t_end; t++) {
             float *row = out + b * so_b + t * so_t;
-            for (int64_t c = 0; c < channels; c++) row[c] = bias ? bias[c] : 0.0f;
+            const float *src[k]; /* the input frame of each tap, NULL for zeros before the stream */
             for (int64_t j = 0; j < k; j++) {
                 int64_t at = t - (k - 1 - j) * dilation; /* < 0: in the past */
-                const float *src = at >= 0 ? x + b * sx_b + at * sx_t
-                                           : (past ? past + b * sp_b + (context + at) * sp_t : NULL);
-                if (!src) continue;
-                const float *tap = taps + j * channels;
-                for (int64_t c = 0; c < channels; c++) row[c] += tap[c] * src[c];
+                src[j] = at >= 0 ? x + b * sx_b + at * sx_t : (past ? past + b * sp_b + (context + at) * sp_t : NULL);
+            }
+            for (int64_t c = 0; c < whole; c += W) { /* one pass: the taps summed in a register, in tap order */
+                vf acc = bias ? load(bias + c, W) : splat(0.0f);
+                for (int64_t j = 0; j < k; j++)
+                    if (src[j]) acc += load(taps + j * channels + c, W) * load(src[j] + c, W);
+                store(row + c, acc, W);
+            }
+            for (int64_t c = whole; c < channels; c++) {
+                float acc = bias ? bias[c] : 0.0f;
+                for (int64_t j = 0; j < k; j++)
+                    if (src[j]) acc += taps[j * channels + c] * src[j][c];
+                row[c] = acc;
             }
             if (post != POST_NONE) finish_row(row, channels, post, gamma, beta, eps);
         }
