@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from tse_cli.models import kernels
 from tse_cli.models.products import linear
 from tse_cli.models.ssm import resolve_backend, selective_scan, selective_scan_step
-from tse_cli.models.streaming import Watched, causal_depthwise, contiguous, derived, scratch, transposed
+from tse_cli.models.streaming import Watched, causal_depthwise, contiguous, derived, scratch, transposed, working
 
 
 class MambaState(NamedTuple):
@@ -299,9 +299,7 @@ class CrossMambaBlock(nn.Module):
         plan = self._step_plan(query, value, state)
         if plan is not None:
             q, v = contiguous(query), contiguous(value)
-            out, work = scratch(v, v.shape), scratch(v, (kernels.mamba_work(plan, v.shape[0] * v.shape[1]),))
-            out = torch.empty_like(v) if out is None else out
-            work = torch.empty(kernels.mamba_work(plan, v.shape[0] * v.shape[1])) if work is None else work
+            out, work = working(v, v.shape), working(v, (kernels.mamba_work(plan, v.shape[0] * v.shape[1]),))
             kernels.cross_mamba_step(plan, q, v, out, state.conv.transpose(1, 2), state.ssm, work)
             return out, state
         out, state = self.mixer.step(_rms_norm(query, self.norm_query), _rms_norm(value, self.norm), state)

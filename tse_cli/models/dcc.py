@@ -37,6 +37,7 @@ from tse_cli.models.streaming import (
     reused_scratch,
     scratch,
     transposed,
+    working,
 )
 
 # helpers
@@ -223,9 +224,8 @@ class DilatedCausalEncoder(nn.Module):
         for layer, buffer in zip(layers, state, strict=True):
             layer.end = buffer.end
         x = contiguous(x)
-        out, work = scratch(x, x.shape), scratch(x, (2, *x.shape))
-        out = torch.empty_like(x) if out is None else out
-        kernels.dcc_step(layers, x, out, torch.empty(2, *x.shape) if work is None else work)
+        out, work = working(x, x.shape), working(x, (2, *x.shape))
+        kernels.dcc_step(layers, x, out, work)
         for layer, buffer in zip(layers, state, strict=True):
             buffer.end = layer.end
         return out

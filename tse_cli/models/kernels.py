@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from tse_cli.atomic import create_temp
-from tse_cli.models.streaming import derived, scratch, transposed
+from tse_cli.models.streaming import derived, transposed, working
 
 SOURCE = Path(__file__).with_name("kernels.c")
 FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-shared", "-fPIC", "-Wno-psabi")
@@ -233,8 +233,7 @@ def depthwise(
     x = _rows(x)
     past = None if past is None else _rows(past)
     batch, n, channels = x.shape
-    out = scratch(x, x.shape)
-    out = torch.empty(batch, n, channels) if out is None else out
+    out = working(x, x.shape)
     taps = transposed(conv.weight)  # (k, channels), contiguous
     args = (
         batch, n, channels,
@@ -261,8 +260,7 @@ def norm(
     rows_y = y.reshape(-1, y.shape[-1])
     layer_norm = isinstance(module, nn.LayerNorm)
     if out is None:
-        out = scratch(y, y.shape)
-        out = torch.empty(y.shape) if out is None else out
+        out = working(y, y.shape)
     rows_out = out.view(-1, y.shape[-1])
     rows_res = None if residual is None else residual.reshape(-1, y.shape[-1])
     eps = module.eps if module.eps is not None else torch.finfo(torch.float32).eps
@@ -299,8 +297,7 @@ def linear(rows: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     if m > LINEAR_ROWS:
         raise ValueError(f"tse_linear_f32 takes at most {LINEAR_ROWS} rows, got {m}")
     packed = panels(weight)
-    out = scratch(rows, (m, weight.shape[0]))
-    out = torch.empty(m, weight.shape[0]) if out is None else out
+    out = working(rows, (m, weight.shape[0]))
     library().tse_linear_f32(
         m, k, weight.shape[0], rows.data_ptr(), rows.stride(0), packed.data_ptr(), address(bias), out.data_ptr(),
         out.stride(0), 0, packed.shape[0], threads(m * weight.numel()),

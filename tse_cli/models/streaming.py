@@ -197,6 +197,12 @@ def scratch(like: Tensor, shape: Sequence[int] | None = None, dtype: torch.dtype
     return active.resize(index, shape, like.device, dtype, swap)
 
 
+def working(like: Tensor, shape: Sequence[int]) -> Tensor:
+    """`scratch(like, shape)` inside a streamer's chunk, else a new tensor of `shape` (like's dtype and device)."""
+    out = scratch(like, shape)
+    return torch.empty(shape, dtype=like.dtype, device=like.device) if out is None else out
+
+
 class reused_scratch:  # noqa: N801 (used like a function: `with reused_scratch():`)
     """Inside, scratch tensors are handed out as usual; after it, the same ones are handed out again. For a block
     (an encoder layer) whose result is not one of them: consecutive blocks then share their working memory,

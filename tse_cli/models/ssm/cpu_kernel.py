@@ -13,7 +13,7 @@ from torch import Tensor
 
 from tse_cli.models import kernels
 from tse_cli.models.kernels import address
-from tse_cli.models.streaming import scratch, transposed
+from tse_cli.models.streaming import transposed, working
 
 MAX_STATE = 64  # d_state limit of the source (its per-block state array)
 
@@ -74,8 +74,7 @@ def cpu_scan(
     else:
         if initial_state is not None and initial_state.data_ptr() != last.data_ptr():
             last.copy_(initial_state)
-        y = scratch(u, (batch, length, d_inner))
-        y = torch.empty(batch, length, d_inner) if y is None else y
+        y = working(u, (batch, length, d_inner))
 
     status = library.tse_scan_f32(
         batch, length, d_inner, d_state, 0, d_inner,
