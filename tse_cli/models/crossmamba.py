@@ -339,7 +339,7 @@ class _StepPlan:
             transposed(mixer._A()), mixer.D,
             kernels.panels(mixer.out_proj.weight), mixer.out_proj.bias,
         ]  # fmt: skip
-        eps = [torch.finfo(torch.float32).eps if n.eps is None else n.eps for n in (owner.norm_query, owner.norm)]
+        eps = [kernels.norm_eps(n) for n in (owner.norm_query, owner.norm)]
         sizes = (mixer.d_model, mixer.d_inner, mixer.d_state, mixer.dt_rank, mixer.d_conv)
         self.block = kernels.MambaBlock(*map(kernels.address, self.kept), *sizes, *eps)
 

@@ -294,6 +294,8 @@ int tse_norm_f32(int64_t rows, int64_t channels, const float *y, int64_t sy, int
    multiply-adds hide their latency; x W^T is then summed in another order than MKL's (float32 rounding). A
    chunk's weights come from memory, not the cache (10 MiB for the encoder alone), hence the prefetch. */
 #define LINEAR_TILE 13
+
+static int64_t panel_count(int64_t columns) { return (columns + W - 1) / W; }
 #define LINEAR_AHEAD 64 /* k steps: the weights are prefetched 2 KiB (AVX2) ahead of their use, 1.3-1.6x faster */
 
 static inline __attribute__((always_inline)) void linear_tile(int rows, int sums, int64_t k_dim, const float *x,
@@ -390,7 +392,7 @@ static void advance(tse_dcc_layer *layer, int64_t batch, int64_t n, int64_t chan
 int tse_dcc_step_f32(int64_t batch, int64_t n, int64_t channels, int64_t layers, tse_dcc_layer *plan,
                      const float *x, float *out, float *work) {
     if (channels > MAX_CHANNELS) return -1;
-    int64_t rows = batch * n, panels = (channels + W - 1) / W;
+    int64_t rows = batch * n, panels = panel_count(channels);
     float *front = work, *product = work + rows * channels;
     memcpy(out, x, sizeof(float) * (size_t)(rows * channels));
     for (int64_t i = 0; i < layers; i++) {
@@ -419,8 +421,6 @@ typedef struct {
     int64_t d_model, d_inner, d_state, dt_rank, d_conv;
     float eps_query, eps_value;
 } tse_mamba_block;
-
-static int64_t panel_count(int64_t columns) { return (columns + W - 1) / W; }
 
 /* out = block(query, value) for a chunk of n frames of `batch` rows (query, value, out: (batch, n, d_model)
    contiguous), after and updating `conv` (batch, d_conv - 1, d_inner: the conv's last inputs, time-major) and

@@ -44,6 +44,7 @@ ENV_VAR = "TSE_CPU_KERNELS"  # "0" (or off, false, no): never build or use them
 CACHE_VAR = "TSE_KERNEL_CACHE"  # where builds are kept (see cache_dir)
 POST = {"none": 0, "layer_norm_relu": 1, "silu": 2, "rms_norm": 3}  # the source's POST_* codes
 MAX_CHANNELS = 8192  # the norm kernel's row buffer (on the C stack)
+MAX_STATE = 64  # the scan's d_state limit (its per-block state array)
 LINEAR_ROWS = 32  # products of at most this many rows go through `linear` (oneDNN and MKL win from about 64)
 
 _BUILD_ERRORS: list[str] = []  # why the kernels are unavailable, when they are
@@ -248,6 +249,11 @@ def depthwise(
     return out
 
 
+def norm_eps(module: nn.LayerNorm | nn.RMSNorm) -> float:
+    """The epsilon `module` normalises with (an RMSNorm's None: float32's machine epsilon, as torch's)."""
+    return module.eps if module.eps is not None else torch.finfo(torch.float32).eps
+
+
 def norm(
     y: Tensor, module: nn.LayerNorm | nn.RMSNorm, residual: Tensor | None = None, out: Tensor | None = None
 ) -> Tensor:
@@ -263,7 +269,7 @@ def norm(
         out = working(y, y.shape)
     rows_out = out.view(-1, y.shape[-1])
     rows_res = None if residual is None else residual.reshape(-1, y.shape[-1])
-    eps = module.eps if module.eps is not None else torch.finfo(torch.float32).eps
+    eps = norm_eps(module)
     rows, channels = rows_y.shape
     post, gamma = POST["layer_norm_relu" if layer_norm else "rms_norm"], module.weight.data_ptr()
     beta = address(module.bias if layer_norm else None)
@@ -365,4 +371,4 @@ def cross_mamba_step(
         raise ValueError("cross_mamba_step needs contiguous tensors and mamba_work floats of work")
     function = library().tse_cross_mamba_step_f32
     if function(query.shape[0], query.shape[1], ctypes.byref(block), *(t.data_ptr() for t in tensors)):
-        raise ValueError(f"tse_cross_mamba_step_f32 takes at most {MAX_CHANNELS} channels and 64 states")
+        raise ValueError(f"tse_cross_mamba_step_f32 takes at most {MAX_CHANNELS} channels and {MAX_STATE} states")

@@ -12,10 +12,8 @@ import torch
 from torch import Tensor
 
 from tse_cli.models import kernels
-from tse_cli.models.kernels import address
+from tse_cli.models.kernels import MAX_STATE, address
 from tse_cli.models.streaming import transposed, working
-
-MAX_STATE = 64  # d_state limit of the source (its per-block state array)
 
 
 def cpu_kernel_available() -> bool:
