@@ -321,3 +321,20 @@ def test_fused_cross_mamba_step_follows_weights_and_backend(case, monkeypatch):
     assert (plan is not None and plan.block is not None) == (case in ("in place", "replaced"))
     monkeypatch.setattr(kernels, "LINEAR_ROWS", 0)
     assert (fused - stream(fresh())).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("name", ["wavemamba-small", "waveformer-small"])
+@pytest.mark.parametrize("batch", [1, 2])
+def test_fused_front_and_back_equal_the_operation_by_operation_chunk(name, batch, monkeypatch):
+    """in_conv + encoder + projections (`fused_front`) and mask + out_conv (`fused_back`) in one call each, mixed
+    with chunks too long for them: the same stream as operation by operation, and as the offline forward."""
+    torch.manual_seed(0)
+    model = _randomised(create(name, enc_dim=64, dec_dim=32, num_enc_layers=3)).eval()
+    x, query = torch.randn(batch, 1, 8000) * 0.3, torch.eye(41)[:batch]
+    sizes = [32, 2000, 1, 416, 5000, 7]
+    fused = _stream(model, x, query, sizes)
+    monkeypatch.setattr(kernels, "LINEAR_ROWS", 0)
+    plain = _stream(model, x, query, sizes)
+    with torch.inference_mode():
+        offline = model(x, query)
+    assert (fused - plain).abs().max() <= 1e-5 and (fused - offline).abs().max() <= 1e-5

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import weakref
 from collections import OrderedDict
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -198,11 +200,10 @@ class DilatedCausalEncoder(nn.Module):
     def forward(self, x: Tensor, state: list[ContextBuffer] | None = None) -> Tensor:
         """(batch, frames, channels) -> same shape; `state` (from `init_state`) carries the past frames."""
         fused = kernels.usable(x)
-        if fused and isinstance(state, EncoderState) and x.shape[0] * x.shape[1] <= kernels.LINEAR_ROWS:
-            if state.plan is None or not state.plan.watched.fresh():
-                state.plan = _FusedPlan(self, state)
-            if state.plan.layers is not None:
-                return self._fused_step(x, state.plan.layers, state)
+        if fused and x.shape[0] * x.shape[1] <= kernels.LINEAR_ROWS:
+            with self.fused_layers(state) as layers:
+                if layers is not None:
+                    return self._fused_step(x, layers)
         for i, layer in enumerate(self.dcc_layers):
             past = None if state is None else state[i].current()
             if fused:  # the input x is not ours to change: the first layer writes its output elsewhere
@@ -217,17 +218,35 @@ class DilatedCausalEncoder(nn.Module):
                 x = x.add_(y) if i and not torch.is_grad_enabled() else torch.add(x, y, out=scratch(x))
         return x
 
-    def _fused_step(self, x: Tensor, layers: ctypes.Array, state: EncoderState) -> Tensor:
-        """`forward(x, state)` for a streamed chunk, as one call of `kernels.dcc_step` through `layers` (the
-        plan's); the context buffers stay `ContextBuffer`s (their `end` goes in and comes back), so that chunks of
-        any length can follow."""
+    @contextlib.contextmanager
+    def fused_layers(self, state: list[ContextBuffer] | None) -> Iterator[ctypes.Array | None]:
+        """The plan of the fused step over `state` (`kernels.DCCLayer`s; made, or remade after a parameter
+        changed), or None where it cannot run (no `EncoderState`, inference-tensor parameters), for kernel calls
+        inside the `with`: the context buffers stay `ContextBuffer`s, their `end` goes into the plan before and
+        comes back after, so that chunks the encoder runs layer by layer can come between."""
+        if not isinstance(state, EncoderState):
+            yield None
+            return
+        if state.plan is None or not state.plan.watched.fresh():
+            state.plan = _FusedPlan(self, state)
+        layers = state.plan.layers
+        if layers is None:
+            yield None
+            return
         for layer, buffer in zip(layers, state, strict=True):
             layer.end = buffer.end
+        try:
+            yield layers
+        finally:
+            for layer, buffer in zip(layers, state, strict=True):
+                buffer.end = layer.end
+
+    def _fused_step(self, x: Tensor, layers: ctypes.Array) -> Tensor:
+        """`forward(x, state)` for a streamed chunk, as one call of `kernels.dcc_step` through `layers` (from
+        `fused_layers(state)`)."""
         x = contiguous(x)
         out, work = working(x, x.shape), working(x, (2, *x.shape))
         kernels.dcc_step(layers, x, out, work)
-        for layer, buffer in zip(layers, state, strict=True):
-            buffer.end = layer.end
         return out
 
 
@@ -257,6 +276,39 @@ class MaskGenerator(nn.Module):
 
 
 # the extractor
+
+
+class _ModelPlan:
+    """The `kernels.DCCModel` of an extractor (in_conv, the projections, out_conv), valid while `watched.fresh()`;
+    keeps the derived weights it points to. `model` is None for inference-tensor parameters."""
+
+    def __init__(self, extractor: DCCExtractor):
+        mask_gen = extractor.mask_gen
+        projections = (mask_gen.proj_e2d_l[0], mask_gen.proj_e2d_e[0], mask_gen.proj_d2e[0])
+        self.watched = Watched(extractor.in_conv, extractor.out_conv, *projections)
+        self.model: kernels.DCCModel | None = None
+        if not self.watched.trackable:
+            return
+        down_l, down_e, up = projections
+        self.kept = [
+            kernels.panels(extractor.in_conv[0].weight),
+            transposed(down_l.weight), down_l.bias, transposed(down_e.weight), down_e.bias,
+            up.weight.reshape(-1), up.bias,
+            kernels.pack_panels(extractor.out_conv[0].weight[:, 0].t()),
+        ]  # fmt: skip
+        sizes = (extractor.L, extractor.enc_dim, extractor.dec_dim, extractor.out_buf_len)
+        self.model = kernels.DCCModel(*map(kernels.address, self.kept), *sizes)
+
+
+_MODEL_PLANS: weakref.WeakKeyDictionary[DCCExtractor, _ModelPlan] = weakref.WeakKeyDictionary()
+
+
+def _model_plan(extractor: DCCExtractor) -> kernels.DCCModel | None:
+    """The extractor's `_ModelPlan` model (made, or remade after a parameter changed), or None."""
+    plan = _MODEL_PLANS.get(extractor)
+    if plan is None or not plan.watched.fresh():
+        plan = _MODEL_PLANS[extractor] = _ModelPlan(extractor)
+    return plan.model
 
 
 class DCCExtractor(nn.Module):
@@ -319,6 +371,35 @@ class DCCExtractor(nn.Module):
             raise ValueError(f"mixture must be (batch, 1, samples), got {tuple(mixture.shape)}")
         if query.dim() != 2 or query.shape != (mixture.shape[0], self.label_len):
             raise ValueError(f"query must be (batch, {self.label_len}) for the mixture batch, got {tuple(query.shape)}")
+
+    def fused_front(self, samples: Tensor, label: Tensor, state: list[ContextBuffer]) -> tuple[Tensor, ...] | None:
+        """`analyze` and `mask_gen.encode` of a streamed chunk in one call of `kernels.dcc_front`: samples (batch,
+        L*(n+2)) -> (in_conv output, l, decoder query, decoder memory), or None where it cannot run (the kernels
+        off, more than `kernels.LINEAR_ROWS` frames, no fused encoder plan)."""
+        batch, n = samples.shape[0], samples.shape[1] // self.L - 2
+        if not (0 < batch * n <= kernels.LINEAR_ROWS and kernels.usable(samples, label)):
+            return None
+        model, enc, dec = _model_plan(self), self.enc_dim, self.dec_dim
+        with self.mask_gen.encoder.fused_layers(state) as layers:
+            if layers is None or model is None:
+                return None
+            outputs = tuple(working(samples, (batch, n, size)) for size in (enc, enc, dec, dec))
+            work = working(samples, (3 * batch * n * enc,))
+            kernels.dcc_front(model, samples, layers, contiguous(label), outputs, work)
+        return outputs
+
+    def fused_back(self, x: Tensor, l: Tensor, decoded: Tensor, state: list[ContextBuffer]) -> Tensor | None:  # noqa: E741
+        """`synthesize(x * mask_gen.mask(l, decoded), state)` of a streamed chunk in one call of
+        `kernels.dcc_back` -> (batch, 1, n*L) samples, or None where it cannot run (as `fused_front`)."""
+        batch, n = x.shape[:2]
+        if not (0 < batch * n <= kernels.LINEAR_ROWS and kernels.usable(x, l, decoded)):
+            return None
+        model = _model_plan(self)
+        if model is None:
+            return None
+        out = x.new_empty(batch, 1, n * self.L)  # returned to the caller: never scratch memory
+        kernels.dcc_back(model, contiguous(x), contiguous(l), contiguous(decoded), state[0], out)
+        return out
 
     def analyze(self, samples: Tensor) -> Tensor:
         """in_conv: samples (batch, L*(n+2)) -> frames (batch, n, enc_dim), window 3L, hop L."""
@@ -440,8 +521,10 @@ class CausalStreamer:
             model = self.model
             x, l, q, memory = stages  # noqa: E741
             decoded, self.decoder_state = model.mask_gen.decoder.decode(q, memory, self.decoder_state)
-            masked = torch.mul(x, model.mask_gen.mask(l, decoded), out=scratch(x))
-            out = model.synthesize(masked, self.out_state)
+            out = model.fused_back(x, l, decoded, self.out_state)
+            if out is None:
+                masked = torch.mul(x, model.mask_gen.mask(l, decoded), out=scratch(x))
+                out = model.synthesize(masked, self.out_state)
         self.emitted += out.shape[-1]
         return out
 
@@ -460,6 +543,9 @@ class CausalStreamer:
         skip, self.skip = self.skip, 0
         if stream.shape[-1] - skip * L < 3 * L:
             return None
+        fused = self.model.fused_front(stream[:, skip * L :], self.label, self.encoder_state)
+        if fused is not None:
+            return fused
         x = self.model.analyze(stream[:, skip * L :])
         return (x, *self.model.mask_gen.encode(x, self.label, self.encoder_state))
 

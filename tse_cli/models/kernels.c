@@ -12,6 +12,9 @@
       in one call: per layer, Python would pay more to set up three calls than the chunk's arithmetic costs.
    6. tse_cross_mamba_step_f32: a streamed chunk through a causal CrossMamba block (RMSNorms, products, the
       causal conv with SiLU, the scan, the residual; its conv and scan states updated), in one call, likewise.
+   7. tse_dcc_front_f32 and tse_dcc_back_f32: the rest of a streamed chunk of the DCC extractor (Waveformer,
+      WaveMamba) around its decoder: in_conv, the encoder (5.), the label and the projections to the decoder;
+      then the projection back, the mask, the transposed out_conv with its overlap-add, tanh.
 
    The selective scan, for every batch row b and channel d, time t along the rows:
        dt    = softplus(delta[t, d] + bias[d])          (bias and softplus optional)
@@ -453,6 +456,85 @@ int tse_cross_mamba_step_f32(int64_t batch, int64_t n, const tse_mamba_block *m,
     }
     tse_linear_f32(rows, di, dm, y, di, m->out_panels, m->out_bias, out, dm, 0, panel_count(dm), 1);
     for (int64_t i = 0; i < rows * dm; i++) out[i] += value[i];
+    return 0;
+}
+
+/* The DCC extractor around its encoder and decoder (the ctypes Structure `kernels.DCCModel` mirrors it): in_conv
+   (enc_dim outputs from 3L samples) and out_conv (its (b + 1) L outputs per frame, b = out_buf_len, from enc_dim)
+   as panels; the grouped projections proj_e2d_l and proj_e2d_e (dec_dim outputs, each from enc_dim / dec_dim
+   consecutive inputs: taps (enc_dim / dec_dim, dec_dim)) and proj_d2e (enc_dim outputs, enc_dim / dec_dim per
+   input: one scale each), with their biases. */
+typedef struct {
+    const float *in_panels, *ql_taps, *ql_bias, *qe_taps, *qe_bias, *d2e_scale, *d2e_bias, *out_panels;
+    int64_t L, enc_dim, dec_dim, out_buf;
+} tse_dcc_model;
+
+/* out[r, g] = relu(bias[g] + sum_i taps[i, g] x[r, g per + i]), per = enc / dec, for `rows` rows of x (enc). */
+static void project_down(int64_t rows, int64_t enc, int64_t dec, const float *x, const float *taps,
+                         const float *bias, float *out) {
+    int64_t per = enc / dec;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t g = 0; g < dec; g++) {
+            float acc = bias[g] + taps[g] * x[r * enc + g * per]; /* in the order of `dcc.pointwise` */
+            for (int64_t i = 1; i < per; i++) acc += taps[i * dec + g] * x[r * enc + g * per + i];
+            out[r * dec + g] = acc > 0.0f ? acc : 0.0f;
+        }
+}
+
+/* in_conv on n frames of each batch row of `stream` (row stride ss: (n + 2) L samples, windows of 3L, hop L),
+   ReLU, the encoder (`layers` of `plan`, as tse_dcc_step_f32), then l = e * label (label (batch, enc)), and
+   q = proj_e2d_l(l), memory = proj_e2d_e(e). x, l (batch, n, enc); q, memory (batch, n, dec); `work`: 3 batch
+   n enc floats. Returns tse_dcc_step_f32's status. */
+int tse_dcc_front_f32(int64_t batch, int64_t n, const tse_dcc_model *m, const float *stream, int64_t ss,
+                      int64_t layers, tse_dcc_layer *plan, const float *label, float *x, float *l, float *q,
+                      float *memory, float *work) {
+    int64_t enc = m->enc_dim, dec = m->dec_dim, rows = batch * n;
+    for (int64_t b = 0; b < batch; b++) /* the windows are overlapping rows of the stream: row stride L */
+        tse_linear_f32(n, 3 * m->L, enc, stream + b * ss, m->L, m->in_panels, NULL, x + b * n * enc, enc, 0,
+                       panel_count(enc), 1);
+    for (int64_t i = 0; i < rows * enc; i++) x[i] = x[i] > 0.0f ? x[i] : 0.0f;
+    float *e = work;
+    int status = tse_dcc_step_f32(batch, n, enc, layers, plan, x, e, work + rows * enc);
+    if (status) return status;
+    project_down(rows, enc, dec, e, m->qe_taps, m->qe_bias, memory);
+    for (int64_t b = 0; b < batch; b++)
+        for (int64_t i = 0; i < n * enc; i++) l[b * n * enc + i] = label[b * enc + i % enc] * e[b * n * enc + i];
+    project_down(rows, enc, dec, l, m->ql_taps, m->ql_bias, q);
+    return 0;
+}
+
+/* The chunk's output samples out (batch, n L) from x, l (batch, n, enc) and the decoder's output (batch, n, dec):
+   masked = x * (l + proj_d2e(decoded)) goes into the context buffer of out_conv (batch rows of `capacity` frames,
+   the last b before *end, b = out_buf; *end updated), then out_conv's responses to the b + n frames (`work`:
+   batch (n + b) (b + 1) L floats) are overlapped and added (frame f: segment b - k of frame f + k - b, k = 0..b)
+   and put through tanh. Returns 0. */
+int tse_dcc_back_f32(int64_t batch, int64_t n, const tse_dcc_model *m, const float *x, const float *l,
+                     const float *decoded, float *buffer, int64_t capacity, int64_t *end, float *work, float *out) {
+    int64_t enc = m->enc_dim, dec = m->dec_dim, per = enc / dec, b = m->out_buf, L = m->L, span = (b + 1) * L;
+    int64_t start = *end + n > capacity ? b : *end; /* full: the context moves to the front first */
+    for (int64_t r = 0; r < batch; r++) {
+        float *frames = buffer + r * capacity * enc;
+        if (start != *end) memmove(frames, frames + (*end - b) * enc, sizeof(float) * (size_t)(b * enc));
+        for (int64_t t = 0; t < n; t++) {
+            const float *xt = x + (r * n + t) * enc, *lt = l + (r * n + t) * enc, *dt = decoded + (r * n + t) * dec;
+            float *masked = frames + (start + t) * enc;
+            for (int64_t c = 0; c < enc; c++) {
+                float d = m->d2e_scale[c] * dt[c / per] + m->d2e_bias[c];
+                masked[c] = xt[c] * (lt[c] + (d > 0.0f ? d : 0.0f));
+            }
+        }
+        float *segments = work + r * (n + b) * span;
+        tse_linear_f32(n + b, enc, span, frames + (start - b) * enc, enc, m->out_panels, NULL, segments, span, 0,
+                       panel_count(span), 1);
+        for (int64_t f = 0; f < n; f++)
+            for (int64_t s = 0; s < L; s += W) {
+                int w = L - s < W ? (int)(L - s) : W;
+                vf acc = load(segments + f * span + b * L + s, w);
+                for (int64_t k = 1; k <= b; k++) acc += load(segments + (f + k) * span + (b - k) * L + s, w);
+                store(out + (r * n + f) * L + s, 1.0f - 2.0f / (exp_v(2.0f * acc) + 1.0f), w); /* tanh */
+            }
+    }
+    *end = start + n;
     return 0;
 }
 

@@ -14,7 +14,8 @@ Here: loading, and the wrappers of the non-scan kernels, which the DCC encoder a
 of chains of element-wise operations (`usable` says when: CPU float32 tensors, no autograd): `depthwise` (a
 causal depthwise convolution, then LayerNorm + ReLU or SiLU) and `norm` (LayerNorm + ReLU plus a residual, or
 RMSNorm); `linear`, the product for the few rows of a streamed chunk (`tse_cli.models.products` picks it); and
-`dcc_step` and `cross_mamba_step`, a streamed chunk through the whole DCC encoder or a CrossMamba block in one call.
+`dcc_step` and `cross_mamba_step`, a streamed chunk through the whole DCC encoder or a CrossMamba block in one call,
+and `dcc_front` and `dcc_back`, the rest of a DCC extractor's chunk around its decoder.
 The selective scan's wrapper is `tse_cli.models.ssm.cpu_kernel`.
 """
 
@@ -35,7 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from tse_cli.atomic import create_temp
-from tse_cli.models.streaming import derived, transposed, working
+from tse_cli.models.streaming import ContextBuffer, derived, transposed, working
 
 SOURCE = Path(__file__).with_name("kernels.c")
 FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-shared", "-fPIC", "-Wno-psabi")
@@ -61,6 +62,8 @@ _SIGNATURES = {
     "tse_openmp": [],
     "tse_dcc_step_f32": [_i64] * 4 + [_ptr] * 4,
     "tse_cross_mamba_step_f32": [_i64] * 2 + [_ptr] * 7,
+    "tse_dcc_front_f32": [_i64, _i64, _ptr, _ptr, _i64, _i64] + [_ptr] * 7,
+    "tse_dcc_back_f32": [_i64, _i64] + [_ptr] * 5 + [_i64] + [_ptr] * 3,
 }  # fmt: skip
 _RETURNS = {"tse_depthwise_f32": None, "tse_linear_f32": None}  # the others return an int
 
@@ -372,3 +375,51 @@ def cross_mamba_step(
     function = library().tse_cross_mamba_step_f32
     if function(query.shape[0], query.shape[1], ctypes.byref(block), *(t.data_ptr() for t in tensors)):
         raise ValueError(f"tse_cross_mamba_step_f32 takes at most {MAX_CHANNELS} channels and {MAX_STATE} states")
+
+
+class DCCModel(ctypes.Structure):
+    """A DCC extractor around its encoder and decoder for `dcc_front` and `dcc_back` (kernels.c's
+    `tse_dcc_model`): in_conv and out_conv as panels, the grouped projections' taps, scales and biases, sizes."""
+
+    _fields_ = [
+        *((name, _ptr) for name in ("in_panels", "ql_taps", "ql_bias", "qe_taps", "qe_bias", "d2e_scale")),
+        *((name, _ptr) for name in ("d2e_bias", "out_panels")),
+        *((name, _i64) for name in ("L", "enc_dim", "dec_dim", "out_buf")),
+    ]
+
+
+def _contiguous(*tensors: Tensor) -> None:
+    if not all(t.is_contiguous() for t in tensors):
+        raise ValueError("the DCC kernels need contiguous tensors")
+
+
+def dcc_front(
+    model: DCCModel, stream: Tensor, layers: ctypes.Array, label: Tensor, outputs: tuple[Tensor, ...], work: Tensor
+) -> None:
+    """A streamed chunk's samples `stream` (batch, (n + 2) L), unit stride along time, -> `outputs` (x, l,
+    q, memory): in_conv, the encoder (`layers`, as `dcc_step`, its context buffers advanced), l = e * label
+    (batch, enc_dim), and the projections to the decoder; x, l (batch, n, enc_dim), q, memory (batch, n,
+    dec_dim), all contiguous; `work`: 3 * x.numel() floats."""
+    x = outputs[0]
+    _contiguous(label, *outputs, work)
+    if stream.stride(-1) != 1 or work.numel() < 3 * x.numel():
+        raise ValueError("dcc_front needs samples of unit stride and 3 * x.numel() floats of work")
+    batch, n = x.shape[:2]
+    function = library().tse_dcc_front_f32
+    if function(batch, n, ctypes.byref(model), stream.data_ptr(), stream.stride(0), len(layers), layers,
+                label.data_ptr(), *(t.data_ptr() for t in (*outputs, work))):  # fmt: skip
+        raise ValueError(f"tse_dcc_front_f32 takes at most {MAX_CHANNELS} channels")
+
+
+def dcc_back(model: DCCModel, x: Tensor, l: Tensor, decoded: Tensor, buffer: ContextBuffer, out: Tensor) -> None:  # noqa: E741
+    """The chunk's output samples `out` (batch, n * L) from x, l (batch, n, enc_dim) and the decoder's output
+    (batch, n, dec_dim), all contiguous: the mask, out_conv over `buffer` (its context buffer: the last
+    out_buf_len masked frames; advanced) and tanh."""
+    _contiguous(x, l, decoded, buffer.buffer, out)
+    batch, n = x.shape[:2]
+    work = working(x, (batch * (n + model.out_buf) * (model.out_buf + 1) * model.L,))
+    end = ctypes.c_int64(buffer.end)
+    library().tse_dcc_back_f32(batch, n, ctypes.byref(model), x.data_ptr(), l.data_ptr(), decoded.data_ptr(),
+                               buffer.buffer.data_ptr(), buffer.buffer.shape[1], ctypes.byref(end), work.data_ptr(),
+                               out.data_ptr())  # fmt: skip
+    buffer.end = end.value

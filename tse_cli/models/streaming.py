@@ -261,13 +261,18 @@ def _versions(*tensors: Tensor) -> tuple[tuple[int, int], ...]:
 
 
 class Watched:
-    """The parameters of `module` as they are now, for what is made from several of them at once (the CPU
+    """The parameters of `modules` as they are now, for what is made from several of them at once (the CPU
     kernels' plans): `fresh()` is False once any was replaced or changed in place (identity and version counter
     of each). Inference tensors (parameters made under `torch.inference_mode`) have no version counter: then
     `trackable` is False and nothing should be made from them."""
 
-    def __init__(self, module: torch.nn.Module):
-        self.params = [(m._parameters, name, p) for m in module.modules() for name, p in m._parameters.items()]
+    def __init__(self, *modules: torch.nn.Module):
+        self.params = [
+            (m._parameters, name, p)
+            for module in modules
+            for m in module.modules()
+            for name, p in m._parameters.items()
+        ]
         self.trackable = not any(p is not None and p.is_inference() for _, _, p in self.params)
         self.versions = [None if p is None else p._version for _, _, p in self.params] if self.trackable else None
 
