@@ -19,6 +19,7 @@ from pathlib import Path
 import hub_server
 import pytest
 from hub_server import FakeHub, closed_port_url, go_offline
+from test_atomic import dead_pid
 
 from tse_cli import hub, weights
 from tse_cli.atomic import temp_owner
@@ -136,6 +137,20 @@ def test_url_download_then_offline_reuse(hub_env, fake_hub: FakeHub, monkeypatch
     seen = len(fake_hub.requests)
     assert hub.fetch(source, sha(ckpt)).path == got.path
     assert len(fake_hub.requests) == seen
+
+
+def test_a_download_a_killed_run_left_is_removed_by_the_next(hub_env, fake_hub: FakeHub):
+    """A signal while the model loads exits at once (`signals.exit_at_once`): its `.part` stays until the next
+    download into that cache folder, which removes it (its process is gone) and leaves other processes' alone."""
+    source = hub.parse_source(fake_hub.add_url("exp/w.pt", b"w" * 1000))
+    folder = hub._url_path(source).parent
+    folder.mkdir(parents=True)
+    stale = folder / f".w.pt.tse-{dead_pid()}-0123abcd.part"
+    live = folder / f".w.pt.tse-{os.getppid()}-0123abcd.part"
+    stale.write_bytes(b"w" * 300)
+    live.write_bytes(b"w" * 300)
+    assert hub.fetch(source).path.read_bytes() == b"w" * 1000
+    assert not stale.exists() and live.exists()
 
 
 def test_url_checksum_mismatch_and_errors(

@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tse_cli.atomic import atomic_file, write_text
+from tse_cli.atomic import atomic_file, remove_stale, write_text
 from tse_cli.errors import os_reason
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -341,6 +341,7 @@ def _fetch_url(source: Source, sha256: str | None) -> Fetched:
         raise OfflineError(f"{source}: not in the cache ({path.parent}) and HF_HUB_OFFLINE is set")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale(path.parent)  # downloads a signal or a kill cut short (start-up exits at once: no cleanup)
         with atomic_file(path) as tmp:
             with tmp.open("wb") as f:
                 _http_download(source, f)
