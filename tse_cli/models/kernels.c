@@ -53,14 +53,15 @@ static inline vf select(vi mask, vf a, vf b) { /* mask ? a : b, lane by lane (ma
 }
 
 static inline vf exp_v(vf x) {
-    /* Cephes expf: x = n ln2 + r, |r| <= ln2 / 2, exp(r) by a degree-6 polynomial, times 2^n from the bits. */
+    /* Cephes expf: x = n ln2 + r, |r| <= ln2 / 2, exp(r) by a degree-6 polynomial, times 2^n from the bits.
+       n = round(x log2 e) by adding and subtracting 1.5 * 2^23 (the sum's low bits are then n; |x log2 e| < 2^22
+       after the clamps): three conversions and a comparison fewer than a floor. */
+    const float magic = 12582912.0f;
     x = select(x < -87.0f, splat(-87.0f), x);
     x = select(x > 88.0f, splat(88.0f), x);
-    vf t = x * 1.44269504088896341f + 0.5f;
-    vi n = __builtin_convertvector(t, vi);
-    vf fn = __builtin_convertvector(n, vf);
-    n += (fn > t); /* comparisons give -1: floor for negative t */
-    fn = __builtin_convertvector(n, vf);
+    vf shifted = x * 1.44269504088896341f + magic;
+    vf fn = shifted - magic;
+    vi n = (vi)shifted - 0x4B400000;
     vf r = x - fn * 0.693359375f + fn * 2.12194440e-4f;
     vf p = splat(1.9875691500e-4f);
     p = p * r + 1.3981999507e-3f;
