@@ -88,6 +88,25 @@ def test_stdin_to_stdout_equals_the_file_path_result(tmp_path: Path, tiny: Path,
     assert b"- -> -" in piped.stderr and b"1 done" in piped.stderr
 
 
+def test_json_reader_gone_stops_the_batch_with_141(tmp_path: Path, tiny: Path) -> None:
+    """`tse extract DIR --json | head -1`: once stdout's reader has gone, tse stops as any pipeline's writer does:
+    exit 141 (128 + SIGPIPE) and one line saying how far it got, finished outputs whole, no temporaries left."""
+    for i in range(4):
+        write(tmp_path / "in" / f"{i}.wav", frames=22050, seed=i)
+    read, written = os.pipe()
+    os.close(read)  # the reader has gone before the first JSON line: deterministic, whatever the speed
+    cmd = [TSE, "extract", tmp_path / "in", "-c", "Bark", "--checkpoint", tiny, "-O", tmp_path / "o", "--json"]
+    done = subprocess.run(list(map(str, cmd)), stdout=written, stderr=subprocess.PIPE, timeout=300)
+    os.close(written)
+    stderr = done.stderr.decode()
+    assert done.returncode == 141, stderr
+    assert "Traceback" not in stderr and "Exception ignored" not in stderr, stderr
+    assert stderr.strip().splitlines()[-1].startswith("stopped after 1 of 4 inputs: standard output was closed")
+    outputs = sorted((tmp_path / "o").iterdir())
+    assert [p.name for p in outputs] == ["0_Bark.wav"], "the finished output is kept, nothing else is left"
+    assert sf.info(str(outputs[0])).frames == 22050
+
+
 def test_pipe_usage_errors(tmp_path: Path, tiny: Path) -> None:
     mix = write(tmp_path / "mix.wav")
     cases = {

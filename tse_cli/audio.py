@@ -36,6 +36,7 @@ import soundfile as sf
 
 from tse_cli.atomic import atomic_file, create_temp
 from tse_cli.resample import StreamResampler, resample_transform, resampled_length  # noqa: F401 (their old home)
+from tse_cli.signals import stdout_closed
 
 SUBTYPES = ("PCM_U8", "PCM_S8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE")
 FLOAT_SUBTYPES = ("FLOAT", "DOUBLE")
@@ -511,5 +512,4 @@ def send_to_stdout(path: str | Path, stream: BinaryIO | None = None) -> None:
             shutil.copyfileobj(f, out, 1 << 20)
         out.flush()
     except BrokenPipeError:
-        devnull = os.open(os.devnull, os.O_WRONLY)  # Python would complain when flushing stdout at exit
-        os.dup2(devnull, sys.stdout.fileno())
+        stdout_closed()

@@ -29,11 +29,13 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from types import FrameType
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+EXIT_CLOSED = 128 + signal.SIGPIPE  # stdout's reader has gone (`| head`): what a shell reports for `cat`
 _received: int | None = None  # the first signal of the current `cleanup_first` phase
 
 
@@ -152,3 +154,11 @@ def quiet_children() -> Iterator[None]:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def stdout_closed() -> None:
+    """Point standard output at /dev/null once its reader has gone (`| head`: what SIGPIPE would end, which Python
+    turns into BrokenPipeError): Python would otherwise report the error again when it flushes stdout at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)

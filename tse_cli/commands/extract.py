@@ -118,7 +118,7 @@ def extract(
 
     Pipes: `cat mix.flac | tse extract - -c Cough -o - > cough.wav`. Exit codes: 0 all done (or skipped), 1 some
     input failed (a folder without audio files and a glob matching none count as failed inputs), 2 usage error,
-    130 Ctrl-C (SIGINT), 143 SIGTERM, 129 SIGHUP.
+    130 Ctrl-C (SIGINT), 143 SIGTERM, 129 SIGHUP, 141 stdout closed (`--json | head`: the batch stops there).
     """
     import tempfile
 
@@ -358,20 +358,31 @@ def run(engine: Engine, tasks: list[Task], reporter: Reporter, part: Shard | Non
     from tse_cli.audio import send_to_stdout
 
     start = time.perf_counter()
+    interrupted, closed = None, False
     with reporter:
-        for task in tasks:
-            if task.status != "todo":
-                reporter.outcome(task)
         try:
+            for task in tasks:
+                if task.status != "todo":
+                    reporter.outcome(task)
             todo = [task for task in tasks if task.status == "todo"]
             with signals.cleanup_first():
                 engine.run(todo, on_result=reporter.outcome, on_progress=reporter.on_progress)
-            interrupted = None
         except KeyboardInterrupt as err:  # SIGINT/SIGTERM/SIGHUP: the engine has deleted every temporary file
             interrupted = err
+        except BrokenPipeError:  # --json's reader has gone (`| head -1`): stop, as any pipeline's writer does
+            closed = True
     if interrupted is not None:
         typer.echo(f"interrupted ({signals.describe(interrupted)}): no partial outputs were left", err=True)
         raise typer.Exit(signals.exit_code(interrupted))
+    if closed:
+        signals.stdout_closed()
+        finished = sum(reporter.counts.values())
+        typer.echo(
+            f"stopped after {finished} of {len(tasks)} inputs: standard output was closed (its reader has gone); "
+            "no partial outputs were left",
+            err=True,
+        )
+        raise typer.Exit(signals.EXIT_CLOSED)
     for task in tasks:
         if task.stdout and task.status == "done":
             send_to_stdout(task.output)

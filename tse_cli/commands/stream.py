@@ -24,6 +24,7 @@ from tse_cli.commands import (
     load_model_or_exit,
     refuse_window_model,
 )
+from tse_cli.signals import EXIT_CLOSED
 
 if TYPE_CHECKING:
     import numpy as np
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
     from tse_cli.wavstream import PcmFormat
 
 DEFAULT_CHUNK = 416  # the published Waveformer hop: 13 frames of 32 samples, 9.4 ms at 44.1 kHz
-EXIT_INTERRUPTED, EXIT_CLOSED = 130, 141  # 128 + SIGINT, 128 + SIGPIPE (what a shell reports for `cat`)
+EXIT_INTERRUPTED = 130  # 128 + SIGINT
 
 
 def stream(
