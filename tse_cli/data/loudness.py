@@ -1,17 +1,17 @@
-"""ITU-R BS.1770-4 integrated loudness (LUFS) of mono audio, as Scaper uses to place events at an SNR.
+"""ITU-R BS.1770-4 integrated loudness (LUFS) of mono audio, measured as pyloudnorm does, and the loudness
+Scaper places events by (`scaper_lufs`: short clips repeated, a floor at -70 LUFS).
 
 K-weighting (high shelf +4 dB at 1.5 kHz, high pass at 38 Hz, coefficients derived for any rate), mean square
 over 400 ms blocks with 75 % overlap, an absolute gate at -70 LUFS and a relative gate 10 LU below the
-ungated mean. Clips shorter than `min_seconds` are repeated end to end until they are that long (Scaper does
-the same, since one 400 ms block is the minimum measurable length).
+ungated mean, with pyloudnorm's block count and bounds (a last partial block counts, scaled as a whole one).
+Checked against pyloudnorm 0.2.0 and Scaper 1.6's `get_integrated_lufs` (tests/test_loudness.py: to 1e-9 LU;
+the K-weighting runs in torchaudio's lfilter instead of scipy's, so the last bits differ).
 
 Why not `torchaudio.functional.loudness`: the Waveformer recipe places events at SNRs as Scaper does, so it
 needs Scaper's meter (pyloudnorm) numbers, and torchaudio's differs in two ways that recipe meets. Its biquads
 clamp the K-weighted signal to [-1, 1] (`lfilter(clamp=True)`), so loud mixtures read low: -25.27 against
 pyloudnorm's and ours -25.246 LUFS on the published Waveformer sample (identical once it is scaled below the
-clamp); and it raises on clips shorter than one 400 ms block, which FSD foregrounds often are. Known difference
-from pyloudnorm: on a length that does not end on a 100 ms hop, pyloudnorm also counts a last partial block
-(scaled as a whole one) and ours does not (0.03-0.3 LU on most such lengths).
+clamp); and it raises on clips shorter than one 400 ms block, which FSD foregrounds often are.
 """
 
 from __future__ import annotations
@@ -19,6 +19,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
+STEP = 0.25  # block hop, as a fraction of the block (75 % overlap)
+ABSOLUTE_GATE = -70.0  # LUFS
 
 
 def _biquad(kind: str, gain_db: float, q: float, fc: float, rate: int) -> tuple[list[float], list[float]]:
@@ -57,25 +60,38 @@ def k_weight(audio: np.ndarray, rate: int) -> np.ndarray:
     return x.numpy()
 
 
-def integrated_lufs(audio: np.ndarray, rate: int, min_seconds: float = 0.5, block: float = 0.4) -> float:
-    """Integrated loudness of (T,) audio in LUFS; -inf for silence."""
+def integrated_lufs(audio: np.ndarray, rate: int, block: float = 0.4) -> float:
+    """Integrated loudness of (T,) audio in LUFS, as pyloudnorm's `Meter(rate).integrated_loudness` measures it:
+    round((T / rate - block) / (block / 4)) + 1 blocks, block j over samples [int(block (j / 4) rate),
+    int(block (j / 4 + 1) rate)) (the last one may end early: it is still divided by a whole block), the absolute
+    gate (>= -70) for the relative threshold and strict gates (> both) for the final mean. -inf for silence and
+    for audio shorter than one block (which pyloudnorm refuses)."""
+    y = k_weight(np.asarray(audio, dtype=np.float64), rate)
+    if y.size < block * rate:
+        return -math.inf
+    count = int(np.round((y.size / rate - block) / (block * STEP))) + 1
+    z = np.array(
+        [
+            (1.0 / (block * rate))
+            * np.sum(np.square(y[int(block * (j * STEP) * rate) : int(block * (j * STEP + 1) * rate)]))
+            for j in range(count)
+        ]
+    )
+    with np.errstate(divide="ignore"):
+        loud = -0.691 + 10.0 * np.log10(z)
+        gated = z[loud >= ABSOLUTE_GATE]
+        if gated.size == 0:
+            return -math.inf
+        relative = -0.691 + 10.0 * np.log10(np.mean(gated)) - 10.0
+        final = z[(loud > relative) & (loud > ABSOLUTE_GATE)]
+        return float(-0.691 + 10.0 * np.log10(np.mean(final))) if final.size else -math.inf
+
+
+def scaper_lufs(audio: np.ndarray, rate: int, min_seconds: float = 0.5) -> float:
+    """The loudness Scaper (1.6, `scaper.audio.get_integrated_lufs`) scales an event by: audio shorter than
+    `min_seconds` repeated ceil(min_seconds / its duration) times end to end, then `integrated_lufs`, at least
+    -70 (so a silent or all-gated clip reads -70, never -inf). Empty audio reads -70 too (Scaper fails on it)."""
     audio = np.asarray(audio, dtype=np.float64)
-    need = int(math.ceil(min_seconds * rate))
-    if 0 < audio.size < need:
-        audio = np.tile(audio, need // audio.size + 1)[:need]
-    y = k_weight(audio, rate)
-    size, hop = int(block * rate), int(block * rate * 0.25)
-    if y.size < size:
-        return -math.inf
-    starts = np.arange(0, y.size - size + 1, hop)
-    power = np.cumsum(np.concatenate([[0.0], y**2]))
-    z = (power[starts + size] - power[starts]) / size
-    with np.errstate(divide="ignore"):
-        loud = -0.691 + 10 * np.log10(z)
-    gated = z[loud >= -70.0]
-    if gated.size == 0:
-        return -math.inf
-    relative = -0.691 + 10 * math.log10(gated.mean()) - 10.0
-    with np.errstate(divide="ignore"):
-        final = z[(loud >= -70.0) & (loud >= relative)]
-    return float(-0.691 + 10 * math.log10(final.mean()))
+    if audio.size and audio.size / rate < min_seconds:
+        audio = np.tile(audio, int(np.ceil(min_seconds / (audio.size / float(rate)))))
+    return max(integrated_lufs(audio, rate), ABSOLUTE_GATE) if audio.size else ABSOLUTE_GATE

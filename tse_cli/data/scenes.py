@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from tse_cli.classes import class_index
-from tse_cli.data.loudness import integrated_lufs
+from tse_cli.data.loudness import scaper_lufs
 from tse_cli.data.sources import Clip
 from tse_cli.data.wavio import SourceError
 
@@ -314,8 +314,8 @@ def render(scene: Scene, load: Loader) -> tuple[dict[str, np.ndarray], list[dict
         audio = load(e.source_file)
         length = min(round(e.event_duration * sr), n)
         seg = _segment(audio, round(e.source_time * sr), length, tile=e.role == "background")
-        lufs = integrated_lufs(seg, sr)
-        gain = 10 ** ((scene.ref_db + e.snr - lufs) / 20) if np.isfinite(lufs) else 0.0
+        lufs = scaper_lufs(seg, sr)  # at least -70: a silent source stays silent, a quiet one is raised (as Scaper)
+        gain = 10 ** ((scene.ref_db + e.snr - lufs) / 20)
         seg = _fade(seg * gain, round(scene.fade_in * sr), round(scene.fade_out * sr))
         start = min(round(e.event_time * sr), n - seg.size)
         key = "background" if e.role == "background" else e.label

@@ -89,7 +89,7 @@ def check_folder(out: Path, overwrite: bool) -> bool:
 
 def make_scene(seed: int, target: str | None = None) -> tuple[np.ndarray, np.ndarray, str, list[str]]:
     """(mixture (T,), reference (T,), target class, other classes): a fresh 6 s synthetic scene, float32."""
-    from tse_cli.data.loudness import integrated_lufs
+    from tse_cli.data.loudness import scaper_lufs
     from tse_cli.data.synthetic import synth_background, synth_clip
 
     rng = np.random.default_rng([seed, 7])
@@ -97,11 +97,11 @@ def make_scene(seed: int, target: str | None = None) -> tuple[np.ndarray, np.nda
     first = class_index(target) if target else int(rng.integers(NUM_CLASSES))
     others = [int(i) for i in rng.permutation([i for i in range(NUM_CLASSES) if i != first])[: EVENTS - 1]]
     background = synth_background(int(rng.integers(10)), rng, RATE, SECONDS).mean(axis=1)
-    mixture = background * 10 ** ((REF_LUFS - integrated_lufs(background, RATE)) / 20)
+    mixture = background * 10 ** ((REF_LUFS - scaper_lufs(background, RATE)) / 20)
     reference = np.zeros(n)
     for k, index in enumerate([first, *others]):
         clip = synth_clip(index, rng, RATE, max_seconds=3.0)
-        clip *= 10 ** ((REF_LUFS + rng.uniform(*SNR_DB) - integrated_lufs(clip, RATE)) / 20)
+        clip *= 10 ** ((REF_LUFS + rng.uniform(*SNR_DB) - scaper_lufs(clip, RATE)) / 20)
         start = int(rng.integers(0, n - clip.size))
         event = np.zeros(n)
         event[start : start + clip.size] = clip
