@@ -30,7 +30,16 @@ from torch import Tensor, nn
 from tse_cli.models import kernels
 from tse_cli.models.products import linear
 from tse_cli.models.ssm import resolve_backend, selective_scan, selective_scan_step
-from tse_cli.models.streaming import Watched, causal_depthwise, contiguous, derived, scratch, transposed, working
+from tse_cli.models.streaming import (
+    Watched,
+    causal_depthwise,
+    contiguous,
+    current_plan,
+    derived,
+    scratch,
+    transposed,
+    working,
+)
 
 
 class MambaState(NamedTuple):
@@ -311,10 +320,7 @@ class CrossMambaBlock(nn.Module):
             return None
         if resolve_backend(self.mixer.scan_backend, value) != "cpu" or not state.conv.transpose(1, 2).is_contiguous():
             return None
-        plan = _STEP_PLANS.get(self)
-        if plan is None or not plan.watched.fresh():
-            plan = _STEP_PLANS[self] = _StepPlan(self)
-        return plan.block
+        return current_plan(_STEP_PLANS, self, _StepPlan).block
 
 
 class _StepPlan:

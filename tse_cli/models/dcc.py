@@ -36,6 +36,7 @@ from tse_cli.models.streaming import (
     Watched,
     causal_depthwise,
     contiguous,
+    current_plan,
     reused_scratch,
     scratch,
     transposed,
@@ -305,10 +306,7 @@ _MODEL_PLANS: weakref.WeakKeyDictionary[DCCExtractor, _ModelPlan] = weakref.Weak
 
 def _model_plan(extractor: DCCExtractor) -> kernels.DCCModel | None:
     """The extractor's `_ModelPlan` model (made, or remade after a parameter changed), or None."""
-    plan = _MODEL_PLANS.get(extractor)
-    if plan is None or not plan.watched.fresh():
-        plan = _MODEL_PLANS[extractor] = _ModelPlan(extractor)
-    return plan.model
+    return current_plan(_MODEL_PLANS, extractor, _ModelPlan).model
 
 
 class DCCExtractor(nn.Module):

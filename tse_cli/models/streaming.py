@@ -23,7 +23,7 @@ import threading
 import warnings
 import weakref
 from collections.abc import Callable, Iterator, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -280,6 +280,15 @@ class Watched:
         if not all(map(operator.is_, [params.get(name) for params, name in self.owners], self.tensors)):
             return False
         return self.versions is None or [p._version for p in self.present] == self.versions
+
+
+def current_plan(plans: weakref.WeakKeyDictionary, owner: Any, make: Callable[[Any], Any]) -> Any:
+    """`plans[owner]` (a kernels plan with a `watched`), made by `make(owner)` when there is none yet or a parameter
+    it was made from has changed since (`Watched.fresh`)."""
+    plan = plans.get(owner)
+    if plan is None or not plan.watched.fresh():
+        plan = plans[owner] = make(owner)
+    return plan
 
 
 def _transpose(weight: Tensor) -> Tensor:
