@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tse_cli.models import create, crossmamba, kernels, products
+from tse_cli.models import create, crossmamba, dcc, kernels, products
 from tse_cli.models.crossmamba import CrossMambaBlock, MambaState
 from tse_cli.models.products import linear
 from tse_cli.models.streaming import causal_depthwise
@@ -338,3 +338,29 @@ def test_fused_front_and_back_equal_the_operation_by_operation_chunk(name, batch
     with torch.inference_mode():
         offline = model(x, query)
     assert (fused - plain).abs().max() <= 1e-5 and (fused - offline).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("name", ["wavemamba-small", "waveformer-small"])
+@pytest.mark.parametrize("batch", [1, 2])
+def test_block_kernels_equal_the_operations(name, batch, monkeypatch):
+    """Blocks longer than a streamed chunk run the label and projections (`fused_project`) and the mask and
+    out_conv's overlap-add (`fused_back`) as kernels between MKL/oneDNN products: the same stream as with those
+    steps as PyTorch operations."""
+    torch.manual_seed(0)
+    model = _randomised(create(name, enc_dim=64, dec_dim=32, num_enc_layers=3)).eval()
+    x, query = torch.randn(batch, 1, 12000) * 0.3, torch.eye(41)[:batch]
+    sizes = [3000, 5000, 32, 4000]  # 93, 156, 1 and 125 frames
+    calls = {"dcc_label": 0, "dcc_mask": 0, "dcc_overlap": 0}
+    for function in calls:
+
+        def counted(*args, _function=getattr(kernels, function), _name=function):
+            calls[_name] += 1
+            return _function(*args)
+
+        monkeypatch.setattr(kernels, function, counted)
+    fast = _stream(model, x, query, sizes)
+    assert calls["dcc_label"] >= 3 and calls["dcc_mask"] >= 3 and calls["dcc_overlap"] >= 3
+    monkeypatch.setattr(dcc.DCCExtractor, "fused_project", lambda *args: None)
+    monkeypatch.setattr(dcc.DCCExtractor, "fused_back", lambda *args: None)
+    plain = _stream(model, x, query, sizes)
+    assert (fast - plain).abs().max() <= 1e-5

@@ -13,7 +13,7 @@ offline forward. `CausalStreamer` feeds the same stages chunk by chunk, so the t
 Between in_conv and out_conv, frames are laid out (batch, frames, channels): LayerNorm, the 1x1 convs (as
 matmuls) and the decoders work on that layout directly, and the depthwise dilated convs run as shifted
 multiply-adds, which keeps the per-chunk cost of streaming low. The weights keep their published shapes.
-(About 410 lines: the streamer drives the chassis' stages one by one and is read with them.)
+(About 600 lines: the streamer drives the chassis' stages one by one and is read with them.)
 """
 
 from __future__ import annotations
@@ -267,7 +267,10 @@ class MaskGenerator(nn.Module):
 
     def encode(self, x: Tensor, label: Tensor, state: list[ContextBuffer] | None = None) -> tuple[Tensor, ...]:
         """x (batch, frames, enc_dim), label (batch, enc_dim) -> (l, decoder query, decoder memory)."""
-        e = self.encoder(x, state)
+        return self.project(self.encoder(x, state), label)
+
+    def project(self, e: Tensor, label: Tensor) -> tuple[Tensor, ...]:
+        """The encoder's output e (batch, frames, enc_dim) -> (l = e * label, decoder query, decoder memory)."""
         l = torch.mul(label[:, None], e, out=scratch(e))  # noqa: E741 (the published name)
         return l, self.proj_e2d_l(l), self.proj_e2d_e(e)
 
@@ -386,17 +389,39 @@ class DCCExtractor(nn.Module):
             kernels.dcc_front(model, samples, layers, contiguous(label), outputs, work)
         return outputs
 
-    def fused_back(self, x: Tensor, l: Tensor, decoded: Tensor, state: list[ContextBuffer]) -> Tensor | None:  # noqa: E741
-        """`synthesize(x * mask_gen.mask(l, decoded), state)` of a streamed chunk in one call of
-        `kernels.dcc_back` -> (batch, 1, n*L) samples, or None where it cannot run (as `fused_front`)."""
-        batch, n = x.shape[:2]
-        if not (0 < batch * n <= kernels.LINEAR_ROWS and kernels.usable(x, l, decoded)):
+    def fused_project(self, e: Tensor, label: Tensor) -> tuple[Tensor, ...] | None:
+        """`mask_gen.project(e, label)` of a block of any length in one pass of `kernels.dcc_label`, or None where
+        it cannot run (the kernels off, inference-tensor parameters)."""
+        model = _model_plan(self) if e.shape[1] and kernels.usable(e, label) else None
+        if model is None:
             return None
-        model = _model_plan(self)
+        batch, n = e.shape[:2]
+        outputs = tuple(working(e, (batch, n, size)) for size in (self.enc_dim, self.dec_dim, self.dec_dim))
+        kernels.dcc_label(model, contiguous(e), contiguous(label), outputs)
+        return outputs
+
+    def fused_back(self, x: Tensor, l: Tensor, decoded: Tensor, state: list[ContextBuffer]) -> Tensor | None:  # noqa: E741
+        """`synthesize(x * mask_gen.mask(l, decoded), state)` -> (batch, 1, n*L) samples, or None where the
+        kernels cannot run (as `fused_front`): a streamed chunk in one call of `kernels.dcc_back`, a longer block
+        as the mask (`kernels.dcc_mask`), out_conv's product (MKL, as `synthesize`) and its overlap-add
+        (`kernels.dcc_overlap`)."""
+        batch, n = x.shape[:2]
+        model = _model_plan(self) if batch * n and kernels.usable(x, l, decoded) else None
         if model is None:
             return None
         out = x.new_empty(batch, 1, n * self.L)  # returned to the caller: never scratch memory
-        kernels.dcc_back(model, contiguous(x), contiguous(l), contiguous(decoded), state[0], out)
+        x, l, decoded = contiguous(x), contiguous(l), contiguous(decoded)  # noqa: E741
+        if batch * n <= kernels.LINEAR_ROWS:
+            kernels.dcc_back(model, x, l, decoded, state[0], out)
+            return out
+        b, buffer = self.out_buf_len, state[0]
+        frames = working(x, (batch, b + n, self.enc_dim))  # the last b masked frames, then the block's
+        frames[:, :b] = buffer.current()
+        kernels.dcc_mask(model, x, l, decoded, frames[:, b:])
+        buffer.advance(frames[:, b:])
+        rows, weight = frames.view(-1, self.enc_dim), self.out_conv[0].weight[:, 0]  # weight (enc_dim, (b+1)L)
+        segments = torch.mm(rows, weight, out=working(x, (rows.shape[0], weight.shape[1])))
+        kernels.dcc_overlap(model, segments.view(batch, b + n, -1), out.view(batch, -1))
         return out
 
     def analyze(self, samples: Tensor) -> Tensor:
@@ -545,7 +570,8 @@ class CausalStreamer:
         if fused is not None:
             return fused
         x = self.model.analyze(stream[:, skip * L :])
-        return (x, *self.model.mask_gen.encode(x, self.label, self.encoder_state))
+        e = self.model.mask_gen.encoder(x, self.encoder_state)
+        return (x, *(self.model.fused_project(e, self.label) or self.model.mask_gen.project(e, self.label)))
 
     def _group(self, stages: tuple[Tensor, ...] | None, final: bool) -> tuple[Tensor, ...] | None:
         """Hold frames back until the decoder has a whole group of them (all that are left when `final`).

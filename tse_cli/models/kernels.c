@@ -14,7 +14,10 @@
       causal conv with SiLU, the scan, the residual; its conv and scan states updated), in one call, likewise.
    7. tse_dcc_front_f32 and tse_dcc_back_f32: the rest of a streamed chunk of the DCC extractor (Waveformer,
       WaveMamba) around its decoder: in_conv, the encoder (5.), the label and the projections to the decoder;
-      then the projection back, the mask, the transposed out_conv with its overlap-add, tanh.
+      then the projection back, the mask, the transposed out_conv with its overlap-add, tanh. Their element-wise
+      steps are also kernels of their own for blocks of any length, between products that oneDNN or MKL run
+      (offline): tse_dcc_label_f32 (the label and the projections to the decoder), tse_dcc_mask_f32 (the
+      projection back and the mask) and tse_dcc_overlap_f32 (out_conv's overlap-add and tanh).
 
    The selective scan, for every batch row b and channel d, time t along the rows:
        dt    = softplus(delta[t, d] + bias[d])          (bias and softplus optional)
@@ -470,16 +473,33 @@ typedef struct {
     int64_t L, enc_dim, dec_dim, out_buf;
 } tse_dcc_model;
 
-/* out[r, g] = relu(bias[g] + sum_i taps[i, g] x[r, g per + i]), per = enc / dec, for `rows` rows of x (enc). */
-static void project_down(int64_t rows, int64_t enc, int64_t dec, const float *x, const float *taps,
-                         const float *bias, float *out) {
+/* out[g] = relu(bias[g] + sum_i taps[i, g] x[g per + i]), per = enc / dec, for one row x (enc) -> out (dec): the
+   sum in the order of `dcc.pointwise`, along g in the inner loops (strided loads, vectorised). */
+static void project_down(int64_t enc, int64_t dec, const float *x, const float *taps, const float *bias,
+                         float *out) {
     int64_t per = enc / dec;
-    for (int64_t r = 0; r < rows; r++)
-        for (int64_t g = 0; g < dec; g++) {
-            float acc = bias[g] + taps[g] * x[r * enc + g * per]; /* in the order of `dcc.pointwise` */
-            for (int64_t i = 1; i < per; i++) acc += taps[i * dec + g] * x[r * enc + g * per + i];
-            out[r * dec + g] = acc > 0.0f ? acc : 0.0f;
-        }
+    for (int64_t g = 0; g < dec; g++) out[g] = bias[g] + taps[g] * x[g * per];
+    for (int64_t i = 1; i < per; i++)
+        for (int64_t g = 0; g < dec; g++) out[g] += taps[i * dec + g] * x[g * per + i];
+    for (int64_t g = 0; g < dec; g++) out[g] = out[g] > 0.0f ? out[g] : 0.0f;
+}
+
+/* The label and the projections to the decoder for n frames of each batch row of the encoder's output e (batch,
+   n, enc): l = e * label (label (batch, enc)), q = proj_e2d_l(l), memory = proj_e2d_e(e); l (batch, n, enc), q
+   and memory (batch, n, dec), all contiguous. Frames shared among `threads` OpenMP threads. Returns 0. */
+int tse_dcc_label_f32(int64_t batch, int64_t n, const tse_dcc_model *m, const float *e, const float *label,
+                      float *l, float *q, float *memory, int threads) {
+    int64_t enc = m->enc_dim, dec = m->dec_dim;
+    (void)threads;
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+    for (int64_t r = 0; r < batch * n; r++) {
+        const float *er = e + r * enc, *lb = label + r / n * enc;
+        float *lr = l + r * enc;
+        project_down(enc, dec, er, m->qe_taps, m->qe_bias, memory + r * dec);
+        for (int64_t c = 0; c < enc; c++) lr[c] = lb[c] * er[c];
+        project_down(enc, dec, lr, m->ql_taps, m->ql_bias, q + r * dec);
+    }
+    return 0;
 }
 
 /* in_conv on n frames of each batch row of `stream` (row stride ss: (n + 2) L samples, windows of 3L, hop L),
@@ -496,47 +516,69 @@ int tse_dcc_front_f32(int64_t batch, int64_t n, const tse_dcc_model *m, const fl
     for (int64_t i = 0; i < rows * enc; i++) x[i] = x[i] > 0.0f ? x[i] : 0.0f;
     float *e = work;
     int status = tse_dcc_step_f32(batch, n, enc, layers, plan, x, e, work + rows * enc);
-    if (status) return status;
-    project_down(rows, enc, dec, e, m->qe_taps, m->qe_bias, memory);
-    for (int64_t b = 0; b < batch; b++)
-        for (int64_t i = 0; i < n * enc; i++) l[b * n * enc + i] = label[b * enc + i % enc] * e[b * n * enc + i];
-    project_down(rows, enc, dec, l, m->ql_taps, m->ql_bias, q);
+    return status ? status : tse_dcc_label_f32(batch, n, m, e, label, l, q, memory, 1);
+}
+
+/* The mask of n frames of each batch row: masked = x * (l + proj_d2e(decoded)), x, l (batch, n, enc) and
+   decoded (batch, n, dec) contiguous; masked rows of enc floats, batch row b's n frames from masked + b * sm.
+   Frames shared among `threads` OpenMP threads. Returns 0. */
+int tse_dcc_mask_f32(int64_t batch, int64_t n, const tse_dcc_model *m, const float *x, const float *l,
+                     const float *decoded, float *masked, int64_t sm, int threads) {
+    int64_t enc = m->enc_dim, dec = m->dec_dim, per = enc / dec;
+    (void)threads;
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+    for (int64_t r = 0; r < batch * n; r++) {
+        const float *xr = x + r * enc, *lr = l + r * enc, *dr = decoded + r * dec;
+        float *out = masked + r / n * sm + r % n * enc;
+        for (int64_t g = 0; g < dec; g++) /* each decoder channel to its per outputs, then a vectorised pass */
+            for (int64_t i = 0; i < per; i++) out[g * per + i] = dr[g];
+        for (int64_t c = 0; c < enc; c++) {
+            float d = m->d2e_scale[c] * out[c] + m->d2e_bias[c];
+            out[c] = xr[c] * (lr[c] + (d > 0.0f ? d : 0.0f));
+        }
+    }
+    return 0;
+}
+
+/* The output samples out (batch, n L) of n frames from out_conv's responses `segments` (batch, n + b, (b + 1) L)
+   contiguous, to the b frames before them and to them (b = out_buf): output frame f sums segment b - k of the
+   response of frame f + k - b, k = 0..b, then tanh. Frames shared among `threads` OpenMP threads. Returns 0. */
+int tse_dcc_overlap_f32(int64_t batch, int64_t n, const tse_dcc_model *m, const float *segments, float *out,
+                        int threads) {
+    int64_t b = m->out_buf, L = m->L, span = (b + 1) * L;
+    (void)threads;
+#pragma omp parallel for collapse(2) schedule(static) num_threads(threads) if (threads > 1)
+    for (int64_t r = 0; r < batch; r++)
+        for (int64_t f = 0; f < n; f++) {
+            const float *frame = segments + (r * (n + b) + f) * span;
+            for (int64_t s = 0; s < L; s += W) {
+                int w = L - s < W ? (int)(L - s) : W;
+                vf acc = load(frame + b * L + s, w);
+                for (int64_t k = 1; k <= b; k++) acc += load(frame + k * span + (b - k) * L + s, w);
+                store(out + (r * n + f) * L + s, 1.0f - 2.0f / (exp_v(2.0f * acc) + 1.0f), w); /* tanh */
+            }
+        }
     return 0;
 }
 
 /* The chunk's output samples out (batch, n L) from x, l (batch, n, enc) and the decoder's output (batch, n, dec):
-   masked = x * (l + proj_d2e(decoded)) goes into the context buffer of out_conv (batch rows of `capacity` frames,
-   the last b before *end, b = out_buf; *end updated), then out_conv's responses to the b + n frames (`work`:
-   batch (n + b) (b + 1) L floats) are overlapped and added (frame f: segment b - k of frame f + k - b, k = 0..b)
-   and put through tanh. Returns 0. */
+   the mask (tse_dcc_mask_f32) goes into the context buffer of out_conv (batch rows of `capacity` frames, the last
+   b before *end, b = out_buf; *end updated), then out_conv's responses to the b + n frames (`work`: batch (n + b)
+   (b + 1) L floats) through tse_dcc_overlap_f32. Returns 0. */
 int tse_dcc_back_f32(int64_t batch, int64_t n, const tse_dcc_model *m, const float *x, const float *l,
                      const float *decoded, float *buffer, int64_t capacity, int64_t *end, float *work, float *out) {
-    int64_t enc = m->enc_dim, dec = m->dec_dim, per = enc / dec, b = m->out_buf, L = m->L, span = (b + 1) * L;
+    int64_t enc = m->enc_dim, b = m->out_buf, span = (b + 1) * m->L;
     int64_t start = *end + n > capacity ? b : *end; /* full: the context moves to the front first */
     for (int64_t r = 0; r < batch; r++) {
         float *frames = buffer + r * capacity * enc;
         if (start != *end) memmove(frames, frames + (*end - b) * enc, sizeof(float) * (size_t)(b * enc));
-        for (int64_t t = 0; t < n; t++) {
-            const float *xt = x + (r * n + t) * enc, *lt = l + (r * n + t) * enc, *dt = decoded + (r * n + t) * dec;
-            float *masked = frames + (start + t) * enc;
-            for (int64_t c = 0; c < enc; c++) {
-                float d = m->d2e_scale[c] * dt[c / per] + m->d2e_bias[c];
-                masked[c] = xt[c] * (lt[c] + (d > 0.0f ? d : 0.0f));
-            }
-        }
-        float *segments = work + r * (n + b) * span;
-        tse_linear_f32(n + b, enc, span, frames + (start - b) * enc, enc, m->out_panels, NULL, segments, span, 0,
-                       panel_count(span), 1);
-        for (int64_t f = 0; f < n; f++)
-            for (int64_t s = 0; s < L; s += W) {
-                int w = L - s < W ? (int)(L - s) : W;
-                vf acc = load(segments + f * span + b * L + s, w);
-                for (int64_t k = 1; k <= b; k++) acc += load(segments + (f + k) * span + (b - k) * L + s, w);
-                store(out + (r * n + f) * L + s, 1.0f - 2.0f / (exp_v(2.0f * acc) + 1.0f), w); /* tanh */
-            }
     }
+    tse_dcc_mask_f32(batch, n, m, x, l, decoded, buffer + start * enc, capacity * enc, 1);
+    for (int64_t r = 0; r < batch; r++)
+        tse_linear_f32(n + b, enc, span, buffer + (r * capacity + start - b) * enc, enc, m->out_panels, NULL,
+                       work + r * (n + b) * span, span, 0, panel_count(span), 1);
     *end = start + n;
-    return 0;
+    return tse_dcc_overlap_f32(batch, n, m, work, out, 1);
 }
 
 int tse_openmp(void) { /* 1 when built with OpenMP: the kernels then share torch's threads */

@@ -64,6 +64,9 @@ _SIGNATURES = {
     "tse_cross_mamba_step_f32": [_i64] * 2 + [_ptr] * 7,
     "tse_dcc_front_f32": [_i64, _i64, _ptr, _ptr, _i64, _i64] + [_ptr] * 7,
     "tse_dcc_back_f32": [_i64, _i64] + [_ptr] * 5 + [_i64] + [_ptr] * 3,
+    "tse_dcc_label_f32": [_i64, _i64] + [_ptr] * 6 + [_int],
+    "tse_dcc_mask_f32": [_i64, _i64] + [_ptr] * 5 + [_i64, _int],
+    "tse_dcc_overlap_f32": [_i64, _i64] + [_ptr] * 3 + [_int],
 }  # fmt: skip
 _RETURNS = {"tse_depthwise_f32": None, "tse_linear_f32": None}  # the others return an int
 
@@ -423,3 +426,41 @@ def dcc_back(model: DCCModel, x: Tensor, l: Tensor, decoded: Tensor, buffer: Con
                                buffer.buffer.data_ptr(), buffer.buffer.shape[1], ctypes.byref(end), work.data_ptr(),
                                out.data_ptr())  # fmt: skip
     buffer.end = end.value
+
+
+def dcc_label(model: DCCModel, e: Tensor, label: Tensor, outputs: tuple[Tensor, Tensor, Tensor]) -> None:
+    """The encoder's output e (batch, n, enc_dim) -> `outputs` (l, q, memory): l = e * label (batch, enc_dim),
+    q = proj_e2d_l(l), memory = proj_e2d_e(e); l (batch, n, enc_dim), q and memory (batch, n, dec_dim); all
+    contiguous. One pass over the frames, for blocks of any length."""
+    _contiguous(e, label, *outputs)
+    batch, n = e.shape[:2]
+    sizes = [(batch, n, model.enc_dim), (batch, model.enc_dim)] + [(batch, n, model.dec_dim)] * 2
+    if [tuple(t.shape) for t in (e, label, *outputs[1:])] != sizes or outputs[0].shape != e.shape:
+        raise ValueError("dcc_label: e, label, l, q, memory do not match the model's widths")
+    library().tse_dcc_label_f32(batch, n, ctypes.byref(model), e.data_ptr(), label.data_ptr(),
+                                *(t.data_ptr() for t in outputs), threads(e.numel()))  # fmt: skip
+
+
+def dcc_mask(model: DCCModel, x: Tensor, l: Tensor, decoded: Tensor, masked: Tensor) -> None:  # noqa: E741
+    """masked = x * (l + proj_d2e(decoded)): x, l (batch, n, enc_dim) and decoded (batch, n, dec_dim)
+    contiguous, into `masked` (batch, n, enc_dim), whose frames are contiguous within each batch row (a slice of
+    a longer buffer along time is)."""
+    _contiguous(x, l, decoded, masked[0])
+    batch, n, enc = x.shape
+    if enc != model.enc_dim or l.shape != x.shape or decoded.shape != (batch, n, model.dec_dim):
+        raise ValueError("dcc_mask: x, l, decoded do not match the model's widths")
+    if masked.shape != x.shape or masked.stride(1) != enc:
+        raise ValueError("dcc_mask writes masked frames of x's shape, contiguous within each batch row")
+    library().tse_dcc_mask_f32(batch, n, ctypes.byref(model), x.data_ptr(), l.data_ptr(), decoded.data_ptr(),
+                               masked.data_ptr(), masked.stride(0), threads(x.numel()))  # fmt: skip
+
+
+def dcc_overlap(model: DCCModel, segments: Tensor, out: Tensor) -> None:
+    """out_conv's responses `segments` (batch, out_buf + n, (out_buf + 1) L) to the out_buf frames before a block
+    and to its n frames -> the block's output samples `out` (batch, n * L): overlap-add and tanh; contiguous."""
+    _contiguous(segments, out)
+    batch, n = out.shape[0], out.shape[-1] // model.L
+    if segments.shape != (batch, n + model.out_buf, (model.out_buf + 1) * model.L):
+        raise ValueError(f"dcc_overlap: segments {tuple(segments.shape)} do not match {n} frames of output")
+    library().tse_dcc_overlap_f32(batch, n, ctypes.byref(model), segments.data_ptr(), out.data_ptr(),
+                                  threads(out.numel() * (model.out_buf + 1)))  # fmt: skip
