@@ -70,10 +70,10 @@ def integrated_lufs(audio: np.ndarray, rate: int, block: float = 0.4) -> float:
     if y.size < block * rate:
         return -math.inf
     count = int(np.round((y.size / rate - block) / (block * STEP))) + 1
+    power = np.square(y)  # once: the blocks overlap, each sample is in four of them
     z = np.array(
         [
-            (1.0 / (block * rate))
-            * np.sum(np.square(y[int(block * (j * STEP) * rate) : int(block * (j * STEP + 1) * rate)]))
+            (1.0 / (block * rate)) * np.sum(power[int(block * (j * STEP) * rate) : int(block * (j * STEP + 1) * rate)])
             for j in range(count)
         ]
     )
