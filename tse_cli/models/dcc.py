@@ -403,7 +403,7 @@ class DCCExtractor(nn.Module):
     def fused_back(self, x: Tensor, l: Tensor, decoded: Tensor, state: list[ContextBuffer]) -> Tensor | None:  # noqa: E741
         """`synthesize(x * mask_gen.mask(l, decoded), state)` -> (batch, 1, n*L) samples, or None where the
         kernels cannot run (as `fused_front`): a streamed chunk in one call of `kernels.dcc_back`, a longer block
-        as the mask (`kernels.dcc_mask`), out_conv's product (MKL, as `synthesize`) and its overlap-add
+        as the mask (`kernels.dcc_mask`), out_conv's product (`_responses`, as `synthesize`) and its overlap-add
         (`kernels.dcc_overlap`)."""
         batch, n = x.shape[:2]
         model = _model_plan(self) if batch * n and kernels.usable(x, l, decoded) else None
@@ -419,10 +419,16 @@ class DCCExtractor(nn.Module):
         frames[:, :b] = buffer.current()
         kernels.dcc_mask(model, x, l, decoded, frames[:, b:])
         buffer.advance(frames[:, b:])
-        rows, weight = frames.view(-1, self.enc_dim), self.out_conv[0].weight[:, 0]  # weight (enc_dim, (b+1)L)
-        segments = torch.mm(rows, weight, out=working(x, (rows.shape[0], weight.shape[1])))
-        kernels.dcc_overlap(model, segments.view(batch, b + n, -1), out.view(batch, -1))
+        kernels.dcc_overlap(model, self._responses(frames), out.view(batch, -1))
         return out
+
+    def _responses(self, frames: Tensor) -> Tensor:
+        """out_conv's kernel response to each of `frames` (batch, m, enc_dim), one matmul -> (batch, m, (b+1)L),
+        b = out_buf_len; `synthesize` overlaps and adds them."""
+        rows = frames.reshape(-1, frames.shape[-1])
+        weight = self.out_conv[0].weight[:, 0]  # (enc_dim, (b+1)L)
+        segments = torch.mm(rows, weight, out=scratch(rows, (rows.shape[0], weight.shape[1])))
+        return segments.view(frames.shape[0], frames.shape[1], -1)
 
     def analyze(self, samples: Tensor) -> Tensor:
         """in_conv: samples (batch, L*(n+2)) -> frames (batch, n, enc_dim), window 3L, hop L."""
@@ -437,10 +443,7 @@ class DCCExtractor(nn.Module):
         """
         b, L = self.out_buf_len, self.L
         frames = extend(state, 0, masked, b)
-        rows = frames.reshape(-1, frames.shape[-1])
-        weight = self.out_conv[0].weight[:, 0]  # (enc_dim, (b+1)L)
-        segments = torch.mm(rows, weight, out=scratch(rows, (rows.shape[0], weight.shape[1])))
-        segments = segments.view(frames.shape[0], -1, b + 1, L)  # (batch, n + b, b+1, L)
+        segments = self._responses(frames).view(frames.shape[0], -1, b + 1, L)  # (batch, n + b, b+1, L)
         n = masked.shape[1]
         out = segments[:, :n, b]
         if b:
