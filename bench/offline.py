@@ -11,16 +11,15 @@ signal, tensors only: no file I/O, which favours it. Random weights (speed does 
 Window models (dpm-tse, av-*) can be added with --models; they are slow on CPU and not in the default set.
 Prints a table and writes bench/results/offline.json.
 
-After the timed rounds, one more round of each of our rows runs under the torch profiler to find how much of it
-is matrix products (oneDNN's and MKL's, already at the CPU's arithmetic ceiling: "products s"); "floor vs
-published" is the published forward's time over that, the speed-up the row would have if everything else cost
-nothing.
+"GMAC/s" is the arithmetic each row gets done: the model's multiply-adds for the file
+(`tse_cli.models.complexity`; the published forward is counted as our Waveformer of its size) over its wall time.
+The products are most of that arithmetic, so against what a 512 x 512 product of 2048 rows runs at on the same
+machine (docs/performance.md) it says how much room is left.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -32,18 +31,9 @@ from common import goal, median_times, published_anchor_args, published_waveform
 
 from tse_cli.engine import Engine, Task
 from tse_cli.models import create
+from tse_cli.models.complexity import count
 
 MODELS = ["waveformer-large", "waveformer-small", "wavemamba-large", "wavemamba-small"]
-PRODUCTS = ("mkldnn::_linear_pointwise", "aten::mm", "aten::addmm")  # the profiler's names of the matrix products
-os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # the profiler's start-up message about the absent GPU
-
-
-def products_seconds(run: Callable[[], None]) -> float:
-    """Seconds that one call of `run` spends in matrix products (their own time in the torch profiler, which
-    records operations called from this thread: the products run there, on torch's threads)."""
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], acc_events=True) as profile:
-        run()
-    return sum(e.self_cpu_time_total for e in profile.key_averages() if e.key in PRODUCTS) / 1e6
 
 
 def engine_run(model: torch.nn.Module, task: Task) -> Callable[[], None]:
@@ -114,7 +104,7 @@ def main() -> None:
             runs[(name, "published forward")] = published_forward(net, x, torch.from_numpy(task.clue)[None])
             rows.append({"model": name, "implementation": "published forward"})
         times = median_times(runs, args.repeats, warmup=False)
-        products = {key: products_seconds(run) for key, run in runs.items() if key[1] == "tse engine"}
+        macs = {name: count(model, args.seconds)["macs"] for name, model in models.items()}
 
     for row in rows:
         key = (row["model"], row["implementation"])
@@ -125,24 +115,21 @@ def main() -> None:
         if row["model"].startswith("wavemamba") and ours in times:
             row["speedup_vs_tse_waveformer"] = times[ours]["wall"] / times[key]["wall"]
         anchor = (twin(row["model"]), "published forward")
-        if key in products:
-            row["products_seconds"] = products[key]
         if row["implementation"] == "tse engine" and anchor in times:
             row["speedup_vs_published"] = times[anchor]["wall"] / times[key]["wall"]
-            row["floor_vs_published"] = times[anchor]["wall"] / products[key]
+        row["gmacs_per_second"] = macs[row["model"]] / times[key]["wall"] / 1e9
     columns = ["model", "implementation", "x real time", "CPU s / audio s", "vs our Waveformer", "vs published"]
-    columns += ["products s", "floor vs published"]
+    columns += ["GMAC/s"]
     table = [
         [r["model"], r["implementation"], r["x_realtime"], r["cpu_seconds_per_audio_second"]]
-        + [r.get(k) for k in ("speedup_vs_tse_waveformer", "speedup_vs_published", "products_seconds")]
-        + [r.get("floor_vs_published")]
+        + [r.get(k) for k in ("speedup_vs_tse_waveformer", "speedup_vs_published", "gmacs_per_second")]
         for r in rows
     ]
     title = (
         f"Offline extraction of a {args.seconds:g} s file, {args.threads} threads, median of {args.repeats} rounds "
         "(x real time: audio seconds per wall second, higher is faster; vs: speed-up over our Waveformer of the "
-        "same size / over the published Waveformer forward of that size; products s: seconds in matrix products, "
-        "one profiled round; floor: the speed-up with nothing but those products)"
+        "same size / over the published Waveformer forward of that size; GMAC/s: the model's multiply-adds per wall "
+        "second)"
     )
     row = next((r for r in rows if (r["model"], r["implementation"]) == ("wavemamba-large", "tse engine")), {})
     ours, published = row.get("speedup_vs_tse_waveformer"), row.get("speedup_vs_published")

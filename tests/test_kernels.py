@@ -4,6 +4,7 @@ oneDNN's products in `linear`, and whole models (offline and streamed) with and 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import pytest
@@ -128,13 +129,21 @@ def test_kernels_can_be_turned_off(monkeypatch):
     assert kernels.available()
 
 
+def _layer_by_layer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No fused encoder call and no few-row product: the DCC encoder runs layer by layer, every product through
+    MKL, oneDNN or the many-row kernel (`kernels.matmul`)."""
+    monkeypatch.setattr(kernels, "LINEAR_ROWS", 0)
+    monkeypatch.setattr(dcc.DilatedCausalEncoder, "fused_layers", lambda self, state: contextlib.nullcontext())
+
+
 @pytest.mark.parametrize("rows", [4, 13, 300])
 @torch.no_grad()
 def test_onednn_products_equal_mkl(rows, monkeypatch):
-    """Products of 1M multiply-adds and more run through oneDNN against a packed weight; smaller ones stay."""
+    """Without the kernels, products of 1M multiply-adds and more run through oneDNN against a packed weight;
+    smaller ones stay."""
     if products._ONEDNN is None:
         pytest.skip("torch without oneDNN")
-    monkeypatch.setattr(kernels, "LINEAR_ROWS", 0)  # the few-row products too (the kernel's test is below)
+    monkeypatch.setattr(kernels, "available", lambda: False)  # (with them: `kernels.matmul`, tested below)
     layer = nn.Linear(512, 512)
     x = torch.randn(rows, 512)
     torch.testing.assert_close(linear(x, layer.weight, layer.bias), F.linear(x, layer.weight, layer.bias))
@@ -160,6 +169,49 @@ def test_linear_kernel_equals_f_linear(rows, fan_in, fan_out, bias):
     torch.testing.assert_close(linear(x, layer.weight, layer.bias), F.linear(x, layer.weight, layer.bias))
     with pytest.raises(ValueError, match="at most"):
         kernels.linear(torch.randn(kernels.LINEAR_ROWS + 1, fan_in), layer.weight, layer.bias)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("rows", [33, 47, 49, 301])
+@pytest.mark.parametrize(("fan_in", "fan_out", "bias"), [(512, 512, True), (19, 37, True), (1100, 70, False)])
+@torch.no_grad()
+def test_matmul_kernel_equals_f_linear(threads, rows, fan_in, fan_out, bias):
+    """The many-row product (rows shared among threads in tiles, partial tiles and micro tiles, outputs that do not
+    fill a wide panel, k in several blocks, no bias) equals F.linear, on contiguous, row-strided and overlapping
+    rows, and `linear` takes it for 1M multiply-adds and more where it wins, following weight changes."""
+
+    def check(got: torch.Tensor, x: torch.Tensor) -> None:
+        """Within float32's bound for a sum of fan_in + 1 products in any order: (fan_in + 1) u sum |terms|."""
+        bias = None if layer.bias is None else layer.bias.double()
+        exact = F.linear(x.double(), layer.weight.double(), bias)
+        size = F.linear(x.double().abs(), layer.weight.double().abs(), None if bias is None else bias.abs())
+        assert ((got - exact).abs() <= (fan_in + 1) * 2**-24 * size).all()
+
+    torch.manual_seed(rows + fan_in)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        layer = _randomised(nn.Linear(fan_in, fan_out, bias=bias))
+        x = torch.randn(rows, fan_in)
+        strided = torch.randn(rows, fan_in + 5)[:, :fan_in]
+        overlapping = torch.randn(7 * rows + fan_in).as_strided((rows, fan_in), (7, 1))  # windows of a signal
+        for inputs in (x, strided, overlapping):
+            got = kernels.matmul(inputs, kernels.wide_panels(layer.weight), fan_out, layer.bias)
+            assert got.shape == (rows, fan_out)
+            check(got, inputs)
+        big = torch.randn(max(kernels.LINEAR_ROWS + 1, -(-products.ONEDNN_MACS // (fan_in * fan_out))), fan_in)
+        calls = []
+        matmul = kernels.matmul
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(kernels, "matmul", lambda *args: calls.append(args) or matmul(*args))
+            layer.weight.mul_(2)  # the wide panels follow the weight
+            got = linear(big, layer.weight, layer.bias)
+        assert len(calls) == kernels.matmul_wins(fan_in, fan_out)
+        check(got, big)
+        with pytest.raises(ValueError, match="do not fit"):
+            kernels.matmul(x[:, 1:], kernels.wide_panels(layer.weight), fan_out, layer.bias)
+    finally:
+        torch.set_num_threads(before)
 
 
 def _outputs(model: nn.Module, x: torch.Tensor, query: torch.Tensor) -> list[torch.Tensor]:
@@ -201,18 +253,21 @@ def _stream(model: nn.Module, x: torch.Tensor, query: torch.Tensor, sizes: list[
 
 @pytest.mark.parametrize("sizes", [[416], [32], [1, 96, 5], [416, 3000, 32, 2000]])
 @pytest.mark.parametrize("batch", [1, 2])
-def test_fused_encoder_step_equals_the_layer_by_layer_step(sizes, batch, monkeypatch):
-    """Chunks of up to LINEAR_ROWS frames run the whole encoder in one call (`dcc.EncoderState.plan`); longer ones
-    layer by layer, on the same context buffers: any mix of the two equals the layer-by-layer stream and the
-    offline forward."""
+@pytest.mark.parametrize(("enc_dim", "dec_dim"), [(64, 32), (40, 20)])
+def test_fused_encoder_step_equals_the_layer_by_layer_step(sizes, batch, enc_dim, dec_dim, monkeypatch):
+    """A streamed chunk and a long block (tiles of rows) each run the whole encoder in one call
+    (`dcc.EncoderState.plan`), on the same context buffers: any mix of the two equals the layer-by-layer stream and
+    the offline forward, also with channels that do not fill a wide panel."""
     torch.manual_seed(0)
-    model = _randomised(create("wavemamba-small", enc_dim=64, dec_dim=32, num_enc_layers=4)).eval()
+    model = _randomised(create("wavemamba-small", enc_dim=enc_dim, dec_dim=dec_dim, num_enc_layers=4)).eval()
     x, query = torch.randn(batch, 1, 6000) * 0.3, torch.eye(41)[:batch]
+    rows, step = [], kernels.dcc_step
+    monkeypatch.setattr(
+        kernels, "dcc_step", lambda layers, x, *rest: rows.append(x.shape[0] * x.shape[1]) or step(layers, x, *rest)
+    )
     fused = _stream(model, x, query, sizes)
-    streamer = model.streamer(query)
-    streamer.feed(x[..., :416])
-    assert streamer.encoder_state.plan.layers is not None  # the fused step ran
-    monkeypatch.setattr(kernels, "LINEAR_ROWS", 0)  # no product is few-row: the layer-by-layer step
+    assert (max(rows, default=0) > 32) == (max(sizes) > 416)  # tiles (more than 32 rows) where a chunk is long
+    _layer_by_layer(monkeypatch)
     plain = _stream(model, x, query, sizes)
     with torch.inference_mode():
         offline = model(x, query)
@@ -252,7 +307,7 @@ def test_fused_encoder_step_follows_weight_changes(how, monkeypatch):
         return _stream(copy.deepcopy(model), x, query, [416], change)
 
     fused = run(model)
-    monkeypatch.setattr(kernels, "LINEAR_ROWS", 0)
+    _layer_by_layer(monkeypatch)
     plain = run(model)
     monkeypatch.undo()
     assert (fused - plain).abs().max() <= 1e-5
@@ -333,7 +388,7 @@ def test_fused_front_and_back_equal_the_operation_by_operation_chunk(name, batch
     x, query = torch.randn(batch, 1, 8000) * 0.3, torch.eye(41)[:batch]
     sizes = [32, 2000, 1, 416, 5000, 7]
     fused = _stream(model, x, query, sizes)
-    monkeypatch.setattr(kernels, "LINEAR_ROWS", 0)
+    _layer_by_layer(monkeypatch)
     plain = _stream(model, x, query, sizes)
     with torch.inference_mode():
         offline = model(x, query)

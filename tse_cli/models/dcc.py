@@ -37,6 +37,7 @@ from tse_cli.models.streaming import (
     causal_depthwise,
     contiguous,
     current_plan,
+    derived,
     reused_scratch,
     scratch,
     transposed,
@@ -167,11 +168,12 @@ class _FusedPlan:
         layers = []
         for layer, buffer in zip(encoder.dcc_layers, state, strict=True):
             depthwise, norm1, conv, norm2 = layer.layers.values()
-            taps, packed = transposed(depthwise.weight), kernels.panels(conv.weight)
-            self.kept += [taps, packed]
+            taps = transposed(depthwise.weight)
+            packed, wide = kernels.panels(conv.weight), kernels.wide_panels(conv.weight)  # (chunks, blocks)
+            self.kept += [taps, packed, wide]
             layers.append(
                 kernels.DCCLayer(
-                    *map(kernels.address, (taps, depthwise.bias, norm1.weight, norm1.bias, packed, conv.bias)),
+                    *map(kernels.address, (taps, depthwise.bias, norm1.weight, norm1.bias, packed, wide, conv.bias)),
                     *map(kernels.address, (norm2.weight, norm2.bias, buffer.buffer)),
                     layer.kernel_size, layer.dilation, buffer.buffer.shape[1], buffer.context, buffer.end,
                     norm1.eps, norm2.eps,
@@ -201,7 +203,7 @@ class DilatedCausalEncoder(nn.Module):
     def forward(self, x: Tensor, state: list[ContextBuffer] | None = None) -> Tensor:
         """(batch, frames, channels) -> same shape; `state` (from `init_state`) carries the past frames."""
         fused = kernels.usable(x)
-        if fused and x.shape[0] * x.shape[1] <= kernels.LINEAR_ROWS:
+        if fused and x.shape[1]:
             with self.fused_layers(state) as layers:
                 if layers is not None:
                     return self._fused_step(x, layers)
@@ -243,10 +245,9 @@ class DilatedCausalEncoder(nn.Module):
                 buffer.end = layer.end
 
     def _fused_step(self, x: Tensor, layers: ctypes.Array) -> Tensor:
-        """`forward(x, state)` for a streamed chunk, as one call of `kernels.dcc_step` through `layers` (from
-        `fused_layers(state)`)."""
+        """`forward(x, state)` as one call of `kernels.dcc_step` through `layers` (from `fused_layers(state)`)."""
         x = contiguous(x)
-        out, work = working(x, x.shape), working(x, (2, *x.shape))
+        out, work = working(x, x.shape), working(x, (kernels.dcc_step_work(x),))
         kernels.dcc_step(layers, x, out, work)
         return out
 
@@ -425,9 +426,14 @@ class DCCExtractor(nn.Module):
     def _responses(self, frames: Tensor) -> Tensor:
         """out_conv's kernel response to each of `frames` (batch, m, enc_dim), one matmul -> (batch, m, (b+1)L),
         b = out_buf_len; `synthesize` overlaps and adds them."""
-        rows = frames.reshape(-1, frames.shape[-1])
-        weight = self.out_conv[0].weight[:, 0]  # (enc_dim, (b+1)L)
-        segments = torch.mm(rows, weight, out=scratch(rows, (rows.shape[0], weight.shape[1])))
+        rows, parameter = frames.reshape(-1, frames.shape[-1]), self.out_conv[0].weight
+        weight = parameter[:, 0]  # (enc_dim, (b+1)L)
+        wins = rows.shape[0] > kernels.LINEAR_ROWS and kernels.matmul_wins(*weight.shape)
+        if wins and kernels.usable(rows, parameter):
+            wide = derived(parameter, "wide panels", lambda w: kernels.pack_panels(w[:, 0].t(), 2))
+            segments = kernels.matmul(rows, wide, weight.shape[1])
+        else:
+            segments = torch.mm(rows, weight, out=scratch(rows, (rows.shape[0], weight.shape[1])))
         return segments.view(frames.shape[0], frames.shape[1], -1)
 
     def analyze(self, samples: Tensor) -> Tensor:

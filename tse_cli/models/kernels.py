@@ -13,9 +13,10 @@ PyTorch operations (same outputs); `TSE_CPU_KERNELS=0` does the same on purpose.
 Here: loading, and the wrappers of the non-scan kernels, which the DCC encoder and the Mamba mixer call instead
 of chains of element-wise operations (`usable` says when: CPU float32 tensors, no autograd): `depthwise` (a
 causal depthwise convolution, then LayerNorm + ReLU or SiLU) and `norm` (LayerNorm + ReLU plus a residual, or
-RMSNorm); `linear`, the product for the few rows of a streamed chunk (`tse_cli.models.products` picks it); and
-`dcc_step` and `cross_mamba_step`, a streamed chunk through the whole DCC encoder or a CrossMamba block in one call,
-and `dcc_front` and `dcc_back`, the rest of a DCC extractor's chunk around its decoder.
+RMSNorm); `linear` and `matmul`, the products for the few rows of a streamed chunk and for the many rows of a
+long block (`tse_cli.models.products` picks them); `dcc_step`, the whole DCC encoder in one call (a long block in
+tiles of rows); `cross_mamba_step`, a streamed chunk through a CrossMamba block in one call; and `dcc_front` and
+`dcc_back`, the rest of a DCC extractor's chunk around its decoder.
 The selective scan's wrapper is `tse_cli.models.ssm.cpu_kernel`.
 """
 
@@ -60,7 +61,10 @@ _SIGNATURES = {
     "tse_linear_f32": [_i64] * 3 + [_ptr, _i64, _ptr, _ptr, _ptr, _i64, _i64, _i64, _int],
     "tse_lanes": [],
     "tse_openmp": [],
-    "tse_dcc_step_f32": [_i64] * 4 + [_ptr] * 4,
+    "tse_dcc_step_f32": [_i64] * 4 + [_ptr] * 4 + [_int],
+    "tse_dcc_step_work": [_i64, _i64, _int],
+    "tse_matmul_f32": [_i64] * 3 + [_ptr, _i64, _ptr, _ptr, _ptr, _i64, _ptr, _int],
+    "tse_matmul_work": [_i64, _i64, _int],
     "tse_cross_mamba_step_f32": [_i64] * 2 + [_ptr] * 7,
     "tse_dcc_front_f32": [_i64, _i64, _ptr, _ptr, _i64, _i64] + [_ptr] * 7,
     "tse_dcc_back_f32": [_i64, _i64] + [_ptr] * 5 + [_i64] + [_ptr] * 3,
@@ -68,7 +72,11 @@ _SIGNATURES = {
     "tse_dcc_mask_f32": [_i64, _i64] + [_ptr] * 5 + [_i64, _int],
     "tse_dcc_overlap_f32": [_i64, _i64] + [_ptr] * 3 + [_int],
 }  # fmt: skip
-_RETURNS = {"tse_depthwise_f32": None, "tse_linear_f32": None}  # the others return an int
+_RETURNS = {
+    "tse_depthwise_f32": None,
+    "tse_linear_f32": None,
+    "tse_dcc_step_work": ctypes.c_int64,
+}  # the others return an int
 
 
 # Calls over fewer values than this run on one thread: starting a team of threads costs more than it saves.
@@ -289,14 +297,14 @@ def norm(
     return out
 
 
-def pack_panels(weight: Tensor) -> Tensor:
-    """weight (out, in) or (out, in, 1) -> (ceil(out / lanes), in, lanes) contiguous, zero past `out`: panel p
-    holds output columns [p lanes, (p + 1) lanes) (lanes: the kernels' vector width, 8 or 16)."""
+def pack_panels(weight: Tensor, panes: int = 1) -> Tensor:
+    """weight (out, in) or (out, in, 1) -> (ceil(out / width), in, width) contiguous, zero past `out`, width =
+    `panes` times the kernels' vector width (8 or 16 lanes): panel p holds output columns [p width, (p + 1) width)."""
     w = weight.reshape(weight.shape[0], -1)
-    lanes = library().tse_lanes()
-    padded = w.new_zeros(-(-w.shape[0] // lanes) * lanes, w.shape[1])
+    width = library().tse_lanes() * panes
+    padded = w.new_zeros(-(-w.shape[0] // width) * width, w.shape[1])
     padded[: w.shape[0]] = w
-    return padded.view(-1, lanes, w.shape[1]).transpose(1, 2).contiguous()
+    return padded.view(-1, width, w.shape[1]).transpose(1, 2).contiguous()
 
 
 def linear(rows: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
@@ -317,17 +325,49 @@ def linear(rows: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     return out
 
 
+def matmul_wins(k: int, n: int) -> bool:
+    """Whether `matmul` beats oneDNN on many rows of `k` inputs and `n` outputs: deep products (k >= 512) with
+    n >= 64 outputs (WaveMamba's out_proj and out_conv, 1.1-1.2x faster on 2048 rows, `bench/products.py`); on
+    shallower or narrower ones oneDNN is as fast or faster (its 512 x 512 encoder product: even; the encoder gains
+    from `dcc_step` keeping its tiles in the cache, not from the product)."""
+    return k >= 512 and n >= 64
+
+
+def matmul(rows: Tensor, wide: Tensor, n: int, bias: Tensor | None = None) -> Tensor:
+    """`rows @ W.T + bias` for the many rows (m, in) of a long block (offline), W (n, in) given packed as `wide`
+    (`wide_panels`, or `pack_panels(W, 2)`) -> (m, n), a scratch tensor inside a streamer's chunk: tse's tiled
+    product (kernels.c, `product_tile`; see `matmul_wins`). Rows of unit stride along `in`."""
+    rows = _rows(rows)
+    m, k = rows.shape
+    if wide.shape[1] != k or wide.shape[0] * wide.shape[2] < n:
+        raise ValueError(f"matmul: wide panels {tuple(wide.shape)} do not fit ({m}, {k}) rows and {n} outputs")
+    out = working(rows, (m, n))
+    count = torch.get_num_threads()
+    work = working(rows, (library().tse_matmul_work(k, n, count),))
+    library().tse_matmul_f32(m, k, n, rows.data_ptr(), rows.stride(0), wide.data_ptr(), address(bias),
+                             out.data_ptr(), out.stride(0), work.data_ptr(), count)  # fmt: skip
+    return out
+
+
 def panels(weight: Tensor) -> Tensor:
     """`weight` packed for `linear` (see `pack_panels`), once per weight version."""
     return derived(weight, "panels", pack_panels)
 
 
+def wide_panels(weight: Tensor) -> Tensor:
+    """`weight` packed in panels two vectors wide, for the products of long blocks (`dcc_step`), once per weight
+    version."""
+    return derived(weight, "wide panels", lambda w: pack_panels(w, 2))
+
+
 class DCCLayer(ctypes.Structure):
     """One encoder layer for `dcc_step` (kernels.c's `tse_dcc_layer`): addresses of its weights, in the layouts
-    the kernels read (taps `transposed`, the 1x1 weight as `panels`), and of its `ContextBuffer`'s buffer."""
+    the kernels read (taps `transposed`, the 1x1 weight as `panels` and `wide_panels`), and of its
+    `ContextBuffer`'s buffer."""
 
     _fields_ = [
-        *((name, _ptr) for name in ("taps", "dw_bias", "gamma1", "beta1", "panels", "pw_bias", "gamma2", "beta2")),
+        *((name, _ptr) for name in ("taps", "dw_bias", "gamma1", "beta1", "panels", "wide", "pw_bias", "gamma2")),
+        ("beta2", _ptr),
         ("buffer", _ptr),
         *((name, _i64) for name in ("k", "dilation", "capacity", "context", "end")),
         ("eps1", _float),
@@ -335,15 +375,23 @@ class DCCLayer(ctypes.Structure):
     ]
 
 
+def dcc_step_work(x: Tensor) -> int:
+    """Floats of working memory `dcc_step` needs for x (batch, n, channels)."""
+    return library().tse_dcc_step_work(x.shape[0] * x.shape[1], x.shape[2], threads(x.numel()))
+
+
 def dcc_step(layers: ctypes.Array, x: Tensor, out: Tensor, work: Tensor) -> None:
-    """The DCC encoder on a streamed chunk x (batch, n, channels), contiguous, into `out` (same shape): every
-    layer of `layers` (a ctypes array of `DCCLayer`) in one call, their context buffers read and advanced (each
-    layer's `end` updated). `work`: 2 * x.numel() floats of working memory."""
-    if work.numel() < 2 * x.numel() or not (x.is_contiguous() and out.is_contiguous() and work.is_contiguous()):
-        raise ValueError("dcc_step needs contiguous x and out, and 2 * x.numel() floats of work")
+    """The DCC encoder on x (batch, n, channels), contiguous, into `out` (same shape): every layer of `layers` (a
+    ctypes array of `DCCLayer`) in one call, their context buffers read and advanced (each layer's `end`
+    updated). A streamed chunk goes layer by layer; a long block layer by layer in tiles of rows, each tile's
+    steps while it is in the cache (kernels.c). `work`: `dcc_step_work(x)` floats of working memory."""
+    contiguous = x.is_contiguous() and out.is_contiguous() and work.is_contiguous()
+    if work.numel() < dcc_step_work(x) or not contiguous:
+        raise ValueError("dcc_step needs contiguous x and out, and dcc_step_work(x) floats of work")
     batch, n, channels = x.shape
     function = library().tse_dcc_step_f32
-    if function(batch, n, channels, len(layers), layers, x.data_ptr(), out.data_ptr(), work.data_ptr()):
+    pointers = (x.data_ptr(), out.data_ptr(), work.data_ptr())
+    if function(batch, n, channels, len(layers), layers, *pointers, threads(x.numel())):
         raise ValueError(f"tse_dcc_step_f32 takes at most {MAX_CHANNELS} channels, got {channels}")
 
 

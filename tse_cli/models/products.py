@@ -1,8 +1,9 @@
 """Matrix products of inference (`linear`): which implementation runs a product of a given size.
 
-On a CPU without autograd three paths beat `F.linear`: tse's kernel for the few rows of a streamed chunk
-(`tse_cli.models.kernels.linear`), oneDNN against a weight packed for it for large blocks, and MKL against a
-cached transposed weight in between; the layers (the DCC encoder, the Mamba mixers) call `linear` and get the
+On a CPU without autograd four paths beat `F.linear`: tse's kernel for the few rows of a streamed chunk
+(`tse_cli.models.kernels.linear`), tse's many-row kernel for the deep products of large blocks
+(`kernels.matmul`), oneDNN against a weight packed for it for the other large ones, and MKL against a cached
+transposed weight in between; the layers (the DCC encoder, the Mamba mixers) call `linear` and get the
 one that fits. Under autograd, or while a graph is traced for `tse export`, it is the plain product.
 """
 
@@ -31,16 +32,21 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """`F.linear(x, weight, bias)` for x (..., in) and a weight parameter (out, in) or (out, in, 1) -> (..., out).
 
     Without autograd on a CPU (float32): products of at most `kernels.LINEAR_ROWS` rows (a streamed chunk) run
-    through tse's kernel against the weight packed in panels; larger ones of ONEDNN_MACS or more through oneDNN
-    against a weight packed for it (see above; the result is then oneDNN's tensor, not a scratch one); the
-    others, and all of them without the kernels, against `transposed(weight)`: for few rows, a product with a
+    through tse's kernel against the weight packed in panels; larger ones of ONEDNN_MACS or more through tse's
+    many-row kernel where it is the faster (`kernels.matmul_wins`), else through oneDNN against a weight packed
+    for it (see above; the result is then oneDNN's tensor, not a scratch one); the others, and all of them
+    without the kernels, against `transposed(weight)`: for few rows, a product with a
     contiguous (in, out) matrix is 1.5-2x faster on CPU than F.linear's (out, in) layout (75 against 110 us, 13
     rows, 512x512). Each packed form is made once per weight version (`tse_cli.models.streaming.derived`).
     """
     rows = x.reshape(-1, x.shape[-1])
     if rows.shape[0] <= kernels.LINEAR_ROWS and kernels.usable(rows, weight, bias):
         return kernels.linear(rows, weight, bias).view(*x.shape[:-1], weight.shape[0])
-    onednn = rows.shape[0] * weight.numel() >= ONEDNN_MACS and _ONEDNN is not None and rows.dtype == torch.float32
+    large = rows.shape[0] * weight.numel() >= ONEDNN_MACS
+    if large and kernels.matmul_wins(rows.shape[1], weight.shape[0]) and kernels.usable(rows, weight, bias):
+        out = kernels.matmul(rows, kernels.wide_panels(weight), weight.shape[0], bias)
+        return out.view(*x.shape[:-1], weight.shape[0])
+    onednn = large and _ONEDNN is not None and rows.dtype == torch.float32
     onednn = onednn and rows.device.type == "cpu" and not torch.jit.is_tracing()  # (an exported graph: aten ops)
     if onednn and not (torch.is_grad_enabled() and (weight.requires_grad or rows.requires_grad)):
         out = _ONEDNN(rows, derived(weight, "onednn", _pack), bias, "none", [], "")
