@@ -122,3 +122,21 @@ def test_models_info_refuses_absurd_sizes_at_once(saved):
     result = CliRunner().invoke(app, ["models", "info", str(directory)])
     assert result.exit_code == 1 and "check its sizes" in result.output and "config.json" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_the_size_check_does_not_import_torch_dynamo():
+    """The shapes-only model that checks a checkpoint's sizes before loading it does no arithmetic on meta
+    tensors (it would import torch._dynamo: about 3 s of every `tse extract` start); DPM-TSE is left out, since
+    diffusers imports torch._dynamo itself."""
+    import subprocess
+    import sys
+
+    archs = ["waveformer-large", "wavemamba-large", "av-sepformer-large", "av-sepmamba-large"]
+    code = (
+        "import sys\nfrom tse_cli.models import budget\n"
+        f"for arch in {archs!r}:\n    budget.check_fits(arch, {{}})\n"
+        "print(sorted(m for m in sys.modules if m.startswith('torch._dynamo'))[:1])"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

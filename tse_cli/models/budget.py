@@ -2,7 +2,8 @@
 
 `meta_model(arch, config)` builds the model with every tensor factory sent to PyTorch's meta device (shapes
 only, no memory; `arange` is shaped here, because on the meta device it goes through Python decompositions that
-import sympy and torch._dynamo, seconds of start-up); the build gives up with a `ModelSizeError` once it passes
+import sympy and torch._dynamo, seconds of start-up; the models compute their small tables on the CPU and
+`placed` puts them on the meta device); the build gives up with a `ModelSizeError` once it passes
 `MAX_MODULES` modules (an absurd layer count takes minutes even without memory). `weight_bytes` sums its
 parameters and buffers, and `check_fits(arch, config, device, copies)` refuses a configuration whose `copies` x
 weights exceed `device`'s memory: the physical RAM (or the container's cgroup limit, if lower) for the CPU, the
@@ -101,6 +102,14 @@ def meta_model(arch: str, config: dict[str, Any], origin: str = "") -> nn.Module
     finally:
         _state.measuring = False
         handle.remove()
+
+
+def placed(table: torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:
+    """A small table or init vector computed on the CPU, moved to `device`, else where tensor factories put
+    tensors now (the meta device during `meta_model`): arithmetic on meta tensors goes through Python
+    decompositions that import torch._dynamo, about 3 s of every CLI start, so models compute such tables on the
+    CPU and place them with this."""
+    return table.to(device if device is not None else torch.empty(0).device)
 
 
 def measuring() -> bool:

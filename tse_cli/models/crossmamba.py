@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tse_cli.models import kernels
+from tse_cli.models.budget import placed
 from tse_cli.models.products import linear
 from tse_cli.models.ssm import resolve_backend, selective_scan, selective_scan_step
 from tse_cli.models.streaming import (
@@ -116,15 +117,17 @@ class _Mixer(nn.Module):
         self.dt_proj = nn.Linear(self.dt_rank, self.d_inner, bias=True, **factory)
 
         # Mamba initialisation: dt_proj keeps the variance; softplus(its bias) is log-uniform in [dt_min, dt_max]
+        # (the vectors computed on the CPU: see `budget.placed`)
         nn.init.uniform_(self.dt_proj.weight, -(self.dt_rank**-0.5), self.dt_rank**-0.5)
-        dt = torch.exp(torch.rand(self.d_inner, **factory) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+        cpu = {"device": "cpu", "dtype": dtype}
+        dt = torch.exp(torch.rand(self.d_inner, **cpu) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
         dt = dt.clamp(min=dt_init_floor)
         with torch.no_grad():
             self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
 
         # S4D-real A = -(n + 1) for every channel, and the skip D = 1
-        A = torch.arange(1, d_state + 1, **factory).repeat(self.d_inner, 1)
-        self.A_log = nn.Parameter(torch.log(A))
+        A = torch.arange(1, d_state + 1, **cpu).repeat(self.d_inner, 1)
+        self.A_log = nn.Parameter(placed(torch.log(A), device))
         self.D = nn.Parameter(torch.ones(self.d_inner, **factory))
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias, **factory)
 

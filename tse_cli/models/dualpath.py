@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from tse_cli.models.budget import placed
 from tse_cli.visual import CLUE_RATE
 from tse_cli.visual import EMBED_DIM as VISUAL_DIM
 
@@ -46,7 +47,8 @@ class _Frequencies(nn.Module):
     def __init__(self, channels: int) -> None:
         super().__init__()
         half = int(math.ceil(channels / 4) * 2)
-        self.inv_freq = nn.Parameter(1.0 / (10000 ** (torch.arange(0, half, 2).float() / half)), requires_grad=False)
+        steps = torch.arange(0, half, 2, device="cpu").float()  # (see `budget.placed`)
+        self.inv_freq = nn.Parameter(placed(1.0 / (10000 ** (steps / half))), requires_grad=False)
 
 
 class PositionalEncoding2D(nn.Module):

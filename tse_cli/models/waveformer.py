@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tse_cli.classes import NUM_CLASSES
+from tse_cli.models.budget import placed
 from tse_cli.models.dcc import DCCExtractor, context_buffers, extend
 from tse_cli.models.published import PublishedFormatError, load_strict, read_torch_file, tensor_dict
 from tse_cli.models.streaming import ContextBuffer
@@ -31,12 +32,13 @@ class SinusoidalPositions(nn.Module):
 
     def __init__(self, dim: int, max_len: int = 200):
         super().__init__()
-        position = torch.arange(max_len, dtype=torch.float32)[:, None]
-        frequency = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * -(math.log(10000.0) / dim))
-        pe = torch.zeros(max_len, dim)
+        cpu = {"dtype": torch.float32, "device": "cpu"}  # (see `budget.placed`)
+        position = torch.arange(max_len, **cpu)[:, None]
+        frequency = torch.exp(torch.arange(0, dim, 2, **cpu) * -(math.log(10000.0) / dim))
+        pe = torch.zeros(max_len, dim, **cpu)
         pe[:, 0::2] = torch.sin(position * frequency)
         pe[:, 1::2] = torch.cos(position * frequency)
-        self.register_buffer("pe", pe[None])
+        self.register_buffer("pe", placed(pe[None]))
 
     def forward(self, length: int) -> Tensor:
         """The first `length` positions, (1, length, dim)."""
