@@ -239,6 +239,29 @@ def test_models_with_the_speed_paths_equal_the_pytorch_operations(name, monkeypa
         assert (got - expected).abs().max() <= 1e-5
 
 
+def test_many_row_products_in_a_full_size_model_equal_the_pytorch_operations(monkeypatch):
+    """At full width (enc_dim 512) the encoder's 1x1 convs, out_proj and out_conv are products `kernels.matmul`
+    wins: offline, in long streamed blocks, and in chunks of 33-64 frames that keep their products in a
+    streamer's scratch memory (the encoder layer by layer), the same output as with every speed path off."""
+    torch.manual_seed(0)
+    model = create("wavemamba-large", num_enc_layers=2).eval()  # (its own init: random +-0.2 saturates it)
+    x, query = torch.randn(1, 1, 9000) * 0.3, torch.eye(41)[:1]
+    calls = []
+    matmul = kernels.matmul
+    monkeypatch.setattr(kernels, "matmul", lambda *args: calls.append(args[0].shape[0]) or matmul(*args))
+    with torch.inference_mode():
+        fast = [model(x, query), _stream(model, x, query, [5000, 4000])]
+        _layer_by_layer(monkeypatch)
+        fast.append(_stream(model, x, query, [2000, 1100]))  # 62 and 34 frames: scratch memory
+    assert min(calls) <= 64 < max(calls)
+    monkeypatch.setattr(kernels, "available", lambda: False)
+    monkeypatch.setattr(products, "_ONEDNN", None)
+    with torch.inference_mode():
+        plain = model(x, query)
+    for got in fast:
+        assert (got - plain).abs().max() <= 1e-5
+
+
 def _stream(model: nn.Module, x: torch.Tensor, query: torch.Tensor, sizes: list[int], change=None) -> torch.Tensor:
     """Stream x in chunks of `sizes` (cycled); `change(model)` runs after the third chunk when given."""
     streamer, pieces, at, i = model.streamer(query), [], 0, 0
