@@ -75,7 +75,9 @@ _SIGNATURES = {
 _RETURNS = {
     "tse_depthwise_f32": None,
     "tse_linear_f32": None,
+    "tse_matmul_f32": None,
     "tse_dcc_step_work": ctypes.c_int64,
+    "tse_matmul_work": ctypes.c_int64,
 }  # the others return an int
 
 
