@@ -16,15 +16,14 @@ plug into it.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tse_cli.models.budget import placed
-from tse_cli.models.dualpath import AVDualPath, TransformerStack, sinusoids
+from tse_cli.models.dualpath import AVDualPath, TransformerStack
+from tse_cli.models.positions import sinusoid_table
 from tse_cli.models.published import PublishedFormatError, load_strict, read_torch_file, tensor_dict
 
 # positional encoding
@@ -35,11 +34,8 @@ class SinusoidalEncoding(nn.Module):
 
     def __init__(self, d_model: int, max_len: int = 5000, dropout: float = 0.1) -> None:
         super().__init__()
-        cpu = {"device": "cpu", "dtype": torch.float32}  # (see `budget.placed`)
-        inv_freq = torch.exp(torch.arange(0, d_model, 2, **cpu) * (-math.log(10000.0) / d_model))
-        table = sinusoids(torch.arange(max_len, **cpu), inv_freq)[:, :d_model]
         # stored (max_len, 1, d) as a frozen parameter, as in the published state_dict
-        self.pe = nn.Parameter(placed(table[:, None, :]), requires_grad=False)
+        self.pe = nn.Parameter(sinusoid_table(max_len, d_model)[:, None, :], requires_grad=False)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tse_cli.models.budget import placed
+from tse_cli.models.positions import sinusoids
 from tse_cli.visual import CLUE_RATE
 from tse_cli.visual import EMBED_DIM as VISUAL_DIM
 
@@ -33,12 +34,6 @@ InterFactory = Callable[[], nn.Module]
 
 
 # positional encodings
-
-
-def sinusoids(positions: Tensor, inv_freq: Tensor) -> Tensor:
-    """Interleaved sin/cos table: (P,) positions x (F,) frequencies -> (P, 2F), [sin f0, cos f0, sin f1, ...]."""
-    angles = positions[:, None] * inv_freq[None, :]
-    return torch.stack((angles.sin(), angles.cos()), dim=-1).flatten(-2)
 
 
 class _Frequencies(nn.Module):

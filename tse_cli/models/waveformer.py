@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +18,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tse_cli.classes import NUM_CLASSES
-from tse_cli.models.budget import placed
 from tse_cli.models.dcc import DCCExtractor, context_buffers, extend
+from tse_cli.models.positions import sinusoid_table
 from tse_cli.models.published import PublishedFormatError, load_strict, read_torch_file, tensor_dict
 from tse_cli.models.streaming import ContextBuffer
 
@@ -32,13 +31,7 @@ class SinusoidalPositions(nn.Module):
 
     def __init__(self, dim: int, max_len: int = 200):
         super().__init__()
-        cpu = {"dtype": torch.float32, "device": "cpu"}  # (see `budget.placed`)
-        position = torch.arange(max_len, **cpu)[:, None]
-        frequency = torch.exp(torch.arange(0, dim, 2, **cpu) * -(math.log(10000.0) / dim))
-        pe = torch.zeros(max_len, dim, **cpu)
-        pe[:, 0::2] = torch.sin(position * frequency)
-        pe[:, 1::2] = torch.cos(position * frequency)
-        self.register_buffer("pe", placed(pe[None]))
+        self.register_buffer("pe", sinusoid_table(max_len, dim)[None])
 
     def forward(self, length: int) -> Tensor:
         """The first `length` positions, (1, length, dim)."""
