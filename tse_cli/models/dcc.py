@@ -430,7 +430,7 @@ class DCCExtractor(nn.Module):
         weight = parameter[:, 0]  # (enc_dim, (b+1)L)
         wins = rows.shape[0] > kernels.LINEAR_ROWS and kernels.matmul_wins(*weight.shape)
         if wins and kernels.usable(rows, parameter):
-            wide = derived(parameter, "wide panels", lambda w: kernels.pack_panels(w[:, 0].t(), 2))
+            wide = derived(parameter, "transposed wide panels", lambda w: kernels.pack_panels(w[:, 0].t(), 2))
             segments = kernels.matmul(rows, wide, weight.shape[1])
         else:
             segments = torch.mm(rows, weight, out=scratch(rows, (rows.shape[0], weight.shape[1])))

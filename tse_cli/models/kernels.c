@@ -469,10 +469,11 @@ static int thread_number(void) {
    it goes through in tiles (whole tiles dealt out would leave one thread a tile more than another). */
 static void thread_rows(int64_t rows, int64_t *begin, int64_t *end) {
 #ifdef _OPENMP
-    int64_t id = omp_get_thread_num(), team = omp_get_num_threads();
+    int64_t team = omp_get_num_threads();
 #else
-    int64_t id = 0, team = 1;
+    int64_t team = 1;
 #endif
+    int64_t id = thread_number();
     *begin = rows * id / team, *end = rows * (id + 1) / team;
 }
 
