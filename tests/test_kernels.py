@@ -129,6 +129,13 @@ def test_kernels_can_be_turned_off(monkeypatch):
     assert kernels.available()
 
 
+def _spy(monkeypatch: pytest.MonkeyPatch, name: str) -> list[tuple]:
+    """Wrap `kernels.<name>` so that each call's positional arguments are recorded; returns the record."""
+    calls, function = [], getattr(kernels, name)
+    monkeypatch.setattr(kernels, name, lambda *args: calls.append(args) or function(*args))
+    return calls
+
+
 def _layer_by_layer(monkeypatch: pytest.MonkeyPatch) -> None:
     """No fused encoder call and no few-row product: the DCC encoder runs layer by layer, every product through
     MKL, oneDNN or the many-row kernel (`kernels.matmul`)."""
@@ -200,10 +207,8 @@ def test_matmul_kernel_equals_f_linear(threads, rows, fan_in, fan_out, bias):
             assert got.shape == (rows, fan_out)
             check(got, inputs)
         big = torch.randn(max(kernels.LINEAR_ROWS + 1, -(-products.ONEDNN_MACS // (fan_in * fan_out))), fan_in)
-        calls = []
-        matmul = kernels.matmul
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(kernels, "matmul", lambda *args: calls.append(args) or matmul(*args))
+            calls = _spy(patch, "matmul")
             layer.weight.mul_(2)  # the wide panels follow the weight
             got = linear(big, layer.weight, layer.bias)
         assert len(calls) == kernels.matmul_wins(fan_in, fan_out)
@@ -246,14 +251,13 @@ def test_many_row_products_in_a_full_size_model_equal_the_pytorch_operations(mon
     torch.manual_seed(0)
     model = create("wavemamba-large", num_enc_layers=2).eval()  # (its own init: random +-0.2 saturates it)
     x, query = torch.randn(1, 1, 9000) * 0.3, torch.eye(41)[:1]
-    calls = []
-    matmul = kernels.matmul
-    monkeypatch.setattr(kernels, "matmul", lambda *args: calls.append(args[0].shape[0]) or matmul(*args))
+    calls = _spy(monkeypatch, "matmul")
     with torch.inference_mode():
         fast = [model(x, query), _stream(model, x, query, [5000, 4000])]
         _layer_by_layer(monkeypatch)
         fast.append(_stream(model, x, query, [2000, 1100]))  # 62 and 34 frames: scratch memory
-    assert min(calls) <= 64 < max(calls)
+    rows = [args[0].shape[0] for args in calls]
+    assert min(rows) <= 64 < max(rows)
     monkeypatch.setattr(kernels, "available", lambda: False)
     monkeypatch.setattr(products, "_ONEDNN", None)
     with torch.inference_mode():
@@ -284,11 +288,9 @@ def test_fused_encoder_step_equals_the_layer_by_layer_step(sizes, batch, enc_dim
     torch.manual_seed(0)
     model = _randomised(create("wavemamba-small", enc_dim=enc_dim, dec_dim=dec_dim, num_enc_layers=4)).eval()
     x, query = torch.randn(batch, 1, 6000) * 0.3, torch.eye(41)[:batch]
-    rows, step = [], kernels.dcc_step
-    monkeypatch.setattr(
-        kernels, "dcc_step", lambda layers, x, *rest: rows.append(x.shape[0] * x.shape[1]) or step(layers, x, *rest)
-    )
+    calls = _spy(monkeypatch, "dcc_step")
     fused = _stream(model, x, query, sizes)
+    rows = [args[1].shape[0] * args[1].shape[1] for args in calls]
     assert (max(rows, default=0) > 32) == (max(sizes) > 416)  # tiles (more than 32 rows) where a chunk is long
     _layer_by_layer(monkeypatch)
     plain = _stream(model, x, query, sizes)
@@ -428,16 +430,9 @@ def test_block_kernels_equal_the_operations(name, batch, monkeypatch):
     model = _randomised(create(name, enc_dim=64, dec_dim=32, num_enc_layers=3)).eval()
     x, query = torch.randn(batch, 1, 12000) * 0.3, torch.eye(41)[:batch]
     sizes = [3000, 5000, 32, 4000]  # 93, 156, 1 and 125 frames
-    calls = {"dcc_label": 0, "dcc_mask": 0, "dcc_overlap": 0}
-    for function in calls:
-
-        def counted(*args, _function=getattr(kernels, function), _name=function):
-            calls[_name] += 1
-            return _function(*args)
-
-        monkeypatch.setattr(kernels, function, counted)
+    calls = {function: _spy(monkeypatch, function) for function in ("dcc_label", "dcc_mask", "dcc_overlap")}
     fast = _stream(model, x, query, sizes)
-    assert calls["dcc_label"] >= 3 and calls["dcc_mask"] >= 3 and calls["dcc_overlap"] >= 3
+    assert all(len(record) >= 3 for record in calls.values())
     monkeypatch.setattr(dcc.DCCExtractor, "fused_project", lambda *args: None)
     monkeypatch.setattr(dcc.DCCExtractor, "fused_back", lambda *args: None)
     plain = _stream(model, x, query, sizes)
