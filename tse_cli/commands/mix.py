@@ -176,7 +176,9 @@ def register(app: typer.Typer) -> None:
         split: str = typer.Option("all", "--split", help="train, val, test or all."),
         count: int | None = typer.Option(None, "--count", min=1, help="Mixtures per split (default: published)."),
         seed: int = typer.Option(0, "--seed", help="Same seed, same bytes."),
-        jobs: int | None = typer.Option(None, "--jobs", "-j", min=1, help="Worker processes (default: CPUs)."),
+        jobs: int | None = typer.Option(
+            None, "--jobs", "-j", min=1, help="Processes that mix, this one included (default: CPUs)."
+        ),
         normalize: bool | None = typer.Option(
             None,
             "--normalize/--no-normalize",
@@ -238,7 +240,9 @@ def register(app: typer.Typer) -> None:
         out: Path | None = typer.Option(
             None, "-o", "--output", metavar="DIR", help="Output set folder (default: the spec's set)."
         ),
-        jobs: int | None = typer.Option(None, "--jobs", "-j", min=1, help="Worker processes for --jams."),
+        jobs: int | None = typer.Option(
+            None, "--jobs", "-j", min=1, help="Processes that render --jams, this one included."
+        ),
         normalize: bool | None = typer.Option(
             None, "--normalize/--no-normalize", help="Override the spec's clipping fix (default: as specified)."
         ),

@@ -1,5 +1,5 @@
-"""The worker side of `tse mix`: batches of tasks run in this process (jobs=1) or on a spawn process pool,
-every worker holding the build's `Context` and one decoded-source cache.
+"""The worker side of `tse mix`: batches of tasks run in `jobs` processes, this one and `jobs - 1` spawned
+workers, every one holding the build's `Context` and one decoded-source cache.
 
 A task is `(split, name, fn, args)`: `fn(ctx, cache, *args)` is a module-level function or a method of a recipe
 object (both pickle by name), run in a worker. Results come back in order of completion.
@@ -10,8 +10,9 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import queue
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -92,27 +93,58 @@ def collect(batch: list[Task]) -> list[Any]:
 
 
 def run(ctx: Context, tasks: list[Task], jobs: int, on_result: Callable[[Any], None], entry=work) -> None:
-    """Run `tasks` in batches through `entry` (`work` or `collect`), in-process when jobs=1 or there is one
-    batch, else on `jobs` spawned workers; calls `on_result` for each result in order of completion."""
+    """Run `tasks` in batches through `entry` (`work` or `collect`) in `jobs` processes: this one, and `jobs - 1`
+    spawned workers when there is more than one batch; calls `on_result` for each result in order of completion.
+
+    The workers take batches from the front of the list and this process takes them from the back (a batch no
+    worker has started is cancelled there and run here), so mixing starts at once, while the workers are still
+    starting up (half a second each), and nobody waits at the end for a long tail.
+    """
     batches = [tasks[i : i + BATCH] for i in range(0, len(tasks), BATCH)]
+    init(ctx)
     if jobs <= 1 or len(batches) <= 1:
-        init(ctx)
         for batch in batches:
             for r in entry(batch):
                 on_result(r)
         return
     with contextlib.ExitStack() as stack:
         with quiet_children():  # the workers (started at submit) and multiprocessing's resource tracker
-            pool = ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_init_worker, initargs=(ctx,))
+            pool = ProcessPoolExecutor(
+                min(jobs, len(batches)) - 1, mp_context=get_context("spawn"), initializer=_init_worker, initargs=(ctx,)
+            )
             ex = stack.enter_context(pool)
             futures = [ex.submit(entry, b) for b in batches]
         try:
-            for fut in as_completed(futures):
-                for r in fut.result():
-                    on_result(r)
+            _share(futures, batches, entry, on_result)
         except BaseException:
             ex.shutdown(wait=True, cancel_futures=True)
             raise
+
+
+def _share(futures: list[Future], batches: list[list[Task]], entry, on_result: Callable[[Any], None]) -> None:
+    """Run batches here from the back of `batches` while the pool works through `futures` (the same batches,
+    submitted) from the front, reporting the results of both as they come; returns once every batch is done."""
+    finished: queue.SimpleQueue[Future] = queue.SimpleQueue()
+    for fut in futures:
+        fut.add_done_callback(finished.put)  # once per future: done in the pool, or cancelled below
+    seen = 0
+
+    def report(wait: bool) -> None:
+        nonlocal seen
+        while seen < len(futures) and (wait or not finished.empty()):
+            fut = finished.get()
+            seen += 1
+            if not fut.cancelled():
+                for r in fut.result():
+                    on_result(r)
+
+    for fut, batch in zip(reversed(futures), reversed(batches), strict=True):
+        if not fut.cancel():  # a worker has it, and every batch before it
+            break
+        for r in entry(batch):
+            on_result(r)
+        report(wait=False)
+    report(wait=True)
 
 
 def environment_jobs() -> int:

@@ -1,0 +1,27 @@
+"""The worker side of `tse mix`: batches shared between this process and its spawned workers."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from tse_cli.data import workers
+from tse_cli.data.recipes import DPM_TSE
+
+
+def _whose(ctx: workers.Context, cache, index: int) -> tuple[int, int]:
+    """A task that reports which process ran it."""
+    return index, os.getpid()
+
+
+def test_this_process_mixes_beside_its_workers(tmp_path: Path) -> None:
+    """jobs=2 is this process and one worker: every task runs once, some here (from the back of the list, while
+    the worker starts up), the rest in the worker (which takes the front)."""
+    ctx = workers.Context(DPM_TSE, tmp_path, 0, False, False, None, 16000)
+    tasks = [("train", f"train_{i + 1}", _whose, (i,)) for i in range(5 * workers.BATCH)]
+    results: list[tuple[int, int]] = []
+    workers.run(ctx, tasks, 2, results.append, entry=workers.collect)
+    assert sorted(i for i, _ in results) == list(range(len(tasks)))
+    here = {i for i, pid in results if pid == os.getpid()}
+    assert here and max(here) == len(tasks) - 1 and 0 not in here
+    assert len({pid for _, pid in results}) == 2
