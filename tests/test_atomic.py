@@ -41,6 +41,14 @@ def test_atomic_file_replaces_only_on_success(tmp_path: Path) -> None:
     assert path.read_bytes() == b"new" and [p.name for p in tmp_path.iterdir()] == ["x.json"]
 
 
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> None:
+    path = tmp_path / "x.wav"
+    write_bytes(path, b"old")
+    with pytest.raises(TypeError):
+        write_bytes(path, "not bytes")  # type: ignore[arg-type]
+    assert path.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["x.wav"]
+
+
 def test_atomic_dir_swaps_whole_folders(tmp_path: Path) -> None:
     target = tmp_path / "ckpt"
     with atomic_dir(target) as staging:

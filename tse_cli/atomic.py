@@ -65,12 +65,17 @@ def create_temp(path: str | Path) -> Path:
 
     Created exclusively, with mode 0o666 & ~umask like any ordinary output file.
     """
-    path = Path(path)
+    tmp, fd = _open_temp(Path(path))
+    os.close(fd)
+    return tmp
+
+
+def _open_temp(path: Path) -> tuple[Path, int]:
+    """`create_temp`, with the new file left open for writing: (its path, its descriptor)."""
     while True:
         tmp = _temp_path(path)
         with contextlib.suppress(FileExistsError):
-            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-            return tmp
+            return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
 
 
 @contextlib.contextmanager
@@ -87,10 +92,18 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-def write_bytes(path: str | Path, data: bytes) -> None:
-    """Write a file atomically (see the module docstring)."""
-    with atomic_file(path) as tmp:
-        tmp.write_bytes(data)
+def write_bytes(path: str | Path, data: bytes | bytearray | memoryview) -> None:
+    """Write a file atomically (see the module docstring): written through the descriptor that created its
+    temporary, which is renamed onto `path`, or deleted if anything fails (KeyboardInterrupt included)."""
+    path = Path(path)
+    tmp, fd = _open_temp(path)
+    try:
+        with open(fd, "wb") as file:
+            file.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_text(path: str | Path, text: str) -> None:

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -37,7 +37,14 @@ SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
 FORMAT = "tse-mix/dpm-tse/1"
 SILENCE_THRESHOLD = 0.0005
 
-Loader = Callable[[str, str], np.ndarray]  # (path, kind) -> processed mono float32 at 16 kHz
+
+class Loader(Protocol):
+    """A mixture's sources: clips decoded at 16 kHz, mono float32, prepared for their role (`prepare`: `kind` is
+    foreground, reference or background), and the RMS of such a clip."""
+
+    def __call__(self, path: str, kind: str) -> np.ndarray: ...
+
+    def rms(self, path: str, kind: str) -> float: ...
 
 
 def remove_silence(
@@ -148,12 +155,12 @@ def plan(pools: Pools, seed: int, split: str, index: int, load: Loader) -> dict:
     placed = [place(c) for c in candidates]
     snr = float(rng.uniform(-5, 10))
     bg_snr = float(rng.uniform(5, 20))
-    t_rms = rms(t_audio)
+    t_rms = load.rms(str(target.path), "foreground")
     interferers = []
     for clip, (audio, start) in list(zip(candidates, placed, strict=True))[:n_interferers]:
-        gain = t_rms / (rms(audio) * 10 ** (snr / 20))
+        gain = t_rms / (load.rms(str(clip.path), "foreground") * 10 ** (snr / 20))
         interferers.append(_source(clip, cls=class_index(clip.label), **_span(start, audio.size), gain=gain))
-    bg_rms = rms(load(str(background.path), "background"))
+    bg_rms = load.rms(str(background.path), "background")
     bg_gain = t_rms / (bg_rms * 10 ** (bg_snr / 20)) if bg_rms > 0 else 0.0
     return {
         "format": FORMAT,

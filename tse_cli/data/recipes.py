@@ -12,6 +12,8 @@ from abc import ABC, abstractmethod
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
+
 from tse_cli.atomic import write_json, write_text
 from tse_cli.data import dpm, layout, scenes
 from tse_cli.data.render import Result, render_dpm_spec, render_scene, write_dpm_meta
@@ -69,9 +71,18 @@ class Recipe(ABC):
         """What a set needs after a run beyond its mixtures and recipe.json."""
 
 
-def dpm_loader(cache: SourceCache) -> dpm.Loader:
-    """Decoded 16 kHz clips prepared for their role (`dpm.prepare`), memoised in `cache`."""
-    return lambda path, kind: cache.get(path, lambda audio: dpm.prepare(audio, kind), kind)
+class DpmLoader:
+    """A worker's `dpm.Loader`: decoded 16 kHz clips prepared for their role (`dpm.prepare`) and their RMS, both
+    memoised in its source cache."""
+
+    def __init__(self, cache: SourceCache) -> None:
+        self.cache = cache
+
+    def __call__(self, path: str, kind: str) -> np.ndarray:
+        return self.cache.get(path, lambda audio: dpm.prepare(audio, kind), kind)
+
+    def rms(self, path: str, kind: str) -> float:
+        return self.cache.value(path, f"{kind} rms", lambda: dpm.rms(self(path, kind)))
 
 
 class DpmTse(Recipe):
@@ -113,7 +124,7 @@ class DpmTse(Recipe):
     def measure(self, ctx: Context, cache: SourceCache, path: str) -> tuple[str, int | str]:
         """Worker side: a foreground clip's prepared length, or the reason it is unusable."""
         try:
-            n = dpm_loader(cache)(path, "foreground").size
+            n = DpmLoader(cache)(path, "foreground").size
         except SourceError as err:
             return path, str(err).removeprefix(f"{path}: ")
         return path, n if n > 0 else "silent after silence removal"
@@ -133,7 +144,7 @@ class DpmTse(Recipe):
         return dpm.split_size(ctx.pools[split], split)
 
     def mix(self, ctx: Context, cache: SourceCache, split: str, index: int) -> Result:
-        load = dpm_loader(cache)
+        load = DpmLoader(cache)
         spec = dpm.plan(ctx.pools[split], ctx.seed, split, index, load)
         spec_path = layout.dpm_spec(ctx.out, split, spec["name"])
         spec_path.parent.mkdir(parents=True, exist_ok=True)

@@ -35,14 +35,19 @@ class Result:
 
 
 def normalize(arrays: dict[str, np.ndarray], enabled: bool, keep: Iterable[str] = ()) -> tuple[float, float, int]:
-    """Scale all arrays but `keep` by one gain when the mixture would clip; (gain, peak before, clipped samples)."""
-    peak = float(np.abs(arrays["mixture"]).max())
+    """Scale all arrays but `keep` by one gain when the mixture would clip; (gain, peak before, clipped samples).
+
+    Scaled down, the mixture peaks at `PEAK`: only a mixture written as it is, with a peak of 1 or more, has
+    samples at or beyond full scale to count."""
+    mixture = arrays["mixture"]
+    peak = float(np.maximum(mixture.max(), -mixture.min()))
     gain = PEAK / peak if enabled and peak > PEAK else 1.0
     if gain != 1.0:
         for key in arrays:
             if key not in keep:
                 arrays[key] = arrays[key] * gain
-    return gain, peak, int(np.count_nonzero(np.abs(arrays["mixture"]) >= 1.0))
+        return gain, peak, 0
+    return gain, peak, int(np.count_nonzero(np.abs(mixture) >= 1.0)) if peak >= 1.0 else 0
 
 
 def render_dpm_spec(spec: dict, out: Path, normalize_peak: bool, stems: bool, load: dpm.Loader) -> Result:

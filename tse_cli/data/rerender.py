@@ -15,7 +15,7 @@ from tse_cli.atomic import remove_stale, write_json
 from tse_cli.data import dpm, layout, scenes
 from tse_cli.data.build import Summary, run_into
 from tse_cli.data.lock import FolderLock
-from tse_cli.data.recipes import DPM_TSE, WAVEFORMER, dpm_loader
+from tse_cli.data.recipes import DPM_TSE, WAVEFORMER, DpmLoader
 from tse_cli.data.render import Result, render_dpm_spec, render_scene, write_dpm_meta
 from tse_cli.data.sources import Clip
 from tse_cli.data.wavio import SourceCache
@@ -70,7 +70,7 @@ def render_spec(
     except (OSError, ValueError) as err:
         raise ValueError(f"{spec_path}: not a readable specification ({err})") from None
     root = out if out is not None else spec_path.parents[2]
-    load = dpm_loader(_cache_for(root, dpm.SAMPLE_RATE))
+    load = DpmLoader(_cache_for(root, dpm.SAMPLE_RATE))
     norm = spec.get("normalize", False) if normalize is None else normalize
     spec = dpm.resolve(spec, names)
     own = layout.dpm_spec(root, split, spec["name"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import struct
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +22,10 @@ from tse_cli.atomic import write_bytes
 from tse_cli.resample import resample
 
 DECODER = "resample-2"  # part of every cache key: decodes of an older resampler are not reused
+WAV_HEADER = struct.Struct(
+    "<4sI4s4sIHHIIHH4sI"
+)  # RIFF, size, WAVE, fmt, 16, PCM, channels, rate, bytes/s, align, bits, data, size
+MAX_WAV_DATA = 0xFFFFFFFF - (WAV_HEADER.size - 8)  # RIFF sizes are 32-bit: larger files are left to libsndfile
 
 
 class SourceError(ValueError):
@@ -30,19 +35,34 @@ class SourceError(ValueError):
 def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int, subtype: str = "PCM_16") -> None:
     """Write (T,) or (T, C) float audio as a WAV file atomically (values beyond [-1, 1] clip when written as PCM).
 
-    PCM_16 samples are round(x * 32768) to nearest, clipped to the int16 range (quantised here: libsndfile's own
-    float conversion rounds differently); soundfile encodes into memory first, since libsndfile's close on a real
-    file fsyncs, which costs more than the encoding.
+    PCM_16 files are assembled here (`pcm16_wav`); other subtypes are encoded by soundfile, into memory first,
+    since libsndfile's close on a real file fsyncs, which costs more than the encoding.
     """
-    data = audio
-    if subtype == "PCM_16":  # one float32 buffer, scaled, rounded and clipped in place
-        scaled = np.multiply(audio, np.float32(32768.0), dtype=np.float32)
-        np.rint(scaled, out=scaled)
-        np.clip(scaled, -32768, 32767, out=scaled)
-        data = scaled.astype(np.int16)
+    if subtype == "PCM_16" and audio.size * 2 <= MAX_WAV_DATA:
+        write_bytes(path, pcm16_wav(audio, sample_rate))
+        return
     buf = io.BytesIO()
-    sf.write(buf, data, sample_rate, subtype=subtype, format="WAV")
+    sf.write(buf, audio, sample_rate, subtype=subtype, format="WAV")
     write_bytes(path, buf.getbuffer())
+
+
+def pcm16_wav(audio: np.ndarray, sample_rate: int) -> bytearray:
+    """The bytes of a 16-bit PCM WAV file of (T,) or (T, C) float audio: the canonical 44-byte header (what
+    libsndfile writes), then samples round(x * 32768) to nearest, clipped to the int16 range (libsndfile's own
+    float conversion rounds differently), quantised straight into the file's buffer."""
+    frames = audio.reshape(audio.shape[0], -1)
+    size = frames.size * 2
+    out = bytearray(WAV_HEADER.size + size)
+    channels = frames.shape[1]
+    WAV_HEADER.pack_into(
+        out, 0, b"RIFF", WAV_HEADER.size - 8 + size, b"WAVE", b"fmt ", 16, 1, channels,
+        sample_rate, sample_rate * 2 * channels, 2 * channels, 16, b"data", size,
+    )  # fmt: skip
+    scaled = np.multiply(frames, np.float32(32768.0), dtype=np.float32)
+    np.rint(scaled, out=scaled)
+    np.clip(scaled, -32768, 32767, out=scaled)
+    np.copyto(np.frombuffer(out, "<i2", offset=WAV_HEADER.size).reshape(frames.shape), scaled, casting="unsafe")
+    return out
 
 
 def decode(path: str | Path, sample_rate: int) -> np.ndarray:
@@ -73,6 +93,7 @@ class SourceCache:
         self._mem: OrderedDict[str, np.ndarray] = OrderedDict()
         self._bytes = 0
         self._keys: dict[str, str] = {}
+        self._values: dict[str, float] = {}
 
     def key(self, path: str | Path) -> str:
         """Cache key of a file: changes when the file is replaced or edited (memoised per path for this object)."""
@@ -119,6 +140,14 @@ class SourceCache:
         variant.setflags(write=False)
         self._remember(mem_key, variant)
         return variant
+
+    def value(self, path: str | Path, tag: str, compute: Callable[[], float]) -> float:
+        """A number derived from a clip (its RMS...), named by `tag`: `compute()` once for this cache's life."""
+        key = f"{self.key(path)}:{tag}"
+        hit = self._values.get(key)
+        if hit is None:
+            hit = self._values[key] = compute()
+        return hit
 
     def _load_disk(self, key: str) -> np.ndarray | None:
         if self.dir is None:
