@@ -9,7 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from tse_cli.atomic import atomic_dir, atomic_file, create_temp, remove_stale, temp_owner, write_bytes, write_json
+from tse_cli.atomic import (
+    atomic_dir,
+    atomic_file,
+    create_temp,
+    remove_stale,
+    staging,
+    temp_owner,
+    write_bytes,
+    write_json,
+)
 
 
 def dead_pid() -> int:
@@ -47,6 +56,21 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> 
     with pytest.raises(TypeError):
         write_bytes(path, "not bytes")  # type: ignore[arg-type]
     assert path.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["x.wav"]
+
+
+def test_staging_creates_temporaries_below_its_root_in_one_private_folder(tmp_path: Path) -> None:
+    root, other = tmp_path / "set", tmp_path / "elsewhere"
+    (root / "train").mkdir(parents=True)
+    other.mkdir()
+    with staging(root) as folder:
+        assert folder.parent == root and temp_owner(folder.name) == os.getpid()
+        assert create_temp(root / "train" / "a.wav").parent == folder
+        assert create_temp(other / "b.wav").parent == other, "outside the root: beside the file"
+        write_bytes(root / "train" / "a.wav", b"x")
+        assert (root / "train" / "a.wav").read_bytes() == b"x" and list((root / "train").iterdir()) == [
+            root / "train" / "a.wav"
+        ]
+    assert not folder.exists() and create_temp(root / "c.wav").parent == root, "beside again after the block"
 
 
 def test_atomic_dir_swaps_whole_folders(tmp_path: Path) -> None:

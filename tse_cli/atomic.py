@@ -57,7 +57,73 @@ def temp_owner(name: str) -> int | None:
 
 def _temp_path(path: Path) -> Path:
     stem = path.name.encode()[:_NAME_BYTES].decode(errors="ignore")
-    return path.with_name(f".{stem}.tse-{os.getpid()}-{secrets.token_hex(4)}{TEMP_SUFFIX}")
+    folder = _STAGING.folder if _STAGING is not None and _STAGING.holds(path) else path.parent
+    return folder / f".{stem}.tse-{os.getpid()}-{secrets.token_hex(4)}{TEMP_SUFFIX}"
+
+
+# ---- staging: one private folder for a process's temporaries ------------------------------------------------------
+
+
+class _Staging:
+    """This process's staging folder for the files below `root` (see `start_staging`)."""
+
+    def __init__(self, root: Path, folder: Path) -> None:
+        self.root = os.path.abspath(root) + os.sep
+        self.folder = folder
+        self.device = folder.stat().st_dev
+        self._held: dict[str, bool] = {}  # destination folder -> whether its temporaries go to `folder`
+
+    def holds(self, path: Path) -> bool:
+        """Whether `path`'s temporary is created here: `path` lies in or below `root` and its folder is on the same
+        file system (a subfolder may be a link to another one), so that it can be renamed onto `path`."""
+        parent = str(path.parent)
+        held = self._held.get(parent)
+        if held is None:
+            inside = (os.path.abspath(parent) + os.sep).startswith(self.root)
+            try:
+                held = inside and os.stat(parent).st_dev == self.device
+            except OSError:  # not made yet: beside the file, as without staging
+                return False
+            self._held[parent] = held
+        return held
+
+
+_STAGING: _Staging | None = None
+
+
+def start_staging(root: str | Path) -> Path:
+    """From now on create this process's temporaries for files below `root` in one new private folder of `root`,
+    `.staging.tse-<pid>-<hex>.part` (a tse temporary itself), instead of beside each file; returns the folder.
+
+    Creating a file holds its folder's lock, and on some file systems the search for a free inode takes long
+    (ext4 without a journal skips every inode freed in the last minutes): processes that write many files into
+    the same folders then wait on one another. In folders of their own they do not, and the rename out of it is
+    quick. Replaces an earlier staging folder of this process. `end_staging` removes the folder; `remove_stale`
+    removes one whose process has gone.
+    """
+    global _STAGING
+    end_staging()
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    _STAGING = _Staging(root, _new_temp_dir(root / "staging"))
+    return _STAGING.folder
+
+
+def end_staging() -> None:
+    """Create temporaries beside their files again, and remove this process's staging folder."""
+    global _STAGING
+    if _STAGING is not None:
+        shutil.rmtree(_STAGING.folder, ignore_errors=True)
+        _STAGING = None
+
+
+@contextlib.contextmanager
+def staging(root: str | Path) -> Iterator[Path]:
+    """`start_staging(root)` for the duration of the block (yields the folder), then `end_staging()`."""
+    try:
+        yield start_staging(root)
+    finally:
+        end_staging()
 
 
 def create_temp(path: str | Path) -> Path:
@@ -190,16 +256,21 @@ def atomic_dir(directory: str | Path) -> Iterator[Path]:
     the block ends normally and is removed when it ends with any exception."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
-    while True:
-        staging = _temp_path(directory)
-        with contextlib.suppress(FileExistsError):
-            staging.mkdir()
-            break
+    folder = _new_temp_dir(directory)
     try:
-        yield staging
-        replace_dir(staging, directory)
+        yield folder
+        replace_dir(folder, directory)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _new_temp_dir(path: Path) -> Path:
+    """A new empty folder under a fresh temporary name for `path` (its parent must exist)."""
+    while True:
+        folder = _temp_path(path)
+        with contextlib.suppress(FileExistsError):
+            folder.mkdir()
+            return folder
 
 
 def remove_own(path: str | Path) -> None:

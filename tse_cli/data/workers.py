@@ -18,6 +18,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+from tse_cli.atomic import remove_stale, staging, start_staging
 from tse_cli.data.render import Result
 from tse_cli.data.sources import Clip
 from tse_cli.data.wavio import SourceCache, SourceError
@@ -69,8 +70,10 @@ def init(ctx: Context) -> SourceCache:
 
 
 def _init_worker(ctx: Context) -> None:
-    """Pool initializer: one thread per worker for torch (imported later, only if resampling is needed)."""
+    """Pool initializer: one thread per worker for torch (imported later, only if resampling is needed), and a
+    staging folder of its own for its temporaries (removed by `run` once the workers have exited)."""
     os.environ["OMP_NUM_THREADS"] = "1"
+    start_staging(ctx.out)
     init(ctx)
 
 
@@ -101,12 +104,21 @@ def run(ctx: Context, tasks: list[Task], jobs: int, on_result: Callable[[Any], N
     starting up (half a second each), and nobody waits at the end for a long tail.
     """
     batches = [tasks[i : i + BATCH] for i in range(0, len(tasks), BATCH)]
-    init(ctx)
-    if jobs <= 1 or len(batches) <= 1:
-        for batch in batches:
-            for r in entry(batch):
-                on_result(r)
-        return
+    with staging(ctx.out):  # every process creates its temporaries in a folder of its own (atomic.start_staging)
+        init(ctx)
+        if jobs <= 1 or len(batches) <= 1:
+            for batch in batches:
+                for r in entry(batch):
+                    on_result(r)
+            return
+        try:
+            _run_pool(ctx, batches, jobs, on_result, entry)
+        finally:
+            remove_stale(ctx.out)  # the workers' staging folders (they have exited)
+
+
+def _run_pool(ctx: Context, batches: list[list[Task]], jobs: int, on_result: Callable[[Any], None], entry) -> None:
+    """`run` with `jobs - 1` workers beside this process; returns once they have exited."""
     with contextlib.ExitStack() as stack:
         with quiet_children():  # the workers (started at submit) and multiprocessing's resource tracker
             pool = ProcessPoolExecutor(
