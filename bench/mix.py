@@ -4,7 +4,8 @@
 
 Writes a synthetic FSD/TAU tree, builds the train split once to fill the decoded-source cache (timed as the cold
 run), then builds it again into fresh folders sharing that cache, once per --jobs value. The mixing phase is
-timed from the first task to the last file written (worker start-up included). Prints a table and writes
+timed from the first task to the last file written (worker start-up included); the cost of creating one file
+there is measured just before each run (column "create us"). Prints a table and writes
 bench/results/mix.json. Target: at least 200 mixtures/s with 2 jobs once sources are decoded (issue 16).
 
 `--baseline COMMIT` (default: the engine before issue 16's speed-ups) also runs that commit's `tse_cli` (taken
@@ -22,6 +23,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from common import machine, print_table, write_results
@@ -37,6 +39,17 @@ def _cpu_seconds() -> float:
     """CPU time of this process and its finished children (worker pools are joined by `build`)."""
     own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def create_cost(work: Path, files: int = 200) -> float:
+    """Microseconds to create one empty file, in a new folder of `work` (the files stay until the work folder
+    goes: deleting them would slow the runs that follow). On ext4 without a journal every create scans past the
+    inodes freed in the last one to five minutes, so this says how much was deleted there just before a run."""
+    probe = Path(tempfile.mkdtemp(prefix="create-", dir=work))
+    t0 = time.perf_counter()
+    for i in range(files):
+        os.close(os.open(probe / str(i), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    return (time.perf_counter() - t0) / files * 1e6
 
 
 def run(corpus: Path, out: Path, cache: Path, count: int, jobs: int) -> dict:
@@ -101,10 +114,15 @@ def main() -> None:
         warm, base = [], []
         for jobs in args.jobs:
             shutil.rmtree(work / f"warm{jobs}", ignore_errors=True)
-            warm.append(run(corpus, work / f"warm{jobs}", cache, args.count, jobs))
+            cost = create_cost(work)
+            warm.append(run(corpus, work / f"warm{jobs}", cache, args.count, jobs) | {"create_us": round(cost)})
             if tree is not None:
                 shutil.rmtree(work / f"base{jobs}", ignore_errors=True)
-                base.append(run_baseline(tree, corpus, work / f"base{jobs}", cache, args.count, jobs))
+                cost = create_cost(work)
+                base.append(
+                    run_baseline(tree, corpus, work / f"base{jobs}", cache, args.count, jobs)
+                    | {"create_us": round(cost)}
+                )
         outputs = [f"warm{j}" for j in args.jobs] + ([f"base{j}" for j in args.jobs] if tree is not None else [])
         cold_files = sorted(p.relative_to(work / "cold") for p in (work / "cold" / "train").iterdir())
         same = all((work / "cold" / f).read_bytes() == (work / o / f).read_bytes() for o in outputs for f in cold_files)
@@ -117,8 +135,8 @@ def main() -> None:
     first = warm[0]["mixtures_per_s"]
     for row in rows[1:]:
         row["vs_first_warm"] = row["mixtures_per_s"] / first
-    columns = ["run", "jobs", "mix s", "mixtures/s", f"vs jobs {args.jobs[0]}", "CPU s", "mix/CPU s"]
-    keys = ["run", "jobs", "mix_s", "mixtures_per_s", "vs_first_warm", "cpu_s", "mixtures_per_cpu_s"]
+    columns = ["run", "jobs", "mix s", "mixtures/s", f"vs jobs {args.jobs[0]}", "CPU s", "mix/CPU s", "create us"]
+    keys = ["run", "jobs", "mix_s", "mixtures_per_s", "vs_first_warm", "cpu_s", "mixtures_per_cpu_s", "create_us"]
     title = f"tse mix dpm-tse, {args.count} ten-second 16 kHz mixtures per run (synthetic sources)"
     print_table(title, columns, [[row.get(k) for k in keys] for row in rows])
     best = max((r for r in warm if r["jobs"] == 2), key=lambda r: r["mixtures_per_s"], default=None)
@@ -131,6 +149,10 @@ def main() -> None:
     print(f"target >= {TARGET} mixtures/s with 2 jobs: {met}; load average (1 min) {os.getloadavg()[0]:.2f}")
     print(
         f"every file byte-identical across runs (baseline included): {same}; source scan (cold): {cold['scan_s']:.1f} s"
+    )
+    print(
+        "create us: one empty file created in the work folder just before the run; a mixture creates 5 files. "
+        "Where it reads hundreds of us, files were deleted there in the minutes before (docs/performance.md)"
     )
     meta = machine() | {"recipe": "dpm-tse", "count": args.count, "byte_identical": same, "baseline": args.baseline}
     write_results("mix", meta | {"target_mixtures_per_s_2_jobs": TARGET}, rows)
