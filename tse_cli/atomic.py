@@ -6,6 +6,9 @@ an interrupted run leaves the old file (or none) in place. Temporary names are t
 
     .<name>.tse-<pid>-<8 hex digits>.part      beside <name>: a file being written, or a folder being assembled
 
+A process writing many files into a few folders (`tse mix`) can instead create them in a staging folder of its
+own, itself such a temporary (`start_staging`), and rename them from there.
+
 Permissions follow the umask like any other tool's: files are created 0o666 & ~umask and folders 0o777 & ~umask
 (never owner-only, as `tempfile.mkstemp`/`mkdtemp` would make them); a file that a library writes by path with its
 own mode (safetensors writes 0o600) is set right by `follow_umask`.
