@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 from tse_cli import atomic
@@ -11,7 +12,9 @@ from tse_cli.data.recipes import DPM_TSE
 
 
 def _whose(ctx: workers.Context, cache, index: int) -> tuple[int, int, Path]:
-    """A task that reports which process ran it, and where that process creates its temporaries."""
+    """A task that reports which process ran it, and where that process creates its temporaries. It takes 10 ms,
+    so that the pool's manager thread surely gets its turn to hand the first batches to the worker meanwhile."""
+    time.sleep(0.01)
     return index, os.getpid(), atomic.create_temp(ctx.out / f"{index}.wav").parent
 
 
