@@ -247,8 +247,8 @@ class DilatedCausalEncoder(nn.Module):
     def _fused_step(self, x: Tensor, layers: ctypes.Array) -> Tensor:
         """`forward(x, state)` as one call of `kernels.dcc_step` through `layers` (from `fused_layers(state)`)."""
         x = contiguous(x)
-        out, work = working(x, x.shape), working(x, (kernels.dcc_step_work(x),))
-        kernels.dcc_step(layers, x, out, work)
+        out = working(x, x.shape)
+        kernels.dcc_step(layers, x, out)
         return out
 
 

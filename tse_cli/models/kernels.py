@@ -377,23 +377,18 @@ class DCCLayer(ctypes.Structure):
     ]
 
 
-def dcc_step_work(x: Tensor) -> int:
-    """Floats of working memory `dcc_step` needs for x (batch, n, channels)."""
-    return library().tse_dcc_step_work(x.shape[0] * x.shape[1], x.shape[2], threads(x.numel()))
-
-
-def dcc_step(layers: ctypes.Array, x: Tensor, out: Tensor, work: Tensor) -> None:
+def dcc_step(layers: ctypes.Array, x: Tensor, out: Tensor) -> None:
     """The DCC encoder on x (batch, n, channels), contiguous, into `out` (same shape): every layer of `layers` (a
     ctypes array of `DCCLayer`) in one call, their context buffers read and advanced (each layer's `end`
     updated). A streamed chunk goes layer by layer; a long block layer by layer in tiles of rows, each tile's
-    steps while it is in the cache (kernels.c). `work`: `dcc_step_work(x)` floats of working memory."""
-    contiguous = x.is_contiguous() and out.is_contiguous() and work.is_contiguous()
-    if work.numel() < dcc_step_work(x) or not contiguous:
-        raise ValueError("dcc_step needs contiguous x and out, and dcc_step_work(x) floats of work")
+    steps while it is in the cache (kernels.c), in working memory of the size `tse_dcc_step_work` asks."""
+    if not (x.is_contiguous() and out.is_contiguous()):
+        raise ValueError("dcc_step needs contiguous x and out")
     batch, n, channels = x.shape
+    count = threads(x.numel())
+    work = working(x, (library().tse_dcc_step_work(batch * n, channels, count),))
     function = library().tse_dcc_step_f32
-    pointers = (x.data_ptr(), out.data_ptr(), work.data_ptr())
-    if function(batch, n, channels, len(layers), layers, *pointers, threads(x.numel())):
+    if function(batch, n, channels, len(layers), layers, x.data_ptr(), out.data_ptr(), work.data_ptr(), count):
         raise ValueError(f"tse_dcc_step_f32 takes at most {MAX_CHANNELS} channels, got {channels}")
 
 
