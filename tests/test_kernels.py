@@ -143,6 +143,12 @@ def _layer_by_layer(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(dcc.DilatedCausalEncoder, "fused_layers", lambda self, state: contextlib.nullcontext())
 
 
+def _staged(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No whole-chunk kernel call (`dcc._ChunkPlan`): a WaveMamba streamer drives its stages itself, as Waveformer's
+    does."""
+    monkeypatch.setattr(dcc.CausalStreamer, "_fused", lambda self, chunk: None)
+
+
 @pytest.mark.parametrize("rows", [4, 13, 300])
 @torch.no_grad()
 def test_onednn_products_equal_mkl(rows, monkeypatch):
@@ -285,6 +291,7 @@ def test_fused_encoder_step_equals_the_layer_by_layer_step(sizes, batch, enc_dim
     """A streamed chunk and a long block (tiles of rows) each run the whole encoder in one call
     (`dcc.EncoderState.plan`), on the same context buffers: any mix of the two equals the layer-by-layer stream and
     the offline forward, also with channels that do not fill a wide panel."""
+    _staged(monkeypatch)  # (WaveMamba's chunks would go through one kernel call: tested below)
     torch.manual_seed(0)
     model = _randomised(create("wavemamba-small", enc_dim=enc_dim, dec_dim=dec_dim, num_enc_layers=4)).eval()
     x, query = torch.randn(batch, 1, 6000) * 0.3, torch.eye(41)[:batch]
@@ -316,6 +323,7 @@ def test_fused_encoder_step_is_not_used_for_inference_tensor_weights():
 @pytest.mark.parametrize("how", ["in place", "replaced"])
 def test_fused_encoder_step_follows_weight_changes(how, monkeypatch):
     """A weight changed in place or a parameter replaced between chunks is used from the next chunk on."""
+    _staged(monkeypatch)  # (WaveMamba's chunks would go through one kernel call: tested below)
     torch.manual_seed(0)
     model = _randomised(create("wavemamba-small", enc_dim=64, dec_dim=32, num_enc_layers=3)).eval()
     x, query = torch.randn(1, 1, 3000) * 0.3, torch.eye(41)[:1]
@@ -408,6 +416,7 @@ def test_fused_cross_mamba_step_follows_weights_and_backend(case, monkeypatch):
 def test_fused_front_and_back_equal_the_operation_by_operation_chunk(name, batch, monkeypatch):
     """in_conv + encoder + projections (`fused_front`) and mask + out_conv (`fused_back`) in one call each, mixed
     with chunks too long for them: the same stream as operation by operation, and as the offline forward."""
+    _staged(monkeypatch)  # (WaveMamba's chunks would go through one kernel call: tested below)
     torch.manual_seed(0)
     model = _randomised(create(name, enc_dim=64, dec_dim=32, num_enc_layers=3)).eval()
     x, query = torch.randn(batch, 1, 8000) * 0.3, torch.eye(41)[:batch]
@@ -418,6 +427,60 @@ def test_fused_front_and_back_equal_the_operation_by_operation_chunk(name, batch
     with torch.inference_mode():
         offline = model(x, query)
     assert (fused - plain).abs().max() <= 1e-5 and (fused - offline).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("sizes", [[32], [128, 416], [1, 31, 64, 5, 27], [416, 416, 3000, 32, 8]])
+@pytest.mark.parametrize("batch", [1, 2])
+@pytest.mark.parametrize(("enc_dim", "dec_dim"), [(64, 32), (40, 20)])
+def test_whole_chunk_kernel_equals_the_staged_stream(sizes, batch, enc_dim, dec_dim, monkeypatch):
+    """WaveMamba's chunks of whole frames after whole frames (up to LINEAR_ROWS frames of all rows) run in one call
+    (`kernels.dcc_chunk`), between partial frames and long blocks that the stages take, on the same buffers: the
+    same stream as stage by stage (the same kernels: bit for bit) and as the offline forward. Waveformer's decoder
+    has no fused step: its streamer never tries."""
+    torch.manual_seed(0)
+    model = _randomised(create("wavemamba-small", enc_dim=enc_dim, dec_dim=dec_dim, num_enc_layers=4)).eval()
+    x, query = torch.randn(batch, 1, 6000) * 0.3, torch.eye(41)[:batch]
+    calls = _spy(monkeypatch, "dcc_chunk")
+    fused = _stream(model, x, query, sizes)
+    assert calls and all(chunk.shape[-1] % 32 == 0 for _, chunk, _ in calls)
+    _staged(monkeypatch)
+    staged = _stream(model, x, query, sizes)
+    with torch.inference_mode():
+        offline = model(x, query)
+    assert torch.equal(fused, staged)
+    assert (fused - offline).abs().max() <= 1e-5
+    assert create("waveformer-small", enc_dim=64, dec_dim=32, num_enc_layers=2).streamer(query).chunk_plan is False
+
+
+@pytest.mark.parametrize("case", ["in place", "replaced", "reference scan", "inference tensors"])
+def test_whole_chunk_kernel_follows_weights_and_backend(case, monkeypatch):
+    """A weight changed in place or a parameter replaced between chunks is used from the next chunk on; an explicit
+    `reference` scan backend (set mid-stream) and inference-tensor parameters leave the chunks to the stages; all
+    equal the staged stream."""
+    torch.manual_seed(0)
+    with torch.inference_mode(case == "inference tensors"):
+        model = _randomised(create("wavemamba-small", enc_dim=64, dec_dim=32, num_enc_layers=3)).eval()
+    x, query = torch.randn(1, 1, 3328) * 0.3, torch.eye(41)[:1]  # 8 chunks of 416 samples
+
+    def change(m: nn.Module) -> None:
+        with torch.no_grad():
+            if case == "in place":
+                m.mask_gen.decoder.mixer.out_proj.weight.mul_(-1.5)
+            elif case == "replaced":
+                conv = m.mask_gen.encoder.dcc_layers[1].layers["3"]
+                conv.weight = nn.Parameter(conv.weight * -1.5)
+            elif case == "reference scan":
+                crossmamba.set_scan_backend(m, "reference")
+
+    def run() -> torch.Tensor:  # (a deep copy of inference tensors is made of normal ones)
+        return _stream(model if case == "inference tensors" else copy.deepcopy(model), x, query, [416], change)
+
+    calls = _spy(monkeypatch, "dcc_chunk")
+    fused = run()
+    # the first chunk's window starts before the input (the stages take it); then 7 chunks, 2 before the change
+    assert len(calls) == {"in place": 7, "replaced": 7, "reference scan": 2, "inference tensors": 0}[case]
+    _staged(monkeypatch)
+    assert torch.equal(fused, run())
 
 
 @pytest.mark.parametrize("name", ["wavemamba-small", "waveformer-small"])

@@ -319,11 +319,20 @@ class CrossMambaBlock(nn.Module):
 
     def _step_plan(self, query: Tensor, value: Tensor, state: MambaState) -> kernels.MambaBlock | None:
         """The fused step's block (`_StepPlan`), or None where the step runs operation by operation."""
-        if value.shape[0] * value.shape[1] > kernels.LINEAR_ROWS or not kernels.usable(value, query, state.ssm):
+        if value.shape[0] * value.shape[1] > kernels.LINEAR_ROWS or not kernels.usable(value, query):
             return None
-        if resolve_backend(self.mixer.scan_backend, value) != "cpu" or not state.conv.transpose(1, 2).is_contiguous():
+        plan = self.fused_plan(state)
+        return None if plan is None else plan.block
+
+    def fused_plan(self, state: MambaState) -> _StepPlan | None:
+        """The `_StepPlan` (made, or remade after a parameter changed) of the fused step over `state`, for chunks of
+        its device and dtype and up to `kernels.LINEAR_ROWS` rows, or None where the kernels cannot run it (not a
+        CPU float32 state, autograd on, a scan backend other than `cpu`). Its `block` may still be None."""
+        if not kernels.usable(state.ssm) or resolve_backend(self.mixer.scan_backend, state.ssm) != "cpu":
             return None
-        return current_plan(_STEP_PLANS, self, _StepPlan).block
+        if not state.conv.transpose(1, 2).is_contiguous():
+            return None
+        return current_plan(_STEP_PLANS, self, _StepPlan)
 
 
 class _StepPlan:

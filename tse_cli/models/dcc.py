@@ -13,7 +13,8 @@ offline forward. `CausalStreamer` feeds the same stages chunk by chunk, so the t
 Between in_conv and out_conv, frames are laid out (batch, frames, channels): LayerNorm, the 1x1 convs (as
 matmuls) and the decoders work on that layout directly, and the depthwise dilated convs run as shifted
 multiply-adds, which keeps the per-chunk cost of streaming low. The weights keep their published shapes.
-(About 600 lines: the streamer drives the chassis' stages one by one and is read with them.)
+(About 700 lines: the streamer drives the chassis' stages one by one, or a WaveMamba chunk in one kernel call,
+and is read with them.)
 """
 
 from __future__ import annotations
@@ -227,12 +228,7 @@ class DilatedCausalEncoder(nn.Module):
         changed), or None where it cannot run (no `EncoderState`, inference-tensor parameters), for kernel calls
         inside the `with`: the context buffers stay `ContextBuffer`s, their `end` goes into the plan before and
         comes back after, so that chunks the encoder runs layer by layer can come between."""
-        if not isinstance(state, EncoderState):
-            yield None
-            return
-        if state.plan is None or not state.plan.watched.fresh():
-            state.plan = _FusedPlan(self, state)
-        layers = state.plan.layers
+        layers = self.fused_plan(state)
         if layers is None:
             yield None
             return
@@ -243,6 +239,16 @@ class DilatedCausalEncoder(nn.Module):
         finally:
             for layer, buffer in zip(layers, state, strict=True):
                 buffer.end = layer.end
+
+    def fused_plan(self, state: list[ContextBuffer] | None) -> ctypes.Array | None:
+        """The `kernels.DCCLayer`s of the fused step over `state` (made, or remade after a parameter changed), or
+        None (no `EncoderState`, inference-tensor parameters). Their `end`s are the buffers' as of the plan's
+        making: callers copy them in and out around the kernels (`fused_layers`)."""
+        if not isinstance(state, EncoderState):
+            return None
+        if state.plan is None or not state.plan.watched.fresh():
+            state.plan = _FusedPlan(self, state)
+        return state.plan.layers
 
     def _fused_step(self, x: Tensor, layers: ctypes.Array) -> Tensor:
         """`forward(x, state)` as one call of `kernels.dcc_step` through `layers` (from `fused_layers(state)`)."""
@@ -317,7 +323,9 @@ class DCCExtractor(nn.Module):
     """The Waveformer pipeline around a pluggable causal decoder (see the module docstring).
 
     The decoder provides `granularity` (frames it needs before it can emit), `init_state(batch, device, dtype)`
-    and `decode(query, memory, state=None) -> (out, state)` on (batch, frames, dec_dim).
+    and `decode(query, memory, state=None) -> (out, state)` on (batch, frames, dec_dim). A decoder of granularity
+    1 may also provide `fused_plan(state)` (the CrossMamba block's), which lets the streamer run whole chunks in
+    one kernel call (`_ChunkPlan`).
     Internally frames are (batch, frames, channels).
     """
 
@@ -474,6 +482,59 @@ class DCCExtractor(nn.Module):
         return CausalStreamer(self, query)
 
 
+class _ChunkPlan:
+    """A streamer's chunk as one call of `kernels.dcc_chunk` through `stream` (a `kernels.DCCStream` over the
+    streamer's state), for a decoder with `fused_plan` (WaveMamba's CrossMamba block), valid while `current()`: no
+    parameter of the model replaced or changed, the same decoder state and scan backend. `stream` is None where
+    the kernels cannot run the chunk (inference-tensor parameters, the scan not on the `cpu` backend): the
+    streamer then drives the stages itself. Keeps the plans whose memory `stream` points to, and its own working
+    memory for chunks of up to `max_samples` samples."""
+
+    def __init__(self, streamer: CausalStreamer):
+        model, decoder = streamer.model, streamer.model.mask_gen.decoder
+        self.watched = Watched(model)
+        self.decoder_state, self.mixer = streamer.decoder_state, decoder.mixer
+        self.backend = self.mixer.scan_backend
+        self.stream: kernels.DCCStream | None = None
+        model_plan = current_plan(_MODEL_PLANS, model, _ModelPlan)
+        layers = model.mask_gen.encoder.fused_plan(streamer.encoder_state)
+        step = decoder.fused_plan(streamer.decoder_state)
+        self.kept = (model_plan, streamer.encoder_state.plan, step)  # what the stream's addresses point into
+        if layers is None or model_plan.model is None or step is None or step.block is None:
+            return
+        batch, samples, frames = streamer.batch, streamer.samples, streamer.out_state[0]
+        max_frames = kernels.LINEAR_ROWS // batch
+        self.max_samples = min(max_frames * model.L, samples.buffer.shape[1] - samples.context)
+        self.work = samples.buffer.new_empty(kernels.dcc_chunk_work(model_plan.model, step.block, batch, max_frames))
+        self.layers = list(zip(layers, streamer.encoder_state, strict=True))  # (kernel's layer, its ContextBuffer)
+        state = self.decoder_state
+        pointers = (model_plan.model, layers, step.block)
+        tensors = (streamer.label, samples.buffer, frames.buffer, state.conv, state.ssm, self.work)
+        self.stream = kernels.DCCStream(
+            *map(ctypes.addressof, pointers), *(t.data_ptr() for t in tensors),
+            len(layers), batch, max_frames, samples.buffer.shape[1], 0, frames.buffer.shape[1], 0,
+        )  # fmt: skip
+
+    def current(self, streamer: CausalStreamer) -> bool:
+        """Still valid for `streamer`'s next chunk (checked on every chunk)."""
+        fresh = streamer.decoder_state is self.decoder_state and self.mixer.scan_backend == self.backend
+        return fresh and self.watched.fresh()
+
+    def run(self, streamer: CausalStreamer, chunk: Tensor) -> Tensor:
+        """chunk (batch, n L) samples, whole frames, unit stride along time -> (batch, 1, n L) output samples; the
+        buffers' ends go into the kernel's stream and come back."""
+        stream, samples, frames = self.stream, streamer.samples, streamer.out_state[0]
+        stream.samples_end, stream.frames_end = samples.end, frames.end
+        for layer, buffer in self.layers:
+            layer.end = buffer.end
+        out = chunk.new_empty(chunk.shape[0], 1, chunk.shape[1])
+        kernels.dcc_chunk(stream, chunk, out)
+        samples.end, frames.end = stream.samples_end, stream.frames_end
+        for layer, buffer in self.layers:
+            buffer.end = layer.end
+        return out
+
+
 class CausalStreamer:
     """Chunk-by-chunk inference equal to `forward` on the concatenated input, in bounded memory.
 
@@ -488,6 +549,8 @@ class CausalStreamer:
     from chunk to chunk, and the state is updated in place: a stream of equal chunks then allocates only the
     output it returns and what some kernels allocate inside (LayerNorm; Waveformer's attention), see
     docs/performance.md. `SCRATCH = 0` (set before creating the streamer) allocates as usual instead, 1-2% faster.
+    With a decoder that has `fused_plan` (WaveMamba), a chunk of whole frames after whole frames, of up to
+    `kernels.LINEAR_ROWS` frames of all rows, goes through the model in one kernel call instead (`_ChunkPlan`).
     """
 
     BLOCK = 1 << 16  # samples (1.5 s at 44.1 kHz)
@@ -515,6 +578,9 @@ class CausalStreamer:
         self.pending = torch.zeros(batch, 0, 2 * (model.enc_dim + model.dec_dim), **factory)
         self.waiting = self.waiting_start = 0
         self.scratch = Scratch()
+        decoder = model.mask_gen.decoder
+        fusable = hasattr(decoder, "fused_plan") and decoder.granularity == 1 and kernels.usable(self.label)
+        self.chunk_plan: _ChunkPlan | None | bool = None if fusable else False  # False: never (see `_fused`)
         self.received = self.emitted = 0
         self.finished = False
 
@@ -545,6 +611,28 @@ class CausalStreamer:
 
     def _process(self, chunk: Tensor, final: bool) -> Tensor:
         """chunk (batch, n) samples -> (batch, 1, m) finished output samples."""
+        out = None if final else self._fused(chunk)
+        if out is None:
+            out = self._staged(chunk, final)
+        self.emitted += out.shape[-1]
+        return out
+
+    def _fused(self, chunk: Tensor) -> Tensor | None:
+        """The chunk through the whole model in one kernel call (`_ChunkPlan`), or None where that cannot run: a
+        decoder without `fused_plan`, a chunk that is not whole frames after whole frames (or the stream's first
+        frame, whose window starts before the input), too long a chunk, a plan without a kernel stream."""
+        plan = self.chunk_plan
+        if plan is False or self.partial_len or self.skip or chunk.shape[-1] % self.model.L:
+            return None
+        if plan is None or not plan.current(self):
+            plan = self.chunk_plan = _ChunkPlan(self)
+        if plan.stream is None or not 0 < chunk.shape[-1] <= plan.max_samples:
+            return None
+        return plan.run(self, chunk if chunk.stride(-1) == 1 else chunk.contiguous())
+
+    def _staged(self, chunk: Tensor, final: bool) -> Tensor:
+        """`_process` stage by stage: the encoder's front, frames held back for the decoder's groups, the decoder,
+        the back (fused kernels per stage where they can run)."""
         small = chunk.numel() <= self.SCRATCH
         with self.scratch.active() if small else contextlib.nullcontext():
             stages = self._group(self._encode(chunk), final)
@@ -557,7 +645,6 @@ class CausalStreamer:
             if out is None:
                 masked = torch.mul(x, model.mask_gen.mask(l, decoded), out=scratch(x))
                 out = model.synthesize(masked, self.out_state)
-        self.emitted += out.shape[-1]
         return out
 
     def _encode(self, chunk: Tensor) -> tuple[Tensor, ...] | None:

@@ -21,6 +21,9 @@
       steps are also kernels of their own for blocks of any length, between products that oneDNN, MKL or 4b
       run (offline): tse_dcc_label_f32 (the label and the projections to the decoder), tse_dcc_mask_f32 (the
       projection back and the mask) and tse_dcc_overlap_f32 (out_conv's overlap-add and tanh).
+   8. tse_dcc_chunk_f32: a streamed chunk of WaveMamba (a DCC extractor with a CrossMamba decoder) in one call: the
+      input's context buffer, 7.'s front, 6., 7.'s back. Per chunk Python then only checks the plan and hands over
+      the buffers' ends: at 32-sample chunks, driving the three stages from Python cost 40 % of the time.
 
    The selective scan, for every batch row b and channel d, time t along the rows:
        dt    = softplus(delta[t, d] + bias[d])          (bias and softplus optional)
@@ -51,6 +54,20 @@
 #define W 8 /* one AVX register: 16 lanes as two halves ran the scan 2.5-3.5x slower on an AVX2 CPU (AMD EPYC) */
 #endif
 #define MAX_STATE 64
+
+/* The loop (a `for` statement) shared among `threads` OpenMP threads with these clauses, or run as it is by one
+   thread: an OpenMP construct costs about a microsecond even when an `if` clause makes its team one thread, and a
+   streamed chunk makes some forty kernel calls. */
+#define PRAGMA(x) _Pragma(#x)
+#define SHARED_FOR(clauses, ...)                                  \
+    do {                                                          \
+        if (threads > 1) {                                        \
+            PRAGMA(omp parallel for clauses num_threads(threads)) \
+            __VA_ARGS__                                           \
+        } else {                                                  \
+            __VA_ARGS__                                           \
+        }                                                         \
+    } while (0)
 
 typedef float vf __attribute__((vector_size(4 * W)));
 typedef int32_t vi __attribute__((vector_size(4 * W)));
@@ -150,22 +167,21 @@ int tse_scan_f32(int64_t batch, int64_t length, int64_t d_inner, int64_t d_state
                  int has_state, int threads) {
     if (d_state > MAX_STATE) return -1;
     int64_t blocks = (d_end - d_begin + W - 1) / W;
-    (void)threads; /* (without OpenMP: one thread) */
-#pragma omp parallel for collapse(2) schedule(static) num_threads(threads) if (threads > 1)
-    for (int64_t b = 0; b < batch; b++)
-        for (int64_t i = 0; i < blocks; i++) {
-            int64_t d0 = d_begin + i * W;
-            const float *zb = z ? z + b * sz_b : z;
-            float *state_b = state + b * d_inner * d_state;
-            if (d_end - d0 >= W)
-                scan_block(length, d_inner, d_state, d0, W, u + b * su_b, su_t, delta + b * sdelta_b, sdelta_t,
-                           A_t, B + b * sB_b, sB_t, C + b * sC_b, sC_t, D, zb, sz_t, bias, softplus, y + b * sy_b,
-                           sy_t, state_b, has_state);
-            else
-                scan_block(length, d_inner, d_state, d0, (int)(d_end - d0), u + b * su_b, su_t,
-                           delta + b * sdelta_b, sdelta_t, A_t, B + b * sB_b, sB_t, C + b * sC_b, sC_t, D, zb,
-                           sz_t, bias, softplus, y + b * sy_b, sy_t, state_b, has_state);
-        }
+    SHARED_FOR(collapse(2) schedule(static),
+        for (int64_t b = 0; b < batch; b++)
+            for (int64_t i = 0; i < blocks; i++) {
+                int64_t d0 = d_begin + i * W;
+                const float *zb = z ? z + b * sz_b : z;
+                float *state_b = state + b * d_inner * d_state;
+                if (d_end - d0 >= W)
+                    scan_block(length, d_inner, d_state, d0, W, u + b * su_b, su_t, delta + b * sdelta_b, sdelta_t,
+                               A_t, B + b * sB_b, sB_t, C + b * sC_b, sC_t, D, zb, sz_t, bias, softplus, y + b * sy_b,
+                               sy_t, state_b, has_state);
+                else
+                    scan_block(length, d_inner, d_state, d0, (int)(d_end - d0), u + b * su_b, su_t,
+                               delta + b * sdelta_b, sdelta_t, A_t, B + b * sB_b, sB_t, C + b * sC_b, sC_t, D, zb,
+                               sz_t, bias, softplus, y + b * sy_b, sy_t, state_b, has_state);
+            });
     return 0;
 }
 
@@ -275,14 +291,14 @@ void tse_depthwise_f32(int64_t batch, int64_t n, int64_t channels, const float *
                        float eps, float *out, int64_t so_b, int64_t so_t, int64_t t_begin, int64_t t_end,
                        int threads) {
     /* frames [t_begin, t_end) of every batch row, shared among `threads` OpenMP threads */
-    (void)n, (void)threads;
-#pragma omp parallel for collapse(2) schedule(static) num_threads(threads) if (threads > 1)
-    for (int64_t b = 0; b < batch; b++)
-        for (int64_t t = t_begin; t < t_end; t++) {
-            const float *src[k];
-            tap_sources(src, k, dilation, t, x + b * sx_b, sx_t, past ? past + b * sp_b : NULL, sp_t);
-            depthwise_frame(out + b * so_b + t * so_t, src, k, channels, taps, bias, post, gamma, beta, eps);
-        }
+    (void)n;
+    SHARED_FOR(collapse(2) schedule(static),
+        for (int64_t b = 0; b < batch; b++)
+            for (int64_t t = t_begin; t < t_end; t++) {
+                const float *src[k];
+                tap_sources(src, k, dilation, t, x + b * sx_b, sx_t, past ? past + b * sp_b : NULL, sp_t);
+                depthwise_frame(out + b * so_b + t * so_t, src, k, channels, taps, bias, post, gamma, beta, eps);
+            });
 }
 
 /* out[r] = (residual ? residual[r] : 0) + post(y[r]) for `rows` rows of `channels` <= MAX_CHANNELS (post:
@@ -293,20 +309,19 @@ int tse_norm_f32(int64_t rows, int64_t channels, const float *y, int64_t sy, int
                  const float *beta, float eps, const float *residual, int64_t sr, float *out, int64_t so,
                  int threads) {
     if (channels > MAX_CHANNELS) return -1;
-    (void)threads;
-#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
-    for (int64_t r = 0; r < rows; r++) {
-        float row[MAX_CHANNELS]; /* 32 KiB of stack, per thread */
-        memcpy(row, y + r * sy, sizeof(float) * channels);
-        finish_row(row, channels, post, gamma, beta, eps);
-        float *o = out + r * so;
-        if (residual) {
-            const float *res = residual + r * sr;
-            for (int64_t c = 0; c < channels; c++) o[c] = res[c] + row[c];
-        } else {
-            memcpy(o, row, sizeof(float) * channels);
-        }
-    }
+    SHARED_FOR(schedule(static),
+        for (int64_t r = 0; r < rows; r++) {
+            float row[MAX_CHANNELS]; /* 32 KiB of stack, per thread */
+            memcpy(row, y + r * sy, sizeof(float) * channels);
+            finish_row(row, channels, post, gamma, beta, eps);
+            float *o = out + r * so;
+            if (residual) {
+                const float *res = residual + r * sr;
+                for (int64_t c = 0; c < channels; c++) o[c] = res[c] + row[c];
+            } else {
+                memcpy(o, row, sizeof(float) * channels);
+            }
+        });
     return 0;
 }
 
@@ -368,17 +383,16 @@ static void linear_rows(int rows, int64_t k_dim, const float *x, int64_t sx, con
 void tse_linear_f32(int64_t rows, int64_t k_dim, int64_t n_dim, const float *x, int64_t sx, const float *panels,
                     const float *bias, float *out, int64_t so, int64_t p_begin, int64_t p_end, int threads) {
     int64_t tiles = (rows + LINEAR_TILE - 1) / LINEAR_TILE;
-    (void)threads;
-#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
-    for (int64_t p = p_begin; p < p_end; p++) {
-        int cols = n_dim - p * W < W ? (int)(n_dim - p * W) : W;
-        for (int64_t t = 0, m = 0; t < tiles; t++) { /* tiles of equal size: 20 rows are 10 + 10, not 13 + 7 */
-            int64_t end = rows * (t + 1) / tiles;
-            linear_rows((int)(end - m), k_dim, x + m * sx, sx, panels + p * k_dim * W, bias ? bias + p * W : NULL,
-                        out + m * so + p * W, so, cols);
-            m = end;
-        }
-    }
+    SHARED_FOR(schedule(static),
+        for (int64_t p = p_begin; p < p_end; p++) {
+            int cols = n_dim - p * W < W ? (int)(n_dim - p * W) : W;
+            for (int64_t t = 0, m = 0; t < tiles; t++) { /* tiles of equal size: 20 rows are 10 + 10, not 13 + 7 */
+                int64_t end = rows * (t + 1) / tiles;
+                linear_rows((int)(end - m), k_dim, x + m * sx, sx, panels + p * k_dim * W, bias ? bias + p * W : NULL,
+                            out + m * so + p * W, so, cols);
+                m = end;
+            }
+        });
 }
 
 
@@ -695,15 +709,14 @@ static void project_down(int64_t enc, int64_t dec, const float *x, const float *
 int tse_dcc_label_f32(int64_t batch, int64_t n, const tse_dcc_model *m, const float *e, const float *label,
                       float *l, float *q, float *memory, int threads) {
     int64_t enc = m->enc_dim, dec = m->dec_dim;
-    (void)threads;
-#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
-    for (int64_t r = 0; r < batch * n; r++) {
-        const float *er = e + r * enc, *lb = label + r / n * enc;
-        float *lr = l + r * enc;
-        project_down(enc, dec, er, m->qe_taps, m->qe_bias, memory + r * dec);
-        for (int64_t c = 0; c < enc; c++) lr[c] = lb[c] * er[c];
-        project_down(enc, dec, lr, m->ql_taps, m->ql_bias, q + r * dec);
-    }
+    SHARED_FOR(schedule(static),
+        for (int64_t r = 0; r < batch * n; r++) {
+            const float *er = e + r * enc, *lb = label + r / n * enc;
+            float *lr = l + r * enc;
+            project_down(enc, dec, er, m->qe_taps, m->qe_bias, memory + r * dec);
+            for (int64_t c = 0; c < enc; c++) lr[c] = lb[c] * er[c];
+            project_down(enc, dec, lr, m->ql_taps, m->ql_bias, q + r * dec);
+        });
     return 0;
 }
 
@@ -730,18 +743,17 @@ int tse_dcc_front_f32(int64_t batch, int64_t n, const tse_dcc_model *m, const fl
 int tse_dcc_mask_f32(int64_t batch, int64_t n, const tse_dcc_model *m, const float *x, const float *l,
                      const float *decoded, float *masked, int64_t sm, int threads) {
     int64_t enc = m->enc_dim, dec = m->dec_dim, per = enc / dec;
-    (void)threads;
-#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
-    for (int64_t r = 0; r < batch * n; r++) {
-        const float *xr = x + r * enc, *lr = l + r * enc, *dr = decoded + r * dec;
-        float *out = masked + r / n * sm + r % n * enc;
-        for (int64_t g = 0; g < dec; g++) /* each decoder channel to its per outputs, then a vectorised pass */
-            for (int64_t i = 0; i < per; i++) out[g * per + i] = dr[g];
-        for (int64_t c = 0; c < enc; c++) {
-            float d = m->d2e_scale[c] * out[c] + m->d2e_bias[c];
-            out[c] = xr[c] * (lr[c] + (d > 0.0f ? d : 0.0f));
-        }
-    }
+    SHARED_FOR(schedule(static),
+        for (int64_t r = 0; r < batch * n; r++) {
+            const float *xr = x + r * enc, *lr = l + r * enc, *dr = decoded + r * dec;
+            float *out = masked + r / n * sm + r % n * enc;
+            for (int64_t g = 0; g < dec; g++) /* each decoder channel to its per outputs, then a vectorised pass */
+                for (int64_t i = 0; i < per; i++) out[g * per + i] = dr[g];
+            for (int64_t c = 0; c < enc; c++) {
+                float d = m->d2e_scale[c] * out[c] + m->d2e_bias[c];
+                out[c] = xr[c] * (lr[c] + (d > 0.0f ? d : 0.0f));
+            }
+        });
     return 0;
 }
 
@@ -751,18 +763,17 @@ int tse_dcc_mask_f32(int64_t batch, int64_t n, const tse_dcc_model *m, const flo
 int tse_dcc_overlap_f32(int64_t batch, int64_t n, const tse_dcc_model *m, const float *segments, float *out,
                         int threads) {
     int64_t b = m->out_buf, L = m->L, span = (b + 1) * L;
-    (void)threads;
-#pragma omp parallel for collapse(2) schedule(static) num_threads(threads) if (threads > 1)
-    for (int64_t r = 0; r < batch; r++)
-        for (int64_t f = 0; f < n; f++) {
-            const float *frame = segments + (r * (n + b) + f) * span;
-            for (int64_t s = 0; s < L; s += W) {
-                int w = L - s < W ? (int)(L - s) : W;
-                vf acc = load(frame + b * L + s, w);
-                for (int64_t k = 1; k <= b; k++) acc += load(frame + k * span + (b - k) * L + s, w);
-                store(out + (r * n + f) * L + s, 1.0f - 2.0f / (exp_v(2.0f * acc) + 1.0f), w); /* tanh */
-            }
-        }
+    SHARED_FOR(collapse(2) schedule(static),
+        for (int64_t r = 0; r < batch; r++)
+            for (int64_t f = 0; f < n; f++) {
+                const float *frame = segments + (r * (n + b) + f) * span;
+                for (int64_t s = 0; s < L; s += W) {
+                    int w = L - s < W ? (int)(L - s) : W;
+                    vf acc = load(frame + b * L + s, w);
+                    for (int64_t k = 1; k <= b; k++) acc += load(frame + k * span + (b - k) * L + s, w);
+                    store(out + (r * n + f) * L + s, 1.0f - 2.0f / (exp_v(2.0f * acc) + 1.0f), w); /* tanh */
+                }
+            });
     return 0;
 }
 
@@ -784,6 +795,51 @@ int tse_dcc_back_f32(int64_t batch, int64_t n, const tse_dcc_model *m, const flo
                        work + r * (n + b) * span, span, 0, panel_count(span), 1);
     *end = start + n;
     return tse_dcc_overlap_f32(batch, n, m, work, out, 1);
+}
+
+/* A streamer's chunk through a DCC extractor whose decoder is a causal CrossMamba block (WaveMamba) in one call
+   (the ctypes Structure `kernels.DCCStream` mirrors it): the model, its encoder's layers (with their context
+   buffers), the decoder's block and its state (`conv`, `ssm`, as tse_cross_mamba_step_f32), the label (batch,
+   enc), the input's context buffer `samples` (batch rows of `samples_capacity` samples, the last 2L before
+   `samples_end`) and out_conv's `frames` (as tse_dcc_back_f32), and `work` for chunks of up to `max_frames`
+   frames of `batch` rows (`kernels.dcc_chunk_work` floats). The ends are read and updated. */
+typedef struct {
+    const tse_dcc_model *model;
+    tse_dcc_layer *layers;
+    const tse_mamba_block *decoder;
+    const float *label;
+    float *samples, *frames, *conv, *ssm, *work;
+    int64_t n_layers, batch, max_frames, samples_capacity, samples_end, frames_capacity, frames_end;
+} tse_dcc_stream;
+
+/* The chunk's new samples, n L of each batch row (`chunk`, row stride sc, unit stride along time), -> its output
+   samples out (batch, n L): appended to `samples` (its 2L context moved to the front first where the chunk would
+   not fit after it), then in_conv over [context | chunk], the encoder, the label and the projections
+   (tse_dcc_front_f32), the decoder's block (tse_cross_mamba_step_f32) and the mask, out_conv and tanh
+   (tse_dcc_back_f32). Returns -1, having changed nothing, for another batch, samples that are not whole frames
+   or more than max_frames of them, a chunk that does not fit in `samples`, or widths the kernels do not take;
+   else 0. */
+int tse_dcc_chunk_f32(int64_t batch, int64_t samples, tse_dcc_stream *s, const float *chunk, int64_t sc,
+                      float *out) {
+    const tse_dcc_model *m = s->model;
+    int64_t L = m->L, n = samples / L, enc = m->enc_dim, dec = m->dec_dim, rows = batch * n, context = 2 * L;
+    int64_t capacity = s->samples_capacity;
+    if (batch != s->batch || samples % L || n < 1 || n > s->max_frames || context + samples > capacity) return -1;
+    if (enc > MAX_CHANNELS || s->decoder->d_model != dec || dec > MAX_CHANNELS || s->decoder->d_state > MAX_STATE)
+        return -1;
+    int64_t start = s->samples_end + n * L > capacity ? context : s->samples_end;
+    for (int64_t b = 0; b < batch; b++) {
+        float *row = s->samples + b * capacity;
+        if (start != s->samples_end) memmove(row, row + s->samples_end - context, sizeof(float) * (size_t)context);
+        memcpy(row + start, chunk + b * sc, sizeof(float) * (size_t)(n * L));
+    }
+    s->samples_end = start + n * L;
+    float *x = s->work, *l = x + rows * enc, *q = l + rows * enc, *memory = q + rows * dec;
+    float *decoded = memory + rows * dec, *rest = decoded + rows * dec; /* rest: each stage's working memory */
+    tse_dcc_front_f32(batch, n, m, s->samples + start - context, capacity, s->n_layers, s->layers, s->label, x, l, q,
+                      memory, rest);
+    tse_cross_mamba_step_f32(batch, n, s->decoder, q, memory, decoded, s->conv, s->ssm, rest);
+    return tse_dcc_back_f32(batch, n, m, x, l, decoded, s->frames, s->frames_capacity, &s->frames_end, rest, out);
 }
 
 int tse_openmp(void) { /* 1 when built with OpenMP: the kernels then share torch's threads */

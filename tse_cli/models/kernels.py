@@ -71,6 +71,7 @@ _SIGNATURES = {
     "tse_dcc_label_f32": [_i64, _i64] + [_ptr] * 6 + [_int],
     "tse_dcc_mask_f32": [_i64, _i64] + [_ptr] * 5 + [_i64, _int],
     "tse_dcc_overlap_f32": [_i64, _i64] + [_ptr] * 3 + [_int],
+    "tse_dcc_chunk_f32": [_i64, _i64, _ptr, _ptr, _i64, _ptr],
 }  # fmt: skip
 _RETURNS = {
     "tse_depthwise_f32": None,
@@ -471,6 +472,39 @@ def dcc_back(model: DCCModel, x: Tensor, l: Tensor, decoded: Tensor, buffer: Con
                                buffer.buffer.data_ptr(), buffer.buffer.shape[1], ctypes.byref(end), work.data_ptr(),
                                out.data_ptr())  # fmt: skip
     buffer.end = end.value
+
+
+class DCCStream(ctypes.Structure):
+    """A streamer's chunk through WaveMamba (a DCC extractor with a CrossMamba decoder) for `dcc_chunk` (kernels.c's
+    `tse_dcc_stream`): the `DCCModel`, the encoder's `DCCLayer`s, the decoder's `MambaBlock` and state, the label,
+    the input's and out_conv's context buffers with their ends, and the working memory (`dcc_chunk_work`) for
+    chunks of up to `max_frames` frames of `batch` rows."""
+
+    _fields_ = [
+        *((name, _ptr) for name in ("model", "layers", "decoder", "label", "samples", "frames", "conv", "ssm", "work")),
+        *((name, _i64) for name in ("n_layers", "batch", "max_frames", "samples_capacity", "samples_end")),
+        *((name, _i64) for name in ("frames_capacity", "frames_end")),
+    ]
+
+
+def dcc_chunk_work(model: DCCModel, block: MambaBlock, batch: int, frames: int) -> int:
+    """Floats of working memory `dcc_chunk` needs for chunks of up to `frames` frames of `batch` rows: the stages'
+    outputs, then the largest of their working memories."""
+    rows, b = batch * frames, model.out_buf
+    stages = (3 * rows * model.enc_dim, mamba_work(block, rows), batch * (frames + b) * (b + 1) * model.L)
+    return rows * (2 * model.enc_dim + 3 * model.dec_dim) + max(stages)
+
+
+def dcc_chunk(stream: DCCStream, chunk: Tensor, out: Tensor) -> None:
+    """A streamed chunk's new samples `chunk` (batch, n L) (whole frames), unit stride along time, -> its output
+    samples `out` (batch, n L) contiguous, through `stream` (its ends advanced): the whole WaveMamba chunk in one
+    call."""
+    if chunk.stride(-1) != 1 or not out.is_contiguous() or out.shape[-1] != chunk.shape[-1]:
+        raise ValueError("dcc_chunk needs samples of unit stride and a contiguous output of their size")
+    batch, samples = chunk.shape
+    if library().tse_dcc_chunk_f32(batch, samples, ctypes.byref(stream), chunk.data_ptr(), chunk.stride(0),
+                                   out.data_ptr()):  # fmt: skip
+        raise ValueError(f"tse_dcc_chunk_f32: {samples} samples of {batch} rows do not fit this stream")
 
 
 def dcc_label(model: DCCModel, e: Tensor, label: Tensor, outputs: tuple[Tensor, Tensor, Tensor]) -> None:
