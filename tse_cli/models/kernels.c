@@ -777,6 +777,19 @@ int tse_dcc_overlap_f32(int64_t batch, int64_t n, const tse_dcc_model *m, const 
     return 0;
 }
 
+/* Room for n more steps after the `context` before `end` in each of `batch` rows of a context buffer (rows of
+   `capacity` steps of `channels` floats; `tse_cli.models.streaming.ContextBuffer.extend`'s first step): where they
+   would not fit, the context moves to the front. Returns where the n steps go (the context is just before). */
+static int64_t make_room(float *buffer, int64_t batch, int64_t capacity, int64_t channels, int64_t context,
+                         int64_t end, int64_t n) {
+    if (end + n <= capacity) return end;
+    for (int64_t r = 0; r < batch; r++) {
+        float *row = buffer + r * capacity * channels;
+        memmove(row, row + (end - context) * channels, sizeof(float) * (size_t)(context * channels));
+    }
+    return context;
+}
+
 /* The chunk's output samples out (batch, n L) from x, l (batch, n, enc) and the decoder's output (batch, n, dec):
    the mask (tse_dcc_mask_f32) goes into the context buffer of out_conv (batch rows of `capacity` frames, the last
    b before *end, b = out_buf; *end updated), then out_conv's responses to the b + n frames (`work`: batch (n + b)
@@ -784,11 +797,7 @@ int tse_dcc_overlap_f32(int64_t batch, int64_t n, const tse_dcc_model *m, const 
 int tse_dcc_back_f32(int64_t batch, int64_t n, const tse_dcc_model *m, const float *x, const float *l,
                      const float *decoded, float *buffer, int64_t capacity, int64_t *end, float *work, float *out) {
     int64_t enc = m->enc_dim, b = m->out_buf, span = (b + 1) * m->L;
-    int64_t start = *end + n > capacity ? b : *end; /* full: the context moves to the front first */
-    for (int64_t r = 0; r < batch; r++) {
-        float *frames = buffer + r * capacity * enc;
-        if (start != *end) memmove(frames, frames + (*end - b) * enc, sizeof(float) * (size_t)(b * enc));
-    }
+    int64_t start = make_room(buffer, batch, capacity, enc, b, *end, n);
     tse_dcc_mask_f32(batch, n, m, x, l, decoded, buffer + start * enc, capacity * enc, 1);
     for (int64_t r = 0; r < batch; r++)
         tse_linear_f32(n + b, enc, span, buffer + (r * capacity + start - b) * enc, enc, m->out_panels, NULL,
@@ -827,12 +836,9 @@ int tse_dcc_chunk_f32(int64_t batch, int64_t samples, tse_dcc_stream *s, const f
     if (batch != s->batch || samples % L || n < 1 || n > s->max_frames || context + samples > capacity) return -1;
     if (enc > MAX_CHANNELS || s->decoder->d_model != dec || dec > MAX_CHANNELS || s->decoder->d_state > MAX_STATE)
         return -1;
-    int64_t start = s->samples_end + n * L > capacity ? context : s->samples_end;
-    for (int64_t b = 0; b < batch; b++) {
-        float *row = s->samples + b * capacity;
-        if (start != s->samples_end) memmove(row, row + s->samples_end - context, sizeof(float) * (size_t)context);
-        memcpy(row + start, chunk + b * sc, sizeof(float) * (size_t)(n * L));
-    }
+    int64_t start = make_room(s->samples, batch, capacity, 1, context, s->samples_end, n * L);
+    for (int64_t b = 0; b < batch; b++)
+        memcpy(s->samples + b * capacity + start, chunk + b * sc, sizeof(float) * (size_t)(n * L));
     s->samples_end = start + n * L;
     float *x = s->work, *l = x + rows * enc, *q = l + rows * enc, *memory = q + rows * dec;
     float *decoded = memory + rows * dec, *rest = decoded + rows * dec; /* rest: each stage's working memory */

@@ -460,13 +460,19 @@ def dcc_front(
         raise ValueError(f"tse_dcc_front_f32 takes at most {MAX_CHANNELS} channels")
 
 
+def _back_work(model: DCCModel, batch: int, n: int) -> int:
+    """Floats of working memory `tse_dcc_back_f32` needs for n frames of `batch` rows: out_conv's responses to the
+    out_buf frames before them and to them."""
+    return batch * (n + model.out_buf) * (model.out_buf + 1) * model.L
+
+
 def dcc_back(model: DCCModel, x: Tensor, l: Tensor, decoded: Tensor, buffer: ContextBuffer, out: Tensor) -> None:  # noqa: E741
     """The chunk's output samples `out` (batch, n * L) from x, l (batch, n, enc_dim) and the decoder's output
     (batch, n, dec_dim), all contiguous: the mask, out_conv over `buffer` (its context buffer: the last
     out_buf_len masked frames; advanced) and tanh."""
     _contiguous(x, l, decoded, buffer.buffer, out)
     batch, n = x.shape[:2]
-    work = working(x, (batch * (n + model.out_buf) * (model.out_buf + 1) * model.L,))
+    work = working(x, (_back_work(model, batch, n),))
     end = ctypes.c_int64(buffer.end)
     library().tse_dcc_back_f32(batch, n, ctypes.byref(model), x.data_ptr(), l.data_ptr(), decoded.data_ptr(),
                                buffer.buffer.data_ptr(), buffer.buffer.shape[1], ctypes.byref(end), work.data_ptr(),
@@ -490,8 +496,8 @@ class DCCStream(ctypes.Structure):
 def dcc_chunk_work(model: DCCModel, block: MambaBlock, batch: int, frames: int) -> int:
     """Floats of working memory `dcc_chunk` needs for chunks of up to `frames` frames of `batch` rows: the stages'
     outputs, then the largest of their working memories."""
-    rows, b = batch * frames, model.out_buf
-    stages = (3 * rows * model.enc_dim, mamba_work(block, rows), batch * (frames + b) * (b + 1) * model.L)
+    rows = batch * frames
+    stages = (3 * rows * model.enc_dim, mamba_work(block, rows), _back_work(model, batch, frames))
     return rows * (2 * model.enc_dim + 3 * model.dec_dim) + max(stages)
 
 
